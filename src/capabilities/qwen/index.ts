@@ -1,0 +1,309 @@
+/**
+ * The qwen family: `/generate` (txt2img, img2img) and `/edit` (one or more images), pinned to the
+ * `image` and `edit-2509` variants. Rules run in the original's order (reference §8.6), then
+ * inputs are resolved, all before the job is queued.
+ */
+import { defineOperation, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';
+import { InputError, RuleError } from '../../core/errors.js';
+import type { ModelSpec } from '../../core/models/model-spec.js';
+import type { ImageTask } from '../../engines/engine.js';
+import { resolveInputs, runImageJob, type InputRequest } from '../shared/image-job.js';
+import { resolveSeed, snapshot } from '../shared/params.js';
+import { checkCap, checkInputCount, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../shared/rules.js';
+import { qwenDescription } from './description.js';
+import { qwenModels } from './models.js';
+import {
+  QwenImageResponse,
+  SCHEDULERS,
+  editRequestSchema,
+  generateRequestSchema,
+  type EditBody,
+  type GenerateBody,
+} from './schemas.js';
+import { QUANTIZE_CHOICES, readQwenSettings, type QwenSettings } from './settings.js';
+
+const GENERATE_DOC = `Generate an image from a text prompt (Qwen Image, text-to-image / img2img).
+
+Plain text-to-image by default; supply \`init_image\` (+ optional \`image_strength\`, higher keeps more of the input) to run img2img instead — use \`/v1/image/qwen/edit\` for natural-language single/multi-image editing. The same endpoint serves both \`sync\` and \`async\` via \`mode\`. This endpoint only accepts the \`image\` model variant.
+
+Sync content negotiation: a single image is produced, so unless the client asks for JSON the raw image bytes are returned with \`X-Kiapi-File-Id\` / \`X-Kiapi-Job-Id\` headers — \`curl -o out.png\` just works. With \`Accept: application/json\` (or async) the Job JSON is returned, whose \`result\` follows ImageResponse.
+
+Any \`loras\` or a \`quantize\` differing from the default uses a separately built model (kept resident for reuse). Async returns 202 immediately; poll GET /v1/jobs/{job_id} and fetch the artifact via GET /v1/files/{file_id}/download.`;
+
+const EDIT_DOC = `Edit / combine one or more reference images with a prompt (Qwen Image Edit).
+
+Takes a list of \`images\` (FileRefs, single or multi-image) plus a natural-language \`prompt\`. For plain image-to-image from a single seed image, use \`init_image\` on \`/v1/image/qwen/generate\` instead. The same endpoint serves both \`sync\` and \`async\` via \`mode\`. This endpoint only accepts the \`edit-2509\` model variant.
+
+Sync content negotiation, LoRA / \`quantize\` behaviour, and the ImageResponse \`result\` shape match \`/v1/image/qwen/generate\`.`;
+
+interface Common {
+  spec: ModelSpec;
+  width: number;
+  height: number;
+  steps: number;
+  guidance: number;
+  quantize: number | null;
+}
+
+function checkCommon(
+  s: QwenSettings,
+  body: GenerateBody | EditBody,
+  spec: ModelSpec,
+  defaults: { steps: number; guidance: number },
+  maxInputs: number,
+): Common {
+  const width = body.width ?? s.defaultWidth;
+  const height = body.height ?? s.defaultHeight;
+  if (width <= 0 || height <= 0) throw new RuleError('width and height must be positive');
+  checkMultiplesOf16(width, height);
+  checkCap(width, height, s.maxWidth, s.maxHeight);
+  const steps = body.steps ?? defaults.steps;
+  if (steps < 1 || steps > s.maxSteps) throw new RuleError(`steps must be in 1..${s.maxSteps}`);
+  checkQuantize(body.quantize, QUANTIZE_CHOICES);
+  const loras = body.loras ?? [];
+  if (loras.length > s.maxLoras) throw new RuleError(`at most ${s.maxLoras} loras may be applied`);
+  checkInputCount('loras', loras.length, maxInputs);
+  const scheduler = body.scheduler ?? 'linear';
+  if (!(SCHEDULERS as readonly string[]).includes(scheduler)) {
+    throw new RuleError(`scheduler '${scheduler}' is not supported; use one of: ${SCHEDULERS.join(', ')}`);
+  }
+  return { spec, width, height, steps, guidance: body.guidance ?? defaults.guidance, quantize: body.quantize ?? spec.defaultQuantize };
+}
+
+function loraRequests(body: GenerateBody | EditBody): InputRequest[] {
+  return (body.loras ?? []).map((l, i) => ({ kind: `loras[${i}]`, ref: l.file, image: false }));
+}
+
+function resolvedLoras(body: GenerateBody | EditBody, paths: { fileId: string; path: string }[]) {
+  return (body.loras ?? []).map((l, i) => ({ ...paths[i]!, scale: l.scale ?? 1.0 }));
+}
+
+async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: CapabilityServices, signal: AbortSignal): Promise<PreparedJob> {
+  const spec = services.models.resolve('qwen', body.model);
+  if (spec.name !== 'image') throw new InputError("qwen generate requires model 'image'");
+  const c = checkCommon(s, body, spec, { steps: s.generateSteps, guidance: s.generateGuidance }, services.config.maxInputsPerRequest);
+  const strength = body.image_strength;
+  if (strength !== null && strength !== undefined && (strength < 0 || strength > 1)) {
+    throw new RuleError('image_strength must be in 0..1');
+  }
+  checkPromptLength(body.prompt, services.config.maxPromptChars);
+  services.runtime.assertReady(spec);
+
+  const requests: InputRequest[] = [];
+  if (body.init_image) requests.push({ kind: 'init_image', ref: body.init_image, image: true });
+  requests.push(...loraRequests(body));
+  const resolved = await resolveInputs(services, requests, signal);
+  const init = body.init_image ? resolved.inputs[0] : undefined;
+  const loras = resolvedLoras(body, resolved.inputs.slice(init ? 1 : 0));
+
+  const seed = resolveSeed(body.seed);
+  const imageStrength = init ? (strength ?? s.defaultImageStrength) : null;
+  const task: ImageTask = {
+    operation: 'qwen.generate',
+    model: { family: 'qwen', name: spec.name, repo: spec.repo, quantize: c.quantize },
+    prompt: body.prompt,
+    negativePrompt: body.negative_prompt ?? null,
+    width: c.width,
+    height: c.height,
+    seed,
+    steps: c.steps,
+    guidance: c.guidance,
+    scheduler: body.scheduler ?? 'linear',
+    loras,
+    ...(init ? { initImage: { fileId: init.fileId, path: init.path }, imageStrength } : {}),
+  };
+  const format = body.format ?? 'png';
+  const quality = body.quality ?? 90;
+  const params = {
+    prompt: body.prompt,
+    negative_prompt: body.negative_prompt ?? null,
+    init_image: snapshot(body.init_image ?? null),
+    image_strength: body.image_strength ?? null,
+    width: body.width ?? null,
+    height: body.height ?? null,
+    steps: body.steps ?? null,
+    guidance: body.guidance ?? null,
+    seed: body.seed ?? null,
+    quantize: body.quantize ?? null,
+    scheduler: body.scheduler ?? 'linear',
+    format,
+    quality,
+    loras: snapshot(body.loras ?? []),
+    model: spec.name,
+    mode: body.mode ?? 'sync',
+  };
+  return {
+    params,
+    discard: () => resolved.discard(),
+    run: (ctx) =>
+      runImageJob(
+        services,
+        {
+          family: 'qwen',
+          spec,
+          task,
+          format,
+          quality,
+          buildResult: (out) => ({
+            model: spec.name,
+            prompt: body.prompt,
+            params: {
+              kind: init ? 'img2img' : 'txt2img',
+              model: spec.name,
+              prompt: body.prompt,
+              negative_prompt: task.negativePrompt,
+              init_image_file_id: init?.fileId ?? null,
+              image_strength: imageStrength,
+              seed: out.seed,
+              width: out.width,
+              height: out.height,
+              steps: c.steps,
+              guidance: c.guidance,
+              quantize: c.quantize,
+              scheduler: task.scheduler,
+              format,
+              quality,
+              loras: loras.map((l) => ({ file_id: l.fileId, scale: l.scale })),
+              engine: services.runtime.engine.describe().name,
+            },
+            width: out.width,
+            height: out.height,
+            timings: { total_s: round2(out.engineSeconds) },
+          }),
+        },
+        ctx,
+      ),
+  };
+}
+
+async function prepareEdit(s: QwenSettings, body: EditBody, services: CapabilityServices, signal: AbortSignal): Promise<PreparedJob> {
+  const spec = services.models.resolve('qwen', body.model ?? 'edit-2509');
+  if (spec.name !== 'edit-2509') throw new InputError("qwen edit requires model 'edit-2509'");
+  const c = checkCommon(s, body, spec, { steps: s.editSteps, guidance: s.editGuidance }, services.config.maxInputsPerRequest);
+  if (body.images.length === 0) throw new RuleError('edit requires at least one image');
+  checkInputCount('images', body.images.length, services.config.maxInputsPerRequest);
+  checkPromptLength(body.prompt, services.config.maxPromptChars);
+  services.runtime.assertReady(spec);
+
+  const requests: InputRequest[] = body.images.map((ref, i) => ({ kind: `images[${i}]`, ref: ref, image: true }));
+  requests.push(...loraRequests(body));
+  const resolved = await resolveInputs(services, requests, signal);
+  const images = resolved.inputs.slice(0, body.images.length).map((i) => ({ fileId: i.fileId, path: i.path }));
+  const loras = resolvedLoras(body, resolved.inputs.slice(body.images.length));
+
+  const seed = resolveSeed(body.seed);
+  const task: ImageTask = {
+    operation: 'qwen.edit',
+    model: { family: 'qwen', name: spec.name, repo: spec.repo, quantize: c.quantize },
+    prompt: body.prompt,
+    negativePrompt: body.negative_prompt ?? null,
+    width: c.width,
+    height: c.height,
+    seed,
+    steps: c.steps,
+    guidance: c.guidance,
+    scheduler: body.scheduler ?? 'linear',
+    loras,
+    images,
+  };
+  const format = body.format ?? 'png';
+  const quality = body.quality ?? 90;
+  const params = {
+    prompt: body.prompt,
+    negative_prompt: body.negative_prompt ?? null,
+    images: snapshot(body.images),
+    width: body.width ?? null,
+    height: body.height ?? null,
+    steps: body.steps ?? null,
+    guidance: body.guidance ?? null,
+    seed: body.seed ?? null,
+    quantize: body.quantize ?? null,
+    scheduler: body.scheduler ?? 'linear',
+    format,
+    quality,
+    loras: snapshot(body.loras ?? []),
+    model: spec.name,
+    mode: body.mode ?? 'sync',
+  };
+  return {
+    params,
+    discard: () => resolved.discard(),
+    run: (ctx) =>
+      runImageJob(
+        services,
+        {
+          family: 'qwen',
+          spec,
+          task,
+          format,
+          quality,
+          buildResult: (out) => ({
+            model: spec.name,
+            prompt: body.prompt,
+            params: {
+              kind: 'edit',
+              model: spec.name,
+              prompt: body.prompt,
+              negative_prompt: task.negativePrompt,
+              image_file_ids: images.map((i) => i.fileId),
+              seed: out.seed,
+              width: out.width,
+              height: out.height,
+              steps: c.steps,
+              guidance: c.guidance,
+              quantize: c.quantize,
+              scheduler: task.scheduler,
+              format,
+              quality,
+              loras: loras.map((l) => ({ file_id: l.fileId, scale: l.scale })),
+              engine: services.runtime.engine.describe().name,
+            },
+            width: out.width,
+            height: out.height,
+            timings: { total_s: round2(out.engineSeconds) },
+          }),
+        },
+        ctx,
+      ),
+  };
+}
+
+function round2(n: number): number {
+  return Math.round(n * 100) / 100;
+}
+
+export function qwenCapability(env: Record<string, string | undefined>): CapabilityDef {
+  const s = readQwenSettings(env);
+  const generateBody = generateRequestSchema(s);
+  const editBody = editRequestSchema(s);
+  return {
+    family: 'qwen',
+    domain: 'image',
+    title: 'kiapi Qwen Image API',
+    summary: 'Generate (txt2img, img2img) and edit (one or more images) with Qwen-Image',
+    description: qwenDescription(s),
+    models: qwenModels(s),
+    operations: [
+      defineOperation({
+        path: '/generate',
+        operationId: 'generate_qwen_endpoint_v1_image_qwen_generate_post',
+        summary: 'Generate Qwen Endpoint',
+        description: GENERATE_DOC,
+        jobType: 'qwen',
+        body: generateBody,
+        result: QwenImageResponse,
+        prepare: (body, services, signal) => prepareGenerate(s, body, services, signal),
+      }),
+      defineOperation({
+        path: '/edit',
+        operationId: 'edit_qwen_endpoint_v1_image_qwen_edit_post',
+        summary: 'Edit Qwen Endpoint',
+        description: EDIT_DOC,
+        jobType: 'qwen-edit',
+        body: editBody,
+        result: QwenImageResponse,
+        prepare: (body, services, signal) => prepareEdit(s, body, services, signal),
+      }),
+    ],
+  };
+}

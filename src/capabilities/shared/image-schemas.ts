@@ -1,0 +1,78 @@
+/** Request/response pieces the image families share, written as in the seeds. */
+import { Type, type TProperties, type TSchema } from 'typebox';
+import { component, openObject, refTo } from '../../core/schema.js';
+
+export const Timings = component(
+  '_Timings',
+  Type.Object(
+    { total_s: Type.Number({ title: 'Total S', description: 'Wall-clock generation time in seconds (engine run only).' }) },
+    { title: '_Timings' },
+  ),
+);
+
+export const modeField = () =>
+  Type.Unsafe<'sync' | 'async'>({
+    type: 'string',
+    enum: ['sync', 'async'],
+    title: 'Mode',
+    description:
+      '`sync` waits for the image (504 on timeout, the job keeps running); `async` returns 202 with a job_id immediately — poll GET /v1/jobs/{job_id}.',
+    default: 'sync',
+  });
+
+export const formatField = () =>
+  Type.Unsafe<'png' | 'jpeg' | 'webp'>({
+    type: 'string',
+    enum: ['png', 'jpeg', 'webp'],
+    title: 'Format',
+    description: 'Output image encoding for the produced file.',
+    default: 'png',
+  });
+
+export const qualityField = () =>
+  Type.Integer({
+    maximum: 100,
+    minimum: 1,
+    title: 'Quality',
+    description: 'Encoder quality 1..100 (used for jpeg/webp; ignored for png).',
+    default: 90,
+  });
+
+export const nullable = <T extends TSchema>(schema: T, opts: Record<string, unknown>) =>
+  Type.Union([schema, Type.Null()], opts);
+
+export const seedField = () =>
+  nullable(Type.Integer(), {
+    title: 'Seed',
+    description:
+      'Random seed for reproducibility. Omit for a random seed in 0..2^31-1 (the seed used is recorded in the result `params`).',
+  });
+
+/** The family's ImageResponse: `result` of a succeeded job and `meta` of its file. */
+export function imageResponse(description: string, prompt: TSchema, params: string, extra: TProperties = {}, extraRequired: string[] = []) {
+  return component(
+    'ImageResponse',
+    Type.Object(
+      {
+        model: Type.String({ title: 'Model', description: 'Resolved model variant that produced the image.' }),
+        prompt,
+        file_id: Type.String({
+          title: 'File Id',
+          description:
+            'Files-API id of the produced image. Fetch metadata at GET /v1/files/{id} or bytes at /download. This is also the artifact returned as raw bytes by a single-artifact sync call.',
+        }),
+        image_bytes: Type.Integer({ title: 'Image Bytes', description: 'Size of the produced image in bytes.' }),
+        width: Type.Integer({ title: 'Width', description: 'Width in pixels of the produced image.' }),
+        height: Type.Integer({ title: 'Height', description: 'Height in pixels of the produced image.' }),
+        params: openObject({ title: 'Params', description: params }),
+        ...extra,
+        timings: refTo(Timings, { description: 'kiapi extension: server-side timing.' }),
+      },
+      {
+        required: ['model', 'prompt', 'file_id', 'image_bytes', 'width', 'height', 'params', ...extraRequired, 'timings'],
+        title: 'ImageResponse',
+        description,
+      },
+    ),
+  );
+}

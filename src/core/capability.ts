@@ -1,0 +1,112 @@
+/**
+ * What a model family registers: its models, its operations (request schema + prepare), and the
+ * text of its OpenAPI document. The server turns each registration into routes, a model list, an
+ * OpenAPI document and docs pages; core never imports a family. Registrations are checked when
+ * they are made, so a broken family stops start-up instead of failing at its first request.
+ */
+import type { Static, TSchema } from 'typebox';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import type { FileStore } from './files/file-store.js';
+import type { InputResolver } from './files/input-resolver.js';
+import type { JobHandler } from './jobs/job-queue.js';
+import type { ModelRegistry, ModelSpec } from './models/model-spec.js';
+import type { ModelRuntime } from './models/model-runtime.js';
+
+/** The services a family's `prepare` may use. */
+export interface CapabilityServices {
+  config: Config;
+  files: FileStore;
+  inputs: InputResolver;
+  models: ModelRegistry;
+  runtime: ModelRuntime;
+  log: Logger;
+}
+
+/** A validated request turned into a job: its params snapshot and the work to run. */
+export interface PreparedJob {
+  params: Record<string, unknown>;
+  run: JobHandler;
+  /** Undo what preparation stored (resolved inputs) when the job is not queued after all. */
+  discard(): Promise<void>;
+}
+
+export interface OperationDef<S extends TSchema = TSchema> {
+  /** Path under the family prefix, e.g. `/generate`. */
+  path: string;
+  operationId: string;
+  summary: string;
+  description: string;
+  /** Job type recorded on the job (`qwen`, `qwen-edit`, `ideogram4`). */
+  jobType: string;
+  /** Request body schema: validation, types and OpenAPI in one. */
+  body: S;
+  /** The family's ImageResponse: the `result` of a succeeded job. */
+  result: TSchema;
+  /**
+   * Checks rules the schema cannot express (422/400), resolves inputs and returns the job.
+   * Everything that can fail because of the request fails here, before anything is queued.
+   */
+  prepare(body: Static<S>, services: CapabilityServices, signal: AbortSignal): Promise<PreparedJob>;
+}
+
+export interface CapabilityDef {
+  family: string;
+  domain: string;
+  /** `info.title` of the family's OpenAPI document. */
+  title: string;
+  /** One line for the root document's capability list. */
+  summary: string;
+  /** Markdown `info.description` of the family's OpenAPI document. */
+  description: string;
+  models: ModelSpec[];
+  operations: OperationDef[];
+}
+
+/** Keeps `prepare` typed by its schema while the registry stores operations uniformly. */
+export function defineOperation<S extends TSchema>(op: OperationDef<S>): OperationDef {
+  return op;
+}
+
+export function capabilityPrefix(def: Pick<CapabilityDef, 'domain' | 'family'>): string {
+  return `/v1/${def.domain}/${def.family}`;
+}
+
+export class CapabilityRegistry {
+  private readonly defs: CapabilityDef[] = [];
+
+  constructor(private readonly models: ModelRegistry) {}
+
+  register(def: CapabilityDef): void {
+    const problems = checkDefinition(def);
+    if (this.defs.some((d) => d.family === def.family)) problems.push('family registered twice');
+    if (problems.length) throw new Error(`capability '${def.family}' is not servable: ${problems.join('; ')}`);
+    for (const m of def.models) this.models.register(m);
+    this.defs.push(def);
+  }
+
+  list(): CapabilityDef[] {
+    return [...this.defs];
+  }
+}
+
+function checkDefinition(def: CapabilityDef): string[] {
+  const problems: string[] = [];
+  if (!/^[a-z0-9-]+$/.test(def.family)) problems.push(`family '${def.family}' must be lower-case letters, digits, dashes`);
+  if (!/^[a-z]+$/.test(def.domain)) problems.push(`domain '${def.domain}' must be lower-case letters`);
+  if (!def.title || !def.summary || !def.description) problems.push('title, summary and description are required');
+  if (def.models.length === 0) problems.push('no models');
+  if (def.models.filter((m) => m.default).length !== 1) problems.push('exactly one model must be the default');
+  if (def.models.some((m) => m.family !== def.family || m.domain !== def.domain)) {
+    problems.push('every model must carry the capability family and domain');
+  }
+  if (def.operations.length === 0) problems.push('no operations');
+  for (const op of def.operations) {
+    if (!op.path.startsWith('/')) problems.push(`operation path '${op.path}' must start with /`);
+    if (typeof op.prepare !== 'function') problems.push(`operation ${op.path} has no prepare handler`);
+    if (!op.body || typeof op.body !== 'object') problems.push(`operation ${op.path} has no request schema`);
+    if (!op.result || typeof op.result !== 'object') problems.push(`operation ${op.path} has no result schema`);
+    if (!op.jobType) problems.push(`operation ${op.path} has no job type`);
+  }
+  return problems;
+}

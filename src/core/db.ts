@@ -1,0 +1,59 @@
+/**
+ * The SQLite database under the data dir: job and file records. WAL so readers (GET /v1/jobs)
+ * never wait for the writer; synchronous=NORMAL is durable across process crashes (only an OS
+ * crash can lose the last transactions), which is the failure we design for.
+ */
+import Database from 'better-sqlite3';
+import fs from 'node:fs';
+import path from 'node:path';
+
+export type Db = Database.Database;
+
+const MIGRATIONS: string[] = [
+  `CREATE TABLE files (
+     id TEXT PRIMARY KEY,
+     filename TEXT NOT NULL,
+     content_type TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     created_at REAL NOT NULL,
+     meta TEXT NOT NULL
+   );
+   CREATE INDEX files_created ON files(created_at);
+   CREATE TABLE jobs (
+     id TEXT PRIMARY KEY,
+     type TEXT NOT NULL,
+     params TEXT NOT NULL,
+     status TEXT NOT NULL,
+     result TEXT,
+     artifacts TEXT NOT NULL,
+     error TEXT,
+     created_at REAL NOT NULL,
+     started_at REAL,
+     finished_at REAL,
+     progress REAL,
+     progress_label TEXT NOT NULL
+   );
+   CREATE INDEX jobs_created ON jobs(created_at);
+   CREATE INDEX jobs_status ON jobs(status);`,
+];
+
+export function openDb(dataDir: string): Db {
+  fs.mkdirSync(dataDir, { recursive: true });
+  const db = new Database(path.join(dataDir, 'kiapi.db'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('busy_timeout = 5000');
+  db.pragma('foreign_keys = ON');
+  migrate(db);
+  return db;
+}
+
+function migrate(db: Db): void {
+  const version = db.pragma('user_version', { simple: true }) as number;
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}

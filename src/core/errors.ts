@@ -1,0 +1,90 @@
+/**
+ * The few named errors of kiapi. Each carries the HTTP status it maps to; the server has one error
+ * handler that turns them into `{"detail": ...}` bodies (reference §4). Anything that is not a
+ * KiapiError is an internal fault: logged in full, answered as a 500 whose body hides internals.
+ */
+export abstract class KiapiError extends Error {
+  abstract readonly status: number;
+  /** Extra response headers (e.g. Retry-After). */
+  headers: Record<string, string> = {};
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** 400: the request names something that cannot be used (unknown model, unresolvable input). */
+export class InputError extends KiapiError {
+  readonly status = 400;
+}
+
+/** 401: a bearer token is configured and the request did not present it. */
+export class UnauthorizedError extends KiapiError {
+  readonly status = 401;
+  constructor() {
+    super('unauthorized');
+  }
+}
+
+/** 404: an id that is well formed but unknown. */
+export class NotFoundError extends KiapiError {
+  readonly status = 404;
+}
+
+/** 409: the operation does not fit the resource's state (e.g. cancel of a finished job). */
+export class ConflictError extends KiapiError {
+  readonly status = 409;
+}
+
+/** 413: a body, upload or input is larger than the configured limit. */
+export class TooLargeError extends KiapiError {
+  readonly status = 413;
+}
+
+/** 422: the request is well formed JSON but breaks a capability rule (reference §4.3). */
+export class RuleError extends KiapiError {
+  readonly status = 422;
+}
+
+/** 429: the queue is full; `Retry-After` says when to try again. */
+export class BusyError extends KiapiError {
+  readonly status = 429;
+  constructor(message: string, retryAfterS: number) {
+    super(message);
+    this.headers['retry-after'] = String(Math.max(1, Math.ceil(retryAfterS)));
+  }
+}
+
+/** 503: the server cannot serve this now for setup or memory reasons; the message says how to fix it. */
+export class UnavailableError extends KiapiError {
+  readonly status = 503;
+}
+
+/** 504: a sync wait ran out; the job keeps running. */
+export class SyncTimeoutError extends KiapiError {
+  readonly status = 504;
+}
+
+/**
+ * A job was canceled (by the cancel endpoint, DELETE, or shutdown). Not an HTTP error of its own:
+ * the job ends with status `canceled`. A sync waiter gets 409 because the job will never produce
+ * its result.
+ */
+export class CanceledError extends KiapiError {
+  readonly status = 409;
+  constructor(message = 'job was canceled') {
+    super(message);
+  }
+}
+
+export function isKiapiError(err: unknown): err is KiapiError {
+  return err instanceof KiapiError;
+}
+
+/**
+ * 500 with a message the client should see: the engine failed (crash, out of memory, a model
+ * error). Unexpected internal faults are not EngineErrors; their details stay in the server log.
+ */
+export class EngineError extends KiapiError {
+  readonly status = 500;
+}

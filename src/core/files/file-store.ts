@@ -1,0 +1,223 @@
+/**
+ * The Files API store: records in SQLite, blobs in `filesRoot` named by file id alone. Naming
+ * blobs by id (no suffix, no sidecar) removes the original's `.json` collision (§11.15) and means
+ * a path is only ever built from an id that passed `isFileId` (§11.16).
+ *
+ * Writes go to a temp file in the same filesystem first and are renamed into place, so a crash or
+ * a full disk never leaves a partial blob under a listed id.
+ */
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Transform, type Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Db } from '../db.js';
+import { InputError, NotFoundError, TooLargeError } from '../errors.js';
+import { isFileId, newFileId } from '../ids.js';
+import { sanitizeFilename, sniffImageType, typeFromExtension } from './content-type.js';
+
+export interface FileRecord {
+  file_id: string;
+  filename: string;
+  content_type: string;
+  size: number;
+  created_at: number;
+  meta: Record<string, unknown>;
+}
+
+interface FileRow {
+  id: string;
+  filename: string;
+  content_type: string;
+  size: number;
+  created_at: number;
+  meta: string;
+}
+
+export interface NewFileInfo {
+  filename: string;
+  /** A type the client or engine stated; null lets the store sniff it. */
+  contentType?: string | null;
+  meta?: Record<string, unknown>;
+}
+
+export class FileStore {
+  private readonly insert;
+  private readonly selectOne;
+  private readonly selectAll;
+  private readonly deleteOne;
+
+  constructor(
+    private readonly db: Db,
+    readonly root: string,
+    private readonly tmpDir: string,
+    private readonly log: Logger,
+  ) {
+    fs.mkdirSync(root, { recursive: true });
+    fs.mkdirSync(tmpDir, { recursive: true });
+    this.insert = db.prepare(
+      'INSERT INTO files (id, filename, content_type, size, created_at, meta) VALUES (@id, @filename, @content_type, @size, @created_at, @meta)',
+    );
+    this.selectOne = db.prepare<[string], FileRow>('SELECT * FROM files WHERE id = ?');
+    this.selectAll = db.prepare<[], FileRow>('SELECT * FROM files ORDER BY created_at DESC, rowid DESC');
+    this.deleteOne = db.prepare('DELETE FROM files WHERE id = ?');
+  }
+
+  /** A fresh path in the temp dir (same data dir, so renames into the store stay atomic). */
+  tempPath(suffix = ''): string {
+    return path.join(this.tmpDir, `${newFileId()}${suffix}.part`);
+  }
+
+  /**
+   * Streams `source` to disk and records it. Over `maxBytes` the partial file is removed and a
+   * TooLargeError thrown; nothing is recorded for a failed write.
+   */
+  async saveStream(source: Readable, info: NewFileInfo, maxBytes: number): Promise<FileRecord> {
+    const tmp = this.tempPath();
+    let size = 0;
+    let head = Buffer.alloc(0);
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, done) {
+        size += chunk.length;
+        if (size > maxBytes) {
+          done(new TooLargeError(`upload is larger than the ${maxBytes} byte limit (KIAPI_MAX_UPLOAD_BYTES)`));
+          return;
+        }
+        if (head.length < 16) head = Buffer.concat([head, chunk.subarray(0, 16)]);
+        done(null, chunk);
+      },
+    });
+    try {
+      await pipeline(source, counter, fs.createWriteStream(tmp, { flags: 'wx' }));
+      const contentType = resolveContentType(info.contentType, head, info.filename);
+      return await this.adopt(tmp, { ...info, contentType }, size);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+  }
+
+  /** Moves a finished file (engine output, fetched input) into the store and records it. */
+  async saveFile(tmpPath: string, info: NewFileInfo): Promise<FileRecord> {
+    try {
+      const stat = await fsp.stat(tmpPath);
+      const handle = await fsp.open(tmpPath, 'r');
+      const head = Buffer.alloc(16);
+      try {
+        await handle.read(head, 0, 16, 0);
+      } finally {
+        await handle.close();
+      }
+      const contentType = resolveContentType(info.contentType, head, info.filename);
+      return await this.adopt(tmpPath, { ...info, contentType }, stat.size);
+    } catch (err) {
+      await fsp.rm(tmpPath, { force: true });
+      throw err;
+    }
+  }
+
+  private async adopt(tmpPath: string, info: NewFileInfo & { contentType: string }, size: number): Promise<FileRecord> {
+    const record: FileRecord = {
+      file_id: newFileId(),
+      filename: sanitizeFilename(info.filename),
+      content_type: info.contentType,
+      size,
+      created_at: Date.now() / 1000,
+      meta: info.meta ?? {},
+    };
+    const blob = this.blobPath(record.file_id);
+    await fsp.rename(tmpPath, blob);
+    try {
+      this.insert.run({ ...record, id: record.file_id, meta: JSON.stringify(record.meta) });
+    } catch (err) {
+      await fsp.rm(blob, { force: true });
+      throw err;
+    }
+    return record;
+  }
+
+  get(fileId: string): FileRecord {
+    const row = isFileId(fileId) ? this.selectOne.get(fileId) : undefined;
+    if (!row) throw new NotFoundError(`unknown file '${fileId}'`);
+    return fromRow(row);
+  }
+
+  /** For FileRef resolution: unknown ids are the client's mistake (400), named by input. */
+  getForInput(fileId: string, kind: string): FileRecord {
+    if (!isFileId(fileId)) {
+      throw new InputError(`${kind} file_id '${fileId}' is not a file id (expected file_ followed by hex digits)`);
+    }
+    const row = this.selectOne.get(fileId);
+    if (!row) throw new InputError(`unknown ${kind} file_id '${fileId}'`);
+    return fromRow(row);
+  }
+
+  list(): FileRecord[] {
+    return this.selectAll.all().map(fromRow);
+  }
+
+  /** Only ever called with ids that passed `isFileId`. */
+  blobPath(fileId: string): string {
+    if (!isFileId(fileId)) throw new Error(`refusing to build a path from '${fileId}'`);
+    return path.join(this.root, fileId);
+  }
+
+  async delete(fileId: string): Promise<void> {
+    this.get(fileId);
+    this.deleteOne.run(fileId);
+    await fsp.rm(this.blobPath(fileId), { force: true });
+  }
+
+  /** Deletes without complaint; used to undo inputs stored for a request that was then rejected. */
+  async discard(fileIds: string[]): Promise<void> {
+    for (const id of fileIds) {
+      if (!isFileId(id)) continue;
+      this.deleteOne.run(id);
+      await fsp.rm(this.blobPath(id), { force: true });
+    }
+  }
+
+  /**
+   * Start-up reconciliation after a crash: blobs with no record were never committed and are
+   * removed; records whose blob vanished are reported (kept, so the loss is visible, not silent).
+   * Leftover temp files are removed.
+   */
+  async reconcile(): Promise<{ orphanBlobs: number; missingBlobs: string[] }> {
+    const known = new Set(this.selectAll.all().map((r) => r.id));
+    let orphanBlobs = 0;
+    for (const name of await fsp.readdir(this.root)) {
+      if (isFileId(name) && !known.has(name)) {
+        await fsp.rm(path.join(this.root, name), { force: true });
+        orphanBlobs++;
+      }
+    }
+    const missingBlobs = [...known].filter((id) => !fs.existsSync(this.blobPath(id)));
+    for (const id of missingBlobs) this.log.warn({ file_id: id }, 'file record has no blob on disk (deleted outside kiapi?)');
+    for (const name of await fsp.readdir(this.tmpDir)) {
+      await fsp.rm(path.join(this.tmpDir, name), { recursive: true, force: true });
+    }
+    return { orphanBlobs, missingBlobs };
+  }
+}
+
+/**
+ * The stated type wins; `application/octet-stream` counts as "not stated" because multipart
+ * parsers and curl use it as their default when nothing was given.
+ */
+function resolveContentType(stated: string | null | undefined, head: Buffer, filename: string): string {
+  const clean = stated?.split(';')[0]?.trim().toLowerCase();
+  if (clean && clean !== 'application/octet-stream') return clean;
+  return sniffImageType(head) ?? typeFromExtension(filename) ?? 'application/octet-stream';
+}
+
+function fromRow(row: FileRow): FileRecord {
+  return {
+    file_id: row.id,
+    filename: row.filename,
+    content_type: row.content_type,
+    size: row.size,
+    created_at: row.created_at,
+    meta: JSON.parse(row.meta) as Record<string, unknown>,
+  };
+}

@@ -1,0 +1,182 @@
+/**
+ * Job records in SQLite (reference §2.1 fields, in that JSON order). Every state transition is
+ * written at once; progress is written at most every PROGRESS_WRITE_MS (and always on its last
+ * update), so a 1000-step preview run does not turn into 1000 disk writes while readers still see
+ * live progress from memory.
+ */
+import type { Db } from '../db.js';
+import { NotFoundError } from '../errors.js';
+import { isJobId, newJobId } from '../ids.js';
+
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
+export const JOB_STATUSES: readonly JobStatus[] = ['queued', 'running', 'succeeded', 'failed', 'canceled'];
+export const FINISHED: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled']);
+
+export interface JobRecord {
+  type: string;
+  params: Record<string, unknown>;
+  id: string;
+  status: JobStatus;
+  result: Record<string, unknown> | null;
+  artifacts: string[];
+  error: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  progress: number | null;
+  progress_label: string;
+}
+
+interface JobRow {
+  id: string;
+  type: string;
+  params: string;
+  status: JobStatus;
+  result: string | null;
+  artifacts: string;
+  error: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  progress: number | null;
+  progress_label: string;
+}
+
+const PROGRESS_WRITE_MS = 250;
+
+export class JobStore {
+  private readonly stmts;
+  /** Live copies of unfinished jobs: the source of truth for progress between writes. */
+  private readonly live = new Map<string, JobRecord>();
+  private readonly lastProgressWrite = new Map<string, number>();
+
+  constructor(private readonly db: Db) {
+    this.stmts = {
+      insert: db.prepare(
+        `INSERT INTO jobs (id, type, params, status, result, artifacts, error, created_at, started_at, finished_at, progress, progress_label)
+         VALUES (@id, @type, @params, @status, @result, @artifacts, @error, @created_at, @started_at, @finished_at, @progress, @progress_label)`,
+      ),
+      update: db.prepare(
+        `UPDATE jobs SET status=@status, result=@result, artifacts=@artifacts, error=@error, started_at=@started_at,
+           finished_at=@finished_at, progress=@progress, progress_label=@progress_label WHERE id=@id`,
+      ),
+      progress: db.prepare('UPDATE jobs SET progress=?, progress_label=? WHERE id=?'),
+      one: db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?'),
+      all: db.prepare<[], JobRow>('SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC'),
+      delete: db.prepare('DELETE FROM jobs WHERE id = ?'),
+      unfinished: db.prepare<[], JobRow>("SELECT * FROM jobs WHERE status IN ('queued', 'running')"),
+      prune: db.prepare(
+        "DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'canceled') AND COALESCE(finished_at, created_at) < ?",
+      ),
+    };
+  }
+
+  create(type: string, params: Record<string, unknown>): JobRecord {
+    const job: JobRecord = {
+      type,
+      params,
+      id: newJobId(),
+      status: 'queued',
+      result: null,
+      artifacts: [],
+      error: null,
+      created_at: Date.now() / 1000,
+      started_at: null,
+      finished_at: null,
+      progress: null,
+      progress_label: 'queued',
+    };
+    this.stmts.insert.run(toRow(job));
+    this.live.set(job.id, job);
+    return job;
+  }
+
+  /** Writes a transition (anything but progress) and keeps the live copy in step. */
+  save(job: JobRecord): void {
+    this.stmts.update.run(toRow(job));
+    if (FINISHED.has(job.status)) {
+      this.live.delete(job.id);
+      this.lastProgressWrite.delete(job.id);
+    } else {
+      this.live.set(job.id, job);
+    }
+  }
+
+  setProgress(job: JobRecord, fraction: number, label: string | undefined): void {
+    job.progress = Math.min(1, Math.max(0, fraction));
+    if (label !== undefined) job.progress_label = label;
+    const now = Date.now();
+    const last = this.lastProgressWrite.get(job.id) ?? 0;
+    if (now - last >= PROGRESS_WRITE_MS || job.progress >= 1) {
+      this.stmts.progress.run(job.progress, job.progress_label, job.id);
+      this.lastProgressWrite.set(job.id, now);
+    }
+  }
+
+  get(id: string): JobRecord {
+    const live = this.live.get(id);
+    if (live) return live;
+    const row = isJobId(id) ? this.stmts.one.get(id) : undefined;
+    if (!row) throw new NotFoundError(`unknown job '${id}'`);
+    return fromRow(row);
+  }
+
+  list(): JobRecord[] {
+    return this.stmts.all.all().map((row) => this.live.get(row.id) ?? fromRow(row));
+  }
+
+  delete(id: string): void {
+    this.stmts.delete.run(id);
+    this.live.delete(id);
+    this.lastProgressWrite.delete(id);
+  }
+
+  /**
+   * Jobs the previous process left queued or running can never finish: mark them failed with
+   * an error that says why, so nothing disappears silently. Returns how many were marked.
+   */
+  failInterrupted(now = Date.now() / 1000): number {
+    const rows = this.stmts.unfinished.all();
+    for (const row of rows) {
+      const job = fromRow(row);
+      job.error =
+        `the kiapi server stopped while this job was ${job.status} (crash or shutdown); ` +
+        'its work was lost — submit the request again';
+      job.status = 'failed';
+      job.finished_at = now;
+      this.stmts.update.run(toRow(job));
+    }
+    return rows.length;
+  }
+
+  /** Removes finished jobs older than `retentionS`; returns how many. */
+  prune(retentionS: number, now = Date.now() / 1000): number {
+    return this.stmts.prune.run(now - retentionS).changes;
+  }
+}
+
+function toRow(job: JobRecord): JobRow {
+  return {
+    ...job,
+    params: JSON.stringify(job.params),
+    result: job.result === null ? null : JSON.stringify(job.result),
+    artifacts: JSON.stringify(job.artifacts),
+  };
+}
+
+function fromRow(row: JobRow): JobRecord {
+  return {
+    type: row.type,
+    params: JSON.parse(row.params) as Record<string, unknown>,
+    id: row.id,
+    status: row.status,
+    result: row.result === null ? null : (JSON.parse(row.result) as Record<string, unknown>),
+    artifacts: JSON.parse(row.artifacts) as string[],
+    error: row.error,
+    created_at: row.created_at,
+    started_at: row.started_at,
+    finished_at: row.finished_at,
+    progress: row.progress,
+    progress_label: row.progress_label,
+  };
+}

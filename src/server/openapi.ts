@@ -1,0 +1,252 @@
+/**
+ * Writes OpenAPI 3.1 documents from the same TypeBox schemas that validate requests. Named
+ * components (core/schema.ts `component`) become `#/components/schemas/<name>` references, so the
+ * served documents have the seeds' shape. One document per family plus the root (common) one.
+ */
+import type { TSchema } from 'typebox';
+import { capabilityPrefix, type CapabilityDef, type OperationDef } from '../core/capability.js';
+import { jobSchema, AsyncJobResponse } from '../core/jobs/job-schema.js';
+import { componentName, refOf } from '../core/schema.js';
+import { CapabilityModelSpecSchema } from './capability-schemas.js';
+import { ErrorSchema as ErrorBody } from './schemas.js';
+
+type Json = Record<string, unknown>;
+
+export class ComponentCollector {
+  readonly schemas: Record<string, Json> = {};
+
+  /** Converts a schema, registering named sub-schemas as components and replacing them by refs. */
+  convert(schema: unknown): unknown {
+    if (Array.isArray(schema)) return schema.map((s) => this.convert(s));
+    if (schema === null || typeof schema !== 'object') return schema;
+    const ref = refOf(schema);
+    if (ref) {
+      const target = this.convert(ref.target) as Json;
+      return { ...target, ...ref.extra };
+    }
+    const name = componentName(schema);
+    if (name) {
+      if (!(name in this.schemas)) {
+        this.schemas[name] = {}; // reserve first: recursive schemas terminate
+        this.schemas[name] = this.plain(schema);
+      }
+      return { $ref: `#/components/schemas/${name}` };
+    }
+    return this.plain(schema);
+  }
+
+  private plain(schema: object): Json {
+    const out: Json = {};
+    for (const [k, v] of Object.entries(schema)) out[k] = this.convert(v);
+    return out;
+  }
+
+  sorted(): Record<string, Json> {
+    return Object.fromEntries(Object.entries(this.schemas).sort(([a], [b]) => a.localeCompare(b)));
+  }
+}
+
+const ACCEPT_DESCRIPTION =
+  'Response media type preference. application/json returns the Job JSON; otherwise sync requests with one artifact return raw bytes when possible.';
+
+const acceptParameter = {
+  name: 'Accept',
+  in: 'header',
+  required: false,
+  schema: {
+    anyOf: [{ type: 'string' }, { type: 'null' }],
+    description: ACCEPT_DESCRIPTION,
+    examples: ['application/json', 'image/png', 'image/jpeg', 'image/webp'],
+    title: 'Accept',
+  },
+  description: ACCEPT_DESCRIPTION,
+};
+
+const binary = { schema: { type: 'string', format: 'binary' } };
+
+/** Error responses every generation endpoint can give, beyond the seed's 400/422/503/504. */
+function errorResponses(c: ComponentCollector, authOn: boolean): Json {
+  const error = { 'application/json': { schema: c.convert(ErrorBody) } };
+  const out: Json = {
+    '400': { description: 'Invalid request for the selected model or file reference (unknown model, unusable input, strict caption failure).', content: error },
+    '413': { description: 'Request body or an input is larger than the configured limit.', content: error },
+    '422': { description: 'Request schema or validation error.', content: error },
+    '429': { description: 'The job queue is full (KIAPI_MAX_QUEUE); retry after the Retry-After header.', content: error },
+    '500': { description: 'The engine failed while running the job.', content: error },
+    '503': { description: 'Model setup or memory budget error: the message names the command that fixes it.', content: error },
+    '504': { description: 'Sync request exceeded the configured timeout (KIAPI_SYNC_TIMEOUT_S); the job keeps running — poll it.', content: error },
+  };
+  if (authOn) out['401'] = { description: 'Missing or wrong bearer token.', content: error };
+  return out;
+}
+
+function operationDoc(c: ComponentCollector, op: OperationDef, authOn: boolean): Json {
+  const jobResponse = jobSchema('JobImageResponse', op.result);
+  return {
+    summary: op.summary,
+    description: op.description,
+    operationId: op.operationId,
+    parameters: [acceptParameter],
+    requestBody: { required: true, content: { 'application/json': { schema: c.convert(op.body) } } },
+    responses: {
+      '200': {
+        description:
+          'Sync result. Returns Job JSON with Accept: application/json; single-artifact jobs return raw bytes otherwise.',
+        content: {
+          'application/json': { schema: c.convert(jobResponse) },
+          'image/png': binary,
+          'image/jpeg': binary,
+          'image/webp': binary,
+        },
+        headers: {
+          'X-Kiapi-File-Id': { description: 'Produced artifact file_id when raw bytes are returned.', schema: { type: 'string' } },
+          'X-Kiapi-Job-Id': { description: 'Job id when raw bytes are returned.', schema: { type: 'string' } },
+        },
+      },
+      '202': {
+        description: 'Async job accepted. Poll GET /v1/jobs/{job_id}.',
+        content: { 'application/json': { schema: c.convert(AsyncJobResponse) } },
+      },
+      '409': { description: 'The job was canceled before it finished (sync mode).', content: { 'application/json': { schema: c.convert(ErrorBody) } } },
+      ...errorResponses(c, authOn),
+    },
+  };
+}
+
+export function capabilityDocument(def: CapabilityDef, version: string, authOn: boolean): Json {
+  const c = new ComponentCollector();
+  const prefix = capabilityPrefix(def);
+  const paths: Json = {};
+  for (const op of def.operations) paths[`${prefix}${op.path}`] = { post: operationDoc(c, op, authOn) };
+  paths[`${prefix}/models`] = {
+    get: {
+      summary: 'List Models',
+      description:
+        "List the servable models for this capability.\n\nReturns the public catalog of every variant selectable via the `model` field on this capability's endpoints.",
+      operationId: `list_models_v1_${def.domain}_${def.family.replaceAll('-', '_')}_models_get`,
+      responses: {
+        '200': {
+          description: 'Successful Response',
+          content: {
+            'application/json': {
+              schema: { items: c.convert(CapabilityModelSpecSchema), type: 'array', title: `Response List Models ${def.family}` },
+            },
+          },
+        },
+      },
+    },
+  };
+  return {
+    openapi: '3.1.0',
+    info: { title: def.title, description: def.description, version },
+    paths,
+    components: { schemas: c.sorted(), ...(authOn ? { securitySchemes: bearerScheme } : {}) },
+    ...(authOn ? { security: [{ bearer: [] }] } : {}),
+    'x-kiapi-capability': def.family,
+    'x-kiapi-domain': def.domain,
+    'x-kiapi-root-openapi': '/openapi.json',
+  };
+}
+
+const bearerScheme = { bearer: { type: 'http', scheme: 'bearer', description: 'KIAPI_AUTH_TOKEN' } };
+
+/** A route of the common API, described for the root document. */
+export interface CommonRoute {
+  method: 'get' | 'post' | 'delete';
+  path: string;
+  summary: string;
+  description: string;
+  operationId: string;
+  params?: TSchema;
+  /** Set for multipart uploads. */
+  multipartFile?: boolean;
+  responses: Record<string, { description: string; schema?: TSchema; binary?: boolean }>;
+  public?: boolean;
+}
+
+const DOMAIN_ORDER = ['chat', 'embedding', 'image', 'audio', 'video', 'web'];
+
+export function rootDocument(routes: CommonRoute[], caps: CapabilityDef[], version: string, authOn: boolean): Json {
+  const c = new ComponentCollector();
+  const paths: Record<string, Json> = {};
+  for (const r of routes) {
+    const parameters = r.params ? pathParameters(r.params) : undefined;
+    const responses: Json = {};
+    for (const [code, res] of Object.entries(r.responses)) {
+      responses[code] = {
+        description: res.description,
+        ...(res.binary
+          ? { content: { 'application/octet-stream': binary } }
+          : res.schema
+            ? { content: { 'application/json': { schema: c.convert(res.schema) } } }
+            : {}),
+      };
+    }
+    if (authOn && !r.public) responses['401'] = { description: 'Missing or wrong bearer token.', content: { 'application/json': { schema: c.convert(ErrorBody) } } };
+    paths[r.path] = {
+      ...(paths[r.path] ?? {}),
+      [r.method]: {
+        summary: r.summary,
+        description: r.description,
+        operationId: r.operationId,
+        ...(parameters ? { parameters } : {}),
+        ...(r.multipartFile
+          ? {
+              requestBody: {
+                required: true,
+                content: {
+                  'multipart/form-data': {
+                    schema: { type: 'object', properties: { file: { type: 'string', format: 'binary' } }, required: ['file'] },
+                  },
+                },
+              },
+            }
+          : {}),
+        responses,
+        ...(authOn && r.public ? { security: [] } : {}),
+      },
+    };
+  }
+  return {
+    openapi: '3.1.0',
+    info: { title: 'kiapi Common API', description: rootDescription(caps), version },
+    paths,
+    components: { schemas: c.sorted(), ...(authOn ? { securitySchemes: bearerScheme } : {}) },
+    ...(authOn ? { security: [{ bearer: [] }] } : {}),
+  };
+}
+
+function pathParameters(params: TSchema): Json[] {
+  const props = (params as unknown as { properties: Record<string, Json> }).properties;
+  return Object.entries(props).map(([name, schema]) => ({
+    name,
+    in: 'path',
+    required: true,
+    schema: { type: schema.type, pattern: schema.pattern, maxLength: schema.maxLength, title: name },
+    description: schema.description,
+  }));
+}
+
+function rootDescription(caps: CapabilityDef[]): string {
+  const lines = [
+    'Health, Files and Jobs: the API every kiapi capability shares. Each model family serves its own document.',
+    '',
+    '## Capability-specific docs',
+  ];
+  const domains = [...new Set(caps.map((c) => c.domain))].sort(
+    (a, b) => rank(a) - rank(b) || a.localeCompare(b),
+  );
+  for (const domain of domains) {
+    lines.push('', `### ${domain}`);
+    for (const cap of caps.filter((c) => c.domain === domain).sort((a, b) => a.family.localeCompare(b.family))) {
+      const p = capabilityPrefix(cap);
+      lines.push(`- **${cap.title}** - ${cap.summary} [Swagger UI](${p}/docs), [ReDoc](${p}/redoc), [OpenAPI JSON](${p}/openapi.json)`);
+    }
+  }
+  return lines.join('\n');
+}
+
+function rank(domain: string): number {
+  const i = DOMAIN_ORDER.indexOf(domain);
+  return i < 0 ? DOMAIN_ORDER.length : i;
+}

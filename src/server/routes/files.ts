@@ -1,0 +1,156 @@
+/** Files API: upload (streamed to disk), list, metadata, download (Range, ETag), delete. */
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { IncomingMessage } from 'node:http';
+import contentDisposition from 'content-disposition';
+import send from '@fastify/send';
+import type { Static } from 'typebox';
+import { TooLargeError } from '../../core/errors.js';
+import type { AppContext } from '../context.js';
+import type { CommonRoute } from '../openapi.js';
+import { FileDeletedSchema, FileIdParams, FileListSchema, FileRecordSchema } from '../schemas.js';
+import type { FileRecord } from '../../core/files/file-store.js';
+
+type FileParams = Static<typeof FileIdParams>;
+
+export function fileRoutes(app: FastifyInstance, ctx: AppContext): void {
+  app.post('/v1/files', async (req) => {
+    if (!req.isMultipart()) {
+      return Promise.reject(missingFile('send multipart/form-data with a file field named "file"'));
+    }
+    let saved: FileRecord | null = null;
+    for await (const part of req.parts()) {
+      if (part.type === 'file' && part.fieldname === 'file' && !saved) {
+        saved = await ctx.files.saveStream(
+          part.file,
+          { filename: part.filename || 'upload', contentType: part.mimetype },
+          ctx.config.maxUploadBytes,
+        );
+        if (part.file.truncated) {
+          await ctx.files.discard([saved.file_id]);
+          throw new TooLargeError(`upload is larger than the ${ctx.config.maxUploadBytes} byte limit (KIAPI_MAX_UPLOAD_BYTES)`);
+        }
+      } else if (part.type === 'file') {
+        part.file.resume(); // drain parts we do not keep so the request can finish
+      }
+    }
+    if (!saved) throw missingFile('the multipart body has no file field named "file"');
+    return saved;
+  });
+
+  app.get('/v1/files', async () => ({ object: 'list', data: ctx.files.list() }));
+
+  app.get<{ Params: FileParams }>('/v1/files/:file_id', { schema: { params: FileIdParams } }, async (req) =>
+    ctx.files.get(req.params.file_id),
+  );
+
+  app.get<{ Params: FileParams }>('/v1/files/:file_id/download', { schema: { params: FileIdParams } }, async (req, reply) => {
+    const record = ctx.files.get(req.params.file_id);
+    return sendFile(reply, req.raw, ctx.files.root, record);
+  });
+
+  app.delete<{ Params: FileParams }>('/v1/files/:file_id', { schema: { params: FileIdParams } }, async (req) => {
+    await ctx.files.delete(req.params.file_id);
+    return { deleted: true, file_id: req.params.file_id };
+  });
+}
+
+/**
+ * Streams a stored file with @fastify/send (Range, conditional requests, Last-Modified). Blobs are
+ * immutable, so the file id is a strong ETag.
+ */
+export async function sendFile(
+  reply: FastifyReply,
+  raw: IncomingMessage,
+  root: string,
+  record: FileRecord,
+  extraHeaders: Record<string, string> = {},
+): Promise<FastifyReply> {
+  const etag = `"${record.file_id}"`;
+  if (raw.headers['if-none-match'] === etag) return reply.code(304).header('etag', etag).send();
+  const result = await send(raw, `/${record.file_id}`, { root, contentType: false, etag: false, dotfiles: 'deny', acceptRanges: true });
+  if (result.type === 'error') {
+    const status = (result.metadata.error as { status?: number }).status ?? 500;
+    if (status === 404) throw new Error(`blob of ${record.file_id} is missing from the files directory`);
+    return reply.code(status).headers(result.headers).send({ detail: result.metadata.error.message });
+  }
+  return reply
+    .code(result.statusCode)
+    .headers(result.headers)
+    .header('content-type', record.content_type)
+    .header('content-disposition', contentDisposition(record.filename))
+    .header('etag', etag)
+    .headers(extraHeaders)
+    .send(result.stream);
+}
+
+function missingFile(msg: string) {
+  return Object.assign(new Error(msg), { statusCode: 422, code: 'FST_NO_FORM_DATA' });
+}
+
+export const fileDocs: CommonRoute[] = [
+  {
+    method: 'post',
+    path: '/v1/files',
+    summary: 'Upload File',
+    description:
+      'Upload one file as multipart/form-data field `file`. The body is streamed to disk (limit KIAPI_MAX_UPLOAD_BYTES). Content type: the part\'s own, else sniffed (png/jpeg/webp/gif), else from the extension, else application/octet-stream.',
+    operationId: 'upload_file_v1_files_post',
+    multipartFile: true,
+    responses: {
+      '200': { description: 'The stored file record.', schema: FileRecordSchema },
+      '413': { description: 'Upload larger than KIAPI_MAX_UPLOAD_BYTES.' },
+      '422': { description: 'No `file` field.' },
+    },
+  },
+  {
+    method: 'get',
+    path: '/v1/files',
+    summary: 'List Files',
+    description: 'Every stored file, newest first.',
+    operationId: 'list_files_v1_files_get',
+    responses: { '200': { description: 'File list.', schema: FileListSchema } },
+  },
+  {
+    method: 'get',
+    path: '/v1/files/{file_id}',
+    summary: 'Get File',
+    description: 'Metadata of one file.',
+    operationId: 'get_file_v1_files__file_id__get',
+    params: FileIdParams,
+    responses: {
+      '200': { description: 'The file record.', schema: FileRecordSchema },
+      '404': { description: 'Unknown file id.' },
+      '422': { description: 'Malformed file id.' },
+    },
+  },
+  {
+    method: 'get',
+    path: '/v1/files/{file_id}/download',
+    summary: 'Download File',
+    description:
+      'The file bytes with Content-Type, Content-Length, Content-Disposition and a strong ETag; honours Range (206) and If-None-Match (304).',
+    operationId: 'download_file_v1_files__file_id__download_get',
+    params: FileIdParams,
+    responses: {
+      '200': { description: 'File bytes.', binary: true },
+      '206': { description: 'Partial content for a Range request.', binary: true },
+      '304': { description: 'Not modified (If-None-Match matched).' },
+      '404': { description: 'Unknown file id.' },
+      '416': { description: 'Range not satisfiable.' },
+      '422': { description: 'Malformed file id.' },
+    },
+  },
+  {
+    method: 'delete',
+    path: '/v1/files/{file_id}',
+    summary: 'Delete File',
+    description: 'Removes the record and its bytes. Jobs that list the id keep listing it.',
+    operationId: 'delete_file_v1_files__file_id__delete',
+    params: FileIdParams,
+    responses: {
+      '200': { description: 'Deleted.', schema: FileDeletedSchema },
+      '404': { description: 'Unknown file id.' },
+      '422': { description: 'Malformed file id.' },
+    },
+  },
+];
