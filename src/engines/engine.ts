@@ -15,6 +15,8 @@ export interface LocalInput {
 
 export interface LoraInput extends LocalInput {
   scale: number;
+  /** Content digest of the adapter, so the same LoRA from another upload reuses a resident build. */
+  digest?: string;
 }
 
 /** The model a task runs on, as core/models resolved it. */
@@ -83,13 +85,35 @@ export interface EngineInfo {
   detail: string;
 }
 
+/** What a load did: whether weights were really loaded now, and the memory it measured. */
+export interface LoadResult {
+  loaded: boolean;
+  /** GiB the load added, when the engine can measure it. */
+  weightGb: number | null;
+}
+
+/**
+ * The identity of a model build: variant, quantization and LoRA set. Builds with different keys
+ * are different model instances (LoRAs and quantization are fixed at construction in mflux).
+ */
+export function buildKey(model: TaskModel, loras: LoraInput[]): string {
+  const q = model.quantize === null ? 'full' : `q${model.quantize}`;
+  const l = loras.map((x) => `${x.digest ?? x.fileId}*${x.scale}`).join(',');
+  return `${model.family}/${model.name}@${q}${l ? `+lora[${l}]` : ''}`;
+}
+
 export interface Engine {
   describe(): EngineInfo;
-  /** Make `model` resident (no-op for engines without weights). */
-  load(model: TaskModel, loras: LoraInput[]): Promise<void>;
-  /** Drop a resident model and free its memory. */
+  /** True when models occupy memory the budget must account for (the preview engine has none). */
+  readonly holdsWeights: boolean;
+  /** Make the build (`task.model` + `task.loras`) resident; a no-op when it already is. */
+  load(model: TaskModel, loras: LoraInput[]): Promise<LoadResult>;
+  /** Drop a resident build and free its memory. */
   unload(model: TaskModel, loras: LoraInput[]): Promise<void>;
+  /** Runs on the resident build of `task.model` + `task.loras` (loading it first if needed). */
   run(task: ImageTask, opts: RunOptions): Promise<EngineOutput>;
+  /** Called when the engine lost every resident build (e.g. its process died). */
+  onReset(listener: () => void): void;
   /** Stop child processes; called once at shutdown. */
   close(): Promise<void>;
 }

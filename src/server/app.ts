@@ -37,6 +37,9 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     },
   });
 
+  // Fastify parses text/plain bodies into a string by default, which then failed schema
+  // validation (422) while every other non-JSON type got 415; no route takes text.
+  app.removeContentTypeParser('text/plain');
   // The original parses JSON when Content-Type is absent; so do we.
   app.addContentTypeParser('*', { parseAs: 'string' }, (req, body, done) => {
     if (req.headers['content-type']) {

@@ -6,17 +6,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { CapabilityRegistry, type CapabilityServices } from '../core/capability.js';
-import { defaultMemoryBudgetGb, type Config } from '../core/config.js';
+import { ConfigError, defaultMemoryBudgetGb, type Config } from '../core/config.js';
 import { openDb, type Db } from '../core/db.js';
 import { FileStore } from '../core/files/file-store.js';
 import { InputResolver } from '../core/files/input-resolver.js';
 import { JobQueue } from '../core/jobs/job-queue.js';
 import { JobStore } from '../core/jobs/job-store.js';
-import { ModelRegistry } from '../core/models/model-spec.js';
+import { ModelRegistry, type ModelSpec } from '../core/models/model-spec.js';
+import { weightsStatus } from '../core/models/weights.js';
 import { ModelRuntime } from '../core/models/model-runtime.js';
-import { VERSION } from '../core/package-info.js';
+import { PACKAGE_ROOT, VERSION } from '../core/package-info.js';
 import type { Engine } from '../engines/engine.js';
 import { PreviewEngine } from '../engines/preview/preview-engine.js';
+import { WorkerEngine } from '../engines/worker/worker-engine.js';
 import { registerCapabilities } from '../capabilities/index.js';
 
 export interface AppContext {
@@ -59,9 +61,22 @@ export async function createContext(config: Config, log: Logger, opts: ContextOp
   const models = new ModelRegistry();
   const capabilities = new CapabilityRegistry(models);
   registerCapabilities(capabilities, opts.env ?? process.env);
+  checkWarmupNames(config.warmup, models, log);
 
-  const engine = opts.engine ?? selectEngine(config, log);
-  const runtime = new ModelRuntime(engine, { budgetGb: config.memoryLimitGb ?? defaultMemoryBudgetGb() });
+  const env = opts.env ?? process.env;
+  const engine = opts.engine ?? selectEngine(config, log, env);
+  const budgetGb = config.memoryLimitGb ?? defaultMemoryBudgetGb();
+  if (engine.holdsWeights) log.info({ budget_gb: Math.round(budgetGb * 10) / 10 }, 'memory budget for resident models');
+  const runtime = new ModelRuntime(engine, {
+    budgetGb,
+    defaultTtlS: config.defaultTtlS,
+    ttlSweepIntervalS: config.ttlSweepIntervalS,
+    log: log.child({ component: 'models' }),
+    readiness: (spec) => {
+      const status = weightsStatus(spec.repo, env);
+      return status.ready ? null : status.detail;
+    },
+  });
   const queue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue);
   const inputs = new InputResolver(files, config);
   const services: CapabilityServices = { config, files, inputs, models, runtime, log };
@@ -75,6 +90,9 @@ export async function createContext(config: Config, log: Logger, opts: ContextOp
   }, Math.min(PRUNE_EVERY_MS, Math.max(1000, config.jobRetentionS * 1000)));
   pruneTimer.unref();
 
+  const state = { warm: config.warmup.length === 0 };
+  if (!state.warm) void warmUp(config.warmup, models, runtime, log).finally(() => (state.warm = true));
+
   return {
     config,
     log,
@@ -87,7 +105,7 @@ export async function createContext(config: Config, log: Logger, opts: ContextOp
     capabilities,
     runtime,
     services,
-    state: { warm: true },
+    state,
     async close() {
       clearInterval(pruneTimer);
       await queue.close(config.shutdownGraceS * 1000);
@@ -98,11 +116,24 @@ export async function createContext(config: Config, log: Logger, opts: ContextOp
 }
 
 /** `auto`: the mflux worker when a real engine is installed, else the preview engine — said in one line. */
-function selectEngine(config: Config, log: Logger): Engine {
-  const venv = path.join(config.dataDir, 'venv');
-  const realInstalled = config.python !== null || fs.existsSync(venv);
-  if (config.engine === 'mflux' || (config.engine === 'auto' && realInstalled)) {
-    throw new Error('the mflux engine is not available in this build yet; set KIAPI_ENGINE=preview');
+function selectEngine(config: Config, log: Logger, env: NodeJS.ProcessEnv): Engine {
+  const venvPython = path.join(config.dataDir, 'venv', 'bin', 'python');
+  const python = config.python ?? (fs.existsSync(venvPython) ? venvPython : null);
+  if (config.engine === 'mflux' || (config.engine === 'auto' && python)) {
+    if (!python) {
+      throw new ConfigError([
+        `KIAPI_ENGINE=mflux but no engine is installed: run \`kiapi activate\` (creates ${venvPython}) or set KIAPI_PYTHON to a Python where \`import mflux\` works`,
+      ]);
+    }
+    log.info({ python }, `engine: mflux via ${python} (KIAPI_ENGINE=${config.engine})`);
+    return new WorkerEngine({
+      python,
+      workerDir: path.join(PACKAGE_ROOT, 'worker'),
+      // Weights load from the local cache only: a request never triggers a surprise download.
+      env: { ...env, HF_HUB_OFFLINE: env.HF_HUB_OFFLINE ?? '1' },
+      log: log.child({ component: 'engine' }),
+      engineTimeoutS: config.engineTimeoutS,
+    });
   }
   if (config.engine === 'auto') {
     log.info('engine: preview — no real engine is installed (run `kiapi activate` for mflux); images are previews drawn from the request');
@@ -110,4 +141,39 @@ function selectEngine(config: Config, log: Logger): Engine {
     log.info('engine: preview (KIAPI_ENGINE=preview); images are previews drawn from the request');
   }
   return new PreviewEngine({ stepMs: config.previewStepMs });
+}
+
+/** A warmup name must name one model; unknown or ambiguous names are reported, never guessed (§11.23). */
+function resolveWarmup(name: string, models: ModelRegistry): ModelSpec | string {
+  const found = models.find(name);
+  if (found.length === 0) return `unknown model '${name}' in KIAPI_WARMUP`;
+  if (found.length > 1) {
+    return `'${name}' in KIAPI_WARMUP matches ${found.map((m) => `${m.family}/${m.name}`).join(', ')}; write <family>/<name>`;
+  }
+  return found[0]!;
+}
+
+function checkWarmupNames(names: string[], models: ModelRegistry, log: Logger): void {
+  for (const name of names) {
+    const r = resolveWarmup(name, models);
+    if (typeof r === 'string') log.warn(r);
+  }
+}
+
+async function warmUp(names: string[], models: ModelRegistry, runtime: ModelRuntime, log: Logger): Promise<void> {
+  for (const name of names) {
+    const spec = resolveWarmup(name, models);
+    if (typeof spec === 'string') continue;
+    const missing = runtime.readiness(spec);
+    if (missing) {
+      log.warn(`warmup skipped for ${spec.family}/${spec.name}: not activated (${missing}); run: kiapi activate --model ${spec.name}`);
+      continue;
+    }
+    try {
+      await runtime.warm(spec);
+      log.info(`warmup: ${spec.family}/${spec.name} loaded`);
+    } catch (err) {
+      log.warn({ err }, `warmup of ${spec.family}/${spec.name} failed`);
+    }
+  }
 }

@@ -14,12 +14,15 @@ export const LoraRef = component(
       file: refTo(FileRef, {
         description: 'The LoRA adapter (`.safetensors`) to apply, as a Files-API file id, http(s) URL, or data URL.',
       }),
-      scale: Type.Number({
-        title: 'Scale',
-        description:
-          'Blend strength for this adapter. 1.0 applies it at full weight; lower values weaken its effect, higher values exaggerate it.',
-        default: 1.0,
-      }),
+      // Optional with a default, as in the seed (`required: ["file"]`).
+      scale: Type.Optional(
+        Type.Number({
+          title: 'Scale',
+          description:
+            'Blend strength for this adapter. 1.0 applies it at full weight; lower values weaken its effect, higher values exaggerate it.',
+          default: 1.0,
+        }),
+      ),
     },
     {
       title: 'LoraRef',

@@ -6,7 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
 import { CanceledError } from '../../core/errors.js';
-import type { Engine, EngineInfo, EngineOutput, EngineProgress, ImageTask, LoraInput, RunOptions, TaskModel } from '../engine.js';
+import type { Engine, EngineInfo, EngineOutput, EngineProgress, ImageTask, LoadResult, LoraInput, RunOptions, TaskModel } from '../engine.js';
 import { renderPreviewPng } from './render.js';
 
 export interface PreviewEngineOptions {
@@ -31,7 +31,14 @@ export class PreviewEngine implements Engine {
     return { name: 'preview', detail: 'built-in preview engine (no model weights; draws the request)' };
   }
 
-  async load(_model: TaskModel, _loras: LoraInput[]): Promise<void> {}
+  /** No weights: nothing for the memory budget to account for. */
+  readonly holdsWeights = false;
+
+  async load(_model: TaskModel, _loras: LoraInput[]): Promise<LoadResult> {
+    return { loaded: false, weightGb: null };
+  }
+
+  onReset(_listener: () => void): void {}
 
   async unload(_model: TaskModel, _loras: LoraInput[]): Promise<void> {}
 

@@ -7,6 +7,7 @@ import { capabilityPrefix, type OperationDef } from '../../core/capability.js';
 import { CanceledError, EngineError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
 import type { AppContext } from '../context.js';
 import { capabilityDocument } from '../openapi.js';
+import { recordRawBody, rejectLossyCoercion, validationSchema } from '../request-validation.js';
 import { docsPage } from './docs.js';
 import { sendFile } from './files.js';
 
@@ -14,7 +15,12 @@ export function capabilityRoutes(app: FastifyInstance, ctx: AppContext): void {
   for (const def of ctx.capabilities.list()) {
     const prefix = capabilityPrefix(def);
     for (const op of def.operations) {
-      app.post(`${prefix}${op.path}`, { schema: { body: op.body } }, (req, reply) => submit(ctx, op, req, reply));
+      // Validation uses a coercion-safe copy of the body schema (see request-validation.ts).
+      app.post(
+        `${prefix}${op.path}`,
+        { schema: { body: validationSchema(op.body) }, preValidation: recordRawBody, preHandler: rejectLossyCoercion },
+        (req, reply) => submit(ctx, op, req, reply),
+      );
     }
     app.get(`${prefix}/models`, async () => ctx.models.publicInfo(def.family));
     // Built per call so the auth flag and registrations are always current; it is cheap.

@@ -22,7 +22,7 @@ export function fileRoutes(app: FastifyInstance, ctx: AppContext): void {
       if (part.type === 'file' && part.fieldname === 'file' && !saved) {
         saved = await ctx.files.saveStream(
           part.file,
-          { filename: part.filename || 'upload', contentType: part.mimetype },
+          { filename: part.filename || 'upload', contentType: statedType(part.mimetype) },
           ctx.config.maxUploadBytes,
         );
         if (part.file.truncated) {
@@ -67,20 +67,47 @@ export async function sendFile(
 ): Promise<FastifyReply> {
   const etag = `"${record.file_id}"`;
   if (raw.headers['if-none-match'] === etag) return reply.code(304).header('etag', etag).send();
-  const result = await send(raw, `/${record.file_id}`, { root, contentType: false, etag: false, dotfiles: 'deny', acceptRanges: true });
+  // 1 MiB reads: with the 64 KiB default, syscalls and chunk handling dominate large downloads.
+  const result = await send(raw, `/${record.file_id}`, { root, contentType: false, etag: false, dotfiles: 'deny', acceptRanges: true, highWaterMark: 1024 * 1024 });
   if (result.type === 'error') {
     const status = (result.metadata.error as { status?: number }).status ?? 500;
     if (status === 404) throw new Error(`blob of ${record.file_id} is missing from the files directory`);
-    return reply.code(status).headers(result.headers).send({ detail: result.metadata.error.message });
+    // send's error headers describe its HTML error page (text/html, its Content-Length); sending
+    // them with our JSON body made Fastify refuse the payload (500 instead of 416). Keep only
+    // Content-Range, which a 416 must carry.
+    const range = Object.entries(result.headers).find(([k]) => k.toLowerCase() === 'content-range')?.[1];
+    if (range !== undefined) void reply.header('content-range', range);
+    const detail = status === 416 ? `range not satisfiable: the file has ${record.size} bytes` : result.metadata.error.message;
+    return reply.code(status).send({ detail });
   }
   return reply
     .code(result.statusCode)
     .headers(result.headers)
     .header('content-type', record.content_type)
-    .header('content-disposition', contentDisposition(record.filename))
+    .header('content-disposition', contentDisposition(record.filename, { fallback: asciiFallback(record.filename) }))
     .header('etag', etag)
     .headers(extraHeaders)
     .send(result.stream);
+}
+
+/**
+ * busboy reports `text/plain` for a part that has no Content-Type header (RFC 7578's default), so
+ * a stated `text/plain` cannot be told from none. Clients such as Python `requests` send file parts
+ * without a type; taking that default at its word stored PNGs as text/plain. So `text/plain` counts
+ * as "not stated" (like application/octet-stream) and the store sniffs / goes by the extension,
+ * which is what the original did for a part without a type (reference §1.4).
+ */
+function statedType(mimetype: string): string | null {
+  return mimetype.toLowerCase() === 'text/plain' ? null : mimetype;
+}
+
+/**
+ * The plain `filename="…"` fallback must be ASCII: content-disposition keeps Latin-1 letters (é)
+ * there, which go out as raw non-ASCII header bytes that clients decode inconsistently. The exact
+ * name is always in `filename*` (RFC 5987) when it is not plain ASCII.
+ */
+function asciiFallback(filename: string): string {
+  return filename.replace(/[^\x20-\x7e]/g, '_');
 }
 
 function missingFile(msg: string) {

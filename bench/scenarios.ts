@@ -1,0 +1,101 @@
+/** The bench scenarios: each returns named figures. */
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { spawnServer, tempDir } from '../test/support/server.js';
+import { fmt, hammer, percentile } from './stats.js';
+
+type Figures = Record<string, string>;
+
+/** Reads a URL with node:http (no web-stream layer), so the figure is the server's, not fetch's. */
+function drain(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, (res) => {
+        let n = 0;
+        res.on('data', (c: Buffer) => (n += c.length));
+        res.on('end', () => resolve(n));
+        res.on('error', reject);
+      })
+      .on('error', reject);
+  });
+}
+
+const MIB = 1024 * 1024;
+
+async function generate(url: string, body: unknown, accept = 'image/png'): Promise<Response> {
+  return fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept }, body: JSON.stringify(body) });
+}
+
+/** Sync 64×64 1-step generations, job polling, and download throughput vs. the disk. */
+async function overhead(): Promise<Figures> {
+  const dataDir = tempDir('kiapi-bench-');
+  const server = await spawnServer({ KIAPI_DATA_DIR: dataDir, KIAPI_ENGINE: 'preview', KIAPI_LOG_LEVEL: 'warn' });
+  try {
+    const gen = `${server.url}/v1/image/qwen/generate`;
+    const req = { prompt: 'bench', width: 64, height: 64, steps: 1, seed: 1 };
+    for (let i = 0; i < 20; i++) await (await generate(gen, req)).arrayBuffer(); // warm up
+
+    const n = 300;
+    const lat: number[] = [];
+    const t0 = performance.now();
+    let jobId = '';
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      const res = await generate(gen, { ...req, seed: i });
+      await res.arrayBuffer();
+      jobId = res.headers.get('x-kiapi-job-id') ?? jobId;
+      lat.push(performance.now() - t);
+    }
+    const genSeconds = (performance.now() - t0) / 1000;
+    lat.sort((a, b) => a - b);
+
+    const pollLat = await hammer(16, 5000, async () => {
+      const res = await fetch(`${server.url}/v1/jobs/${jobId}`);
+      await res.arrayBuffer();
+    });
+
+    // A 256 MiB file: uploaded once, then read back over HTTP and straight from disk.
+    const size = 256 * MIB;
+    const chunk = Buffer.alloc(MIB, 7);
+    const form = new FormData();
+    const srcPath = path.join(dataDir, 'bench-src.bin');
+    await pipeline(Readable.from((function* () { for (let i = 0; i < size / MIB; i++) yield chunk; })()), fs.createWriteStream(srcPath));
+    form.append('file', await fs.openAsBlob(srcPath), 'big.bin');
+    const record = (await (await fetch(`${server.url}/v1/files`, { method: 'POST', body: form })).json()) as { file_id: string };
+    fs.rmSync(srcPath);
+    const blob = path.join(dataDir, 'files', record.file_id);
+
+    const httpRates: number[] = [];
+    const diskRates: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      let t = performance.now();
+      const got = await drain(`${server.url}/v1/files/${record.file_id}/download`);
+      httpRates.push(got / MIB / ((performance.now() - t) / 1000));
+      t = performance.now();
+      let read = 0;
+      for await (const part of fs.createReadStream(blob, { highWaterMark: MIB })) read += (part as Buffer).length;
+      diskRates.push(read / MIB / ((performance.now() - t) / 1000));
+    }
+    const http = Math.max(...httpRates);
+    const disk = Math.max(...diskRates);
+    return {
+      'sync 64x64 1-step generations (n)': String(n),
+      'generations jobs/s': fmt(n / genSeconds),
+      'generation latency p50 ms': fmt(percentile(lat, 50)),
+      'generation latency p99 ms': fmt(percentile(lat, 99)),
+      'GET /v1/jobs/{id} requests/s (16 clients, 5 s)': fmt(pollLat.length / 5),
+      'GET /v1/jobs/{id} p99 ms': fmt(percentile(pollLat, 99), 2),
+      'download 256 MiB MB/s (best of 3)': fmt(http),
+      'disk read same file MB/s (best of 3)': fmt(disk),
+      'download / disk ratio': fmt(http / disk, 2),
+    };
+  } finally {
+    await server.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+export const scenarios: Record<string, () => Promise<Figures>> = { overhead };

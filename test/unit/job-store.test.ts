@@ -1,0 +1,102 @@
+/** JobStore on a temp SQLite database: records, crash recovery and retention pruning. */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, afterEach, beforeEach, describe, it } from 'node:test';
+import { openDb, type Db } from '../../src/core/db.js';
+import { NotFoundError } from '../../src/core/errors.js';
+import { JobStore, type JobRecord } from '../../src/core/jobs/job-store.js';
+
+const dirs: string[] = [];
+let dir: string;
+let db: Db;
+let store: JobStore;
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiapi-store-'));
+  dirs.push(dir);
+  db = openDb(dir);
+  store = new JobStore(db);
+});
+
+afterEach(() => {
+  if (db.open) db.close();
+});
+
+after(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function finish(job: JobRecord, status: 'succeeded' | 'failed' | 'canceled', finishedAt: number): void {
+  job.status = status;
+  job.started_at = finishedAt;
+  job.finished_at = finishedAt;
+  store.save(job);
+}
+
+void describe('JobStore', () => {
+  void it('creates queued records with the reference fields and finds them again after reopening', () => {
+    const job = store.create('qwen', { prompt: 'p' });
+    assert.match(job.id, /^job_[0-9a-f]{32}$/);
+    assert.deepEqual(Object.keys(job), [
+      'type', 'params', 'id', 'status', 'result', 'artifacts', 'error',
+      'created_at', 'started_at', 'finished_at', 'progress', 'progress_label',
+    ]);
+    assert.equal(job.status, 'queued');
+    assert.equal(job.progress_label, 'queued');
+    db.close();
+    db = openDb(dir);
+    const reopened = new JobStore(db).get(job.id);
+    assert.deepEqual(reopened, job);
+  });
+
+  void it('lists newest first', () => {
+    const ids = [store.create('t', {}).id, store.create('t', {}).id, store.create('t', {}).id];
+    assert.deepEqual(store.list().map((j) => j.id), ids.reverse());
+  });
+
+  void it('unknown or malformed ids → NotFoundError with the original text', () => {
+    assert.throws(() => store.get('job_0123456789abcdef0123456789abcdef'), { message: "unknown job 'job_0123456789abcdef0123456789abcdef'" });
+    assert.throws(() => store.get("job_1' OR '1'='1"), NotFoundError);
+  });
+
+  void it('failInterrupted marks queued and running jobs failed with a reason, leaves finished ones alone', () => {
+    const queued = store.create('t', {});
+    const running = store.create('t', {});
+    running.status = 'running';
+    running.started_at = Date.now() / 1000;
+    store.save(running);
+    const done = store.create('t', {});
+    finish(done, 'succeeded', Date.now() / 1000);
+    db.close();
+    db = openDb(dir);
+    store = new JobStore(db);
+    assert.equal(store.failInterrupted(), 2);
+    const q = store.get(queued.id);
+    const r = store.get(running.id);
+    assert.equal(q.status, 'failed');
+    assert.match(q.error ?? '', /stopped while this job was queued/);
+    assert.equal(r.status, 'failed');
+    assert.match(r.error ?? '', /stopped while this job was running/);
+    assert.ok(q.finished_at !== null && r.finished_at !== null);
+    assert.equal(store.get(done.id).status, 'succeeded');
+    assert.equal(store.failInterrupted(), 0);
+  });
+
+  void it('prune removes finished jobs older than the retention, never unfinished ones', () => {
+    const now = 1_000_000;
+    const old = store.create('t', {});
+    finish(old, 'succeeded', now - 100);
+    const oldFailed = store.create('t', {});
+    finish(oldFailed, 'failed', now - 100);
+    const oldCanceled = store.create('t', {});
+    finish(oldCanceled, 'canceled', now - 100);
+    const recent = store.create('t', {});
+    finish(recent, 'succeeded', now - 0.5);
+    const queued = store.create('t', {});
+    assert.equal(store.prune(1, now), 3);
+    const left = store.list().map((j) => j.id).sort();
+    assert.deepEqual(left, [recent.id, queued.id].sort());
+  });
+});

@@ -1,0 +1,132 @@
+"""Every name the adapter relies on in mflux's API, kept as data.
+
+The adapter builds its constructor and ``generate_image`` calls from these tables, and
+``tests/test_mflux_contract.py`` checks each name against the pinned mflux release's source.
+A rename upstream therefore fails a test instead of a user's job. This module imports nothing
+from mflux so the contract test can read it without the engine installed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """How one kiapi model maps onto one mflux class, and which keywords we pass to it."""
+
+    family: str
+    name: str
+    operation: str
+    module: str
+    class_name: str
+    config_factory: str
+    init_keywords: tuple[str, ...]
+    generate_keywords: tuple[str, ...]
+
+
+_QWEN_INIT = ("quantize", "model_path", "lora_paths", "lora_scales", "model_config")
+
+CALL_SHAPES: dict[str, ModelShape] = {
+    "qwen.generate": ModelShape(
+        family="qwen",
+        name="image",
+        operation="qwen.generate",
+        module="mflux.models.qwen.variants.txt2img.qwen_image",
+        class_name="QwenImage",
+        config_factory="qwen_image",
+        init_keywords=_QWEN_INIT,
+        generate_keywords=(
+            "seed",
+            "prompt",
+            "negative_prompt",
+            "image_path",
+            "image_strength",
+            "num_inference_steps",
+            "width",
+            "height",
+            "guidance",
+            "scheduler",
+        ),
+    ),
+    "qwen.edit": ModelShape(
+        family="qwen",
+        name="edit-2509",
+        operation="qwen.edit",
+        module="mflux.models.qwen.variants.edit.qwen_image_edit",
+        class_name="QwenImageEdit",
+        config_factory="qwen_image_edit",
+        init_keywords=_QWEN_INIT,
+        generate_keywords=(
+            "seed",
+            "prompt",
+            "negative_prompt",
+            "image_paths",
+            "image_path",
+            "num_inference_steps",
+            "width",
+            "height",
+            "guidance",
+            "scheduler",
+        ),
+    ),
+    "ideogram4.generate": ModelShape(
+        family="ideogram4",
+        name="fp8",
+        operation="ideogram4.generate",
+        module="mflux.models.ideogram4",
+        class_name="Ideogram4",
+        config_factory="ideogram4_fp8",
+        # Ideogram4 takes model_config before the LoRA arguments (unlike Qwen).
+        init_keywords=("quantize", "model_path", "model_config", "lora_paths", "lora_scales"),
+        # No steps and no guidance: the preset drives both.
+        generate_keywords=(
+            "seed",
+            "prompt",
+            "width",
+            "height",
+            "preset",
+            "strict_caption_validation",
+            "warn_on_caption_issues",
+        ),
+    ),
+}
+
+# Keywords left out of a call when the task has null for them, so mflux's own default applies
+# (passing guidance=None to Qwen would mean guidance 0.0, not the default 4.0).
+OMIT_WHEN_NULL: frozenset[str] = frozenset({"guidance", "scheduler"})
+
+MODEL_CONFIG_MODULE = "mflux.models.common.config"
+MODEL_CONFIG_CLASS = "ModelConfig"
+
+EXCEPTIONS_MODULE = "mflux.utils.exceptions"
+STOP_EXCEPTION = "StopImageGenerationException"
+STOP_EXCEPTION_BASES = ("MFluxUserException", "MFluxException")
+
+CALLBACKS_ATTRIBUTE = "callbacks"
+REGISTER_METHOD = "register"
+IN_LOOP_METHOD = "call_in_loop"
+IN_LOOP_KEYWORDS = ("t", "seed", "prompt", "latents", "config", "time_steps")
+
+CAPTION_WARNING_MODULE = "mflux.models.ideogram4.model.ideogram4_text_encoder.caption"
+CAPTION_WARNING_CLASS = "Ideogram4CaptionWarning"
+
+# Scheduler names passed through to Qwen. mflux imports any dotted name as module.Class, so
+# only registry names for the flow-matching samplers are accepted (seedvr2_euler is for SeedVR2).
+ALLOWED_SCHEDULERS = (
+    "linear",
+    "LinearScheduler",
+    "flow_match_euler_discrete",
+    "FlowMatchEulerDiscreteScheduler",
+)
+
+# The distribution name whose metadata carries mflux's version (mflux has no __version__).
+MFLUX_DISTRIBUTION = "mflux"
+
+
+def shape_for_model(family: str, name: str) -> ModelShape | None:
+    """The shape serving a (family, name) pair, or None for a model the worker does not know."""
+    for shape in CALL_SHAPES.values():
+        if shape.family == family and shape.name == name:
+            return shape
+    return None

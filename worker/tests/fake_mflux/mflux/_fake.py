@@ -1,0 +1,295 @@
+"""Machinery shared by the fake mflux classes; not part of mflux's API.
+
+Every knob is an environment variable read when it is used (see ``README.md`` beside ``mflux/``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import struct
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import mlx.core as mx
+
+GIB = 1024**3
+F = TypeVar("F", bound=Callable[..., Any])
+
+_EXCEPTIONS: dict[str, type[BaseException]] = {
+    "ValueError": ValueError,
+    "NotImplementedError": NotImplementedError,
+    "RuntimeError": RuntimeError,
+    "MemoryError": MemoryError,
+    "TypeError": TypeError,
+    "KeyError": KeyError,
+    "FileNotFoundError": FileNotFoundError,
+}
+_log_lock = threading.Lock()
+
+
+def env_float(name: str, default: float = 0.0) -> float:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
+def env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else None
+
+
+def say(message: str) -> None:
+    """Print to stdout, as mflux does for its progress and loading messages."""
+    print(f"fake mflux: {message}", flush=True)
+
+
+def emit_garbage(where: str) -> None:
+    """With FAKE_MFLUX_GARBAGE set, write non-JSON bytes to stdout by every route a library might."""
+    if os.environ.get("FAKE_MFLUX_GARBAGE", "") in ("", "0"):
+        return
+    print(f"GARBAGE from print() in {where} {{not json", flush=True)
+    if sys.__stdout__ is not None:
+        sys.__stdout__.write(f"GARBAGE from sys.__stdout__ in {where}\n")
+        sys.__stdout__.flush()
+    os.write(1, f"GARBAGE from fd 1 in {where} \xff\x00\n".encode("latin-1"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Call log
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    model_name = getattr(value, "model_name", None)
+    if isinstance(model_name, str):  # a ModelConfig
+        return model_name
+    return repr(value)
+
+
+def log_call(event: str, class_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    path = os.environ.get("FAKE_MFLUX_LOG")
+    if not path:
+        return
+    record = {"event": event, "class": class_name, "pid": os.getpid(), "args": list(args), "kwargs": kwargs}
+    line = json.dumps(record, default=_jsonable, ensure_ascii=False) + "\n"
+    with _log_lock, open(path, "a", encoding="utf-8") as handle:
+        handle.write(line)
+
+
+def logged(event: str) -> Callable[[F], F]:
+    """Log the call exactly as made (positional and keyword), then run the real-signature body."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            log_call(event, type(self).__name__, args, kwargs)
+            return method(self, *args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+# ---------------------------------------------------------------------------------------------
+# Behaviour knobs
+
+
+def raise_if_requested() -> None:
+    """FAKE_MFLUX_RAISE="text" raises ValueError(text); "RuntimeError: text" picks the type."""
+    spec = os.environ.get("FAKE_MFLUX_RAISE")
+    if not spec:
+        return
+    name, sep, rest = spec.partition(":")
+    if sep and name.strip() in _EXCEPTIONS:
+        raise _EXCEPTIONS[name.strip()](rest.strip())
+    raise ValueError(spec)
+
+
+def before_step(position: int) -> None:
+    """Crash, hang or spend time at the 1-based ``position`` of the denoising loop."""
+    emit_garbage(f"step {position}")
+    if env_int("FAKE_MFLUX_CRASH_AT_STEP") == position:
+        sys.stderr.write(f"fake mflux: simulated crash at step {position} (os._exit(9))\n")
+        sys.stderr.flush()
+        os._exit(9)
+    if env_int("FAKE_MFLUX_HANG_AT_STEP") == position:
+        sys.stderr.write(f"fake mflux: simulated hang at step {position}\n")
+        sys.stderr.flush()
+        while True:
+            time.sleep(3600)
+    time.sleep(env_float("FAKE_MFLUX_STEP_S"))
+
+
+def weight_bytes() -> int:
+    return int(env_float("FAKE_MFLUX_WEIGHT_GB", 1.0) * GIB)
+
+
+def initialize(
+    model: Any,
+    *,
+    quantize: int | None,
+    model_path: str | None,
+    lora_paths: list[str] | None,
+    lora_scales: list[float] | None,
+    model_config: Any,
+) -> None:
+    """What mflux's initializers leave on a model, minus the weights."""
+    from mflux.callbacks.callback_registry import CallbackRegistry
+
+    emit_garbage(f"{type(model).__name__}.__init__")
+    time.sleep(env_float("FAKE_MFLUX_LOAD_S"))
+    model.model_config = model_config
+    model.model_path = model_path or model_config.model_name
+    model.bits = quantize
+    model.callbacks = CallbackRegistry()
+    model.prompt_cache = {}
+    model.tiling_config = None
+    model.tokenizers = {}
+    model.lora_paths, model.lora_scales = _resolve_loras(lora_paths, lora_scales)
+    model._weights = mx.FakeBuffer(weight_bytes())
+    # Real module graphs can hold reference cycles; this one makes gc.collect() necessary.
+    model._self_reference = model
+    say(f"loaded {type(model).__name__} from {model.model_path} (quantize={quantize})")
+
+
+def _resolve_loras(
+    paths: list[str] | None, scales: list[float] | None
+) -> tuple[list[str] | None, list[float] | None]:
+    """Like mflux: a missing file is printed and skipped, scales are padded with 1.0 or cut."""
+    if not paths:
+        return [], []
+    kept = []
+    for path in paths:
+        if Path(path).exists():
+            kept.append(path)
+        else:
+            say(f"LoRA file not found: {path}")
+    scales = list(scales or [])
+    scales = (scales + [1.0] * len(kept))[: len(kept)]
+    return kept, scales
+
+
+class Activations:
+    """Memory a generation holds while it runs (so peak > active after it ends)."""
+
+    def __enter__(self) -> Activations:
+        self._buffer: Any = mx.FakeBuffer(max(weight_bytes() // 10, 1 << 20))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._buffer = None
+
+
+# ---------------------------------------------------------------------------------------------
+# tqdm stand-in
+
+
+class FakeTqdm:
+    """Iterates like tqdm, including its lag: ``n`` is refreshed only every ``mininterval`` s."""
+
+    mininterval = 0.1
+
+    def __init__(self, iterable: Iterable[int]) -> None:
+        self.iterable = list(iterable)
+        self.total = len(self.iterable)
+        self.n = 0
+        self._start = time.monotonic()
+        self._last_refresh = self._start
+
+    def __iter__(self) -> Iterator[int]:
+        n = self.n
+        try:
+            for item in self.iterable:
+                yield item
+                n += 1
+                now = time.monotonic()
+                if now - self._last_refresh >= self.mininterval:
+                    self.n = n
+                    self._last_refresh = now
+        finally:
+            self.n = n
+
+    def __len__(self) -> int:
+        return self.total
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "total": self.total, "elapsed": time.monotonic() - self._start}
+
+
+class FakeLatents:
+    def __init__(self, seed: int, width: int, height: int) -> None:
+        self.seed = seed
+        self.shape = (1, (height // 16) * (width // 16), 64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def png_bytes(width: int, height: int, seed: int) -> bytes:
+    """A valid 8-bit RGB PNG: a gradient whose colours depend on the seed."""
+    red = bytes(((x * 255) // max(width - 1, 1) + seed) & 0xFF for x in range(width))
+    blue = bytes([(seed * 31) & 0xFF]) * width
+    raw = bytearray()
+    row = bytearray(3 * width)
+    row[0::3] = red
+    row[2::3] = blue
+    for y in range(height):
+        row[1::3] = bytes([((y * 255) // max(height - 1, 1) + seed * 7) & 0xFF]) * width
+        raw.append(0)  # filter type: none
+        raw += row
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(bytes(raw), 6))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(tag + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", crc)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of a PNG; other formats count as 1024x1024. Missing file: FileNotFoundError."""
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return width, height
+    return 1024, 1024
+
+
+class FakeImage:
+    """Enough of PIL.Image for the worker: ``size``, ``width``, ``height`` and ``save``."""
+
+    mode = "RGB"
+
+    def __init__(self, width: int, height: int, seed: int) -> None:
+        self.width = width
+        self.height = height
+        self.seed = seed
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    def save(self, fp: Any, format: str | None = None, **params: Any) -> None:
+        name = str(fp) if isinstance(fp, (str, Path)) else ""
+        if (format or "").upper() != "PNG" and not name.lower().endswith(".png"):
+            raise ValueError(f"unknown file extension: {Path(name).suffix}")
+        data = png_bytes(self.width, self.height, self.seed)
+        if name:
+            Path(name).write_bytes(data)
+        else:
+            fp.write(data)
