@@ -142,8 +142,8 @@ export async function listJobs(baseUrl: string, headers: Record<string, string> 
   return res.json.data;
 }
 
-export async function getJob(baseUrl: string, jobId: string): Promise<JobJson> {
-  const res = await getJson<JobJson>(`${baseUrl}/v1/jobs/${jobId}`);
+export async function getJob(baseUrl: string, jobId: string, headers: Record<string, string> = {}): Promise<JobJson> {
+  const res = await getJson<JobJson>(`${baseUrl}/v1/jobs/${jobId}`, headers);
   if (res.status !== 200) throw new Error(`GET /v1/jobs/${jobId} → ${res.status} ${res.bytes.toString()}`);
   return res.json;
 }
@@ -167,12 +167,17 @@ export async function pollUntil<T>(
   }
 }
 
-export function waitForStatus(baseUrl: string, jobId: string, statuses: JobJson['status'][]): Promise<JobJson> {
-  return pollUntil(() => getJob(baseUrl, jobId), (j) => statuses.includes(j.status), `job ${jobId} to be ${statuses.join('|')}`);
+export function waitForStatus(
+  baseUrl: string,
+  jobId: string,
+  statuses: JobJson['status'][],
+  headers: Record<string, string> = {},
+): Promise<JobJson> {
+  return pollUntil(() => getJob(baseUrl, jobId, headers), (j) => statuses.includes(j.status), `job ${jobId} to be ${statuses.join('|')}`);
 }
 
-export function waitFinished(baseUrl: string, jobId: string): Promise<JobJson> {
-  return waitForStatus(baseUrl, jobId, ['succeeded', 'failed', 'canceled']);
+export function waitFinished(baseUrl: string, jobId: string, headers: Record<string, string> = {}): Promise<JobJson> {
+  return waitForStatus(baseUrl, jobId, ['succeeded', 'failed', 'canceled'], headers);
 }
 
 /** A small qwen generate body: tiny image, few steps (each step sleeps KIAPI_PREVIEW_STEP_MS). */

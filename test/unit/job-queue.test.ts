@@ -62,7 +62,7 @@ class Harness {
       try {
         if (!honourSignal) return await control.gate.promise;
         return await new Promise<JobOutput>((resolve, reject) => {
-          const onAbort = () => reject(ctx.signal.reason);
+          const onAbort = () => reject(ctx.signal.reason instanceof Error ? ctx.signal.reason : new Error('aborted'));
           if (ctx.signal.aborted) onAbort();
           ctx.signal.addEventListener('abort', onAbort, { once: true });
           control.gate.promise.then(resolve, reject);

@@ -6,6 +6,7 @@ thread); ``loaded_keys`` is also read by the main thread for ``stats``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -33,6 +34,7 @@ __all__ = ["CALL_SHAPES", "MfluxBackend", "ProgressHook", "RunControl", "generat
 log = logging.getLogger("kiapi_worker")
 
 PROGRESS_LABEL = "denoising"
+_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 
 @dataclass
@@ -162,6 +164,28 @@ def _check_task(task: Task) -> list[str]:
     return notes
 
 
+def _check_lora_file(path: str) -> None:
+    """Refuse a LoRA that mflux would print a message about, skip, and then succeed without.
+
+    A safetensors file starts with an 8-byte little-endian length and that many bytes of JSON.
+    """
+    if not os.path.isfile(path):
+        raise WorkerError(BAD_REQUEST, f"LoRA file not found: {path}")
+    try:
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            size = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+            if not 2 <= size <= min(os.path.getsize(path) - 8, _MAX_SAFETENSORS_HEADER):
+                raise ValueError("bad header length")
+            header = json.loads(handle.read(size))
+        if not isinstance(header, dict):
+            raise ValueError("header is not an object")
+    except (OSError, ValueError) as exc:
+        raise WorkerError(
+            BAD_REQUEST, f"LoRA file is not a readable safetensors file: {path} ({exc})"
+        ) from exc
+
+
 class MfluxBackend:
     """Resident mflux models by key, and the load / run / unload operations on them."""
 
@@ -180,9 +204,7 @@ class MfluxBackend:
             if request.key in self._models:
                 return 0.0
         for lora in request.loras:
-            # mflux prints and skips a missing LoRA file and then succeeds; refuse instead.
-            if not os.path.isfile(lora.path):
-                raise WorkerError(BAD_REQUEST, f"LoRA file not found: {lora.path}")
+            _check_lora_file(lora.path)
         shape = request.shape
         model_config = getattr(self._engine.model_config, shape.config_factory)()
         kwargs = init_kwargs(request, model_config)

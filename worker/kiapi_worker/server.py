@@ -38,7 +38,7 @@ log = logging.getLogger("kiapi_worker")
 EXIT_OK = 0
 EXIT_INIT_FAILED = 3
 # How long shutdown waits for a canceled run to reach its next step before exiting anyway.
-SHUTDOWN_GRACE_S = 2.0
+DEFAULT_SHUTDOWN_GRACE_S = 2.0
 
 Reply = dict[str, Any]
 
@@ -105,7 +105,7 @@ class EngineThread:
             return job.work()
         except StreamClosed:
             return error_message(job.command_id, ENGINE_ERROR, "protocol stream closed")
-        except Exception as exc:
+        except BaseException as exc:  # the engine thread must survive whatever the engine raises
             code, message = classify(exc, self._stop_exception)
             if code == ENGINE_ERROR:
                 log.exception("command %s failed", job.command_id)
@@ -230,13 +230,21 @@ def _configure_logging() -> None:
     )
 
 
+def _shutdown_grace_s() -> float:
+    try:
+        return float(os.environ.get("KIAPI_WORKER_SHUTDOWN_GRACE_S", DEFAULT_SHUTDOWN_GRACE_S))
+    except ValueError:
+        return DEFAULT_SHUTDOWN_GRACE_S
+
+
 def _stop(engine: EngineThread) -> int:
     """Cancel what is running, give it a moment to answer, then exit 0."""
     engine.cancel()
     engine.close()
-    if engine.wait_idle(SHUTDOWN_GRACE_S):
+    grace = _shutdown_grace_s()
+    if engine.wait_idle(grace):
         return EXIT_OK
-    log.warning("engine still busy after %.1f s; exiting without waiting", SHUTDOWN_GRACE_S)
+    log.warning("engine still busy after %.1f s; exiting without waiting", grace)
     sys.stderr.flush()
     os._exit(EXIT_OK)  # a hung engine thread must not keep the process alive
 

@@ -15,6 +15,7 @@ from worker_client import (
     read_png,
     run_command,
     write_png,
+    write_safetensors,
 )
 
 Spawn = Callable[..., WorkerProcess]
@@ -72,10 +73,8 @@ def test_init_failed_without_mflux_exits_3(spawn: Spawn) -> None:
 def test_qwen_generate_passes_exact_kwargs_and_writes_png(
     spawn: Spawn, tmp_path: Path, fake_log: Path
 ) -> None:
-    lora_a = tmp_path / "a.safetensors"
-    lora_b = tmp_path / "b.safetensors"
-    lora_a.write_bytes(b"x")
-    lora_b.write_bytes(b"y")
+    lora_a = write_safetensors(tmp_path / "a.safetensors")
+    lora_b = write_safetensors(tmp_path / "b.safetensors")
     worker = spawn({"FAKE_MFLUX_LOG": str(fake_log)})
     worker.ready()
     loras = [{"path": str(lora_a), "scale": 0.5}, {"path": str(lora_b), "scale": 1.25}]
@@ -305,7 +304,7 @@ def test_cancel_stops_at_the_next_step(spawn: Spawn, tmp_path: Path) -> None:
     worker.ready()
     _loaded(worker)
     out = tmp_path / "o.png"
-    worker.send(run_command("run-1", "qwen:Qwen/Qwen-Image", out, steps=5))
+    worker.send(run_command("run-1", "qwen:Qwen/Qwen-Image", out, steps=20))
     first = worker.recv()
     assert (first["id"], first["type"], first["step"]) == ("run-1", "progress", 1)
     worker.send({"id": "c-1", "cmd": "cancel", "target": "run-1"})
@@ -316,7 +315,7 @@ def test_cancel_stops_at_the_next_step(spawn: Spawn, tmp_path: Path) -> None:
     final = replies[-1]
     assert (final["id"], final["type"], final["code"]) == ("run-1", "error", "canceled")
     steps = [m["step"] for m in replies if m.get("type") == "progress"]
-    assert len(steps) + 1 < 5, "the run went on after the cancel"
+    assert len(steps) < 10, "the run went on long after the cancel"
     assert not out.exists()
 
     # The worker is free again and the model still works.
@@ -331,7 +330,7 @@ def test_cancel_of_unknown_run_is_acked(spawn: Spawn) -> None:
 
 
 def test_second_run_while_running_is_busy(spawn: Spawn, tmp_path: Path) -> None:
-    worker = spawn({"FAKE_MFLUX_STEP_S": "0.1"})
+    worker = spawn({"FAKE_MFLUX_STEP_S": "0.2"})
     worker.ready()
     _loaded(worker)
     worker.send(run_command("a", "qwen:Qwen/Qwen-Image", tmp_path / "a.png", steps=3))
@@ -354,7 +353,7 @@ def test_crash_exits_non_zero_with_reason_on_stderr(spawn: Spawn, tmp_path: Path
 
 
 def test_hung_engine_still_answers_and_shuts_down(spawn: Spawn, tmp_path: Path) -> None:
-    worker = spawn({"FAKE_MFLUX_HANG_AT_STEP": "1"})
+    worker = spawn({"FAKE_MFLUX_HANG_AT_STEP": "1", "KIAPI_WORKER_SHUTDOWN_GRACE_S": "0.2"})
     worker.ready()
     _loaded(worker)
     worker.send(run_command("2", "qwen:Qwen/Qwen-Image", tmp_path / "o.png"))
@@ -413,13 +412,23 @@ def test_unknown_scheduler_is_refused_before_mflux(spawn: Spawn, tmp_path: Path,
     assert _calls(fake_log, "generate_image") == []
 
 
-def test_missing_lora_file_fails_the_load(spawn: Spawn, tmp_path: Path, fake_log: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "LoRA file not found"), (b"not a safetensors file", "not a readable safetensors file")],
+)
+def test_unusable_lora_file_fails_the_load(
+    spawn: Spawn, tmp_path: Path, fake_log: Path, content: bytes | None, message: str
+) -> None:
+    """mflux would print, skip the LoRA and succeed; the worker refuses instead."""
     worker = spawn({"FAKE_MFLUX_LOG": str(fake_log)})
     worker.ready()
-    missing = str(tmp_path / "missing.safetensors")
-    [error] = worker.exchange(load_command("1", "t", loras=[{"path": missing, "scale": 1.0}]))
+    lora = tmp_path / "lora.safetensors"
+    if content is not None:
+        lora.write_bytes(content)
+    [error] = worker.exchange(load_command("1", "t", loras=[{"path": str(lora), "scale": 1.0}]))
     assert error["code"] == "bad_request"
-    assert missing in error["message"]
+    assert message in error["message"]
+    assert str(lora) in error["message"]
     assert _calls(fake_log, "init") == []
 
 

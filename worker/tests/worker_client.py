@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -34,7 +36,7 @@ class WorkerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=full_env,
-            cwd=str(WORKER_DIR),
+            cwd=tempfile.gettempdir(),  # only PYTHONPATH may find the package, as in production
         )
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.bad_lines: list[bytes] = []
@@ -106,18 +108,23 @@ class WorkerProcess:
                 return replies
 
     def wait(self, timeout: float = 10.0) -> int:
-        return self.proc.wait(timeout)
+        """Wait for the exit, then for the readers to drain what the process wrote before it."""
+        code = self.proc.wait(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
+        return code
 
     def close(self) -> None:
         """Kill the process if it is still alive and reap it; never leaves a child behind."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
+        for thread in self._threads:  # EOF reaches the readers once the process is gone
+            thread.join(5)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
-                stream.close()
-        for thread in self._threads:
-            thread.join(5)
+                with contextlib.suppress(BrokenPipeError):  # unflushed input for an exited process
+                    stream.close()
 
 
 def load_command(
@@ -211,6 +218,13 @@ def write_png(path: Path, width: int, height: int) -> Path:
         + chunk(b"IEND", b"")
     )
     path.write_bytes(png)
+    return path
+
+
+def write_safetensors(path: Path) -> Path:
+    """A minimal well-formed safetensors file (header only, no tensors)."""
+    header = json.dumps({"__metadata__": {"format": "pt"}}).encode("utf-8")
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
     return path
 
 

@@ -55,7 +55,16 @@ export class JobQueue {
   }
 
   get runningJobId(): string | null {
-    return this.running?.job.id ?? null;
+    return this.activeEntry()?.job.id ?? null;
+  }
+
+  /**
+   * The running entry, unless its job already finished: waiters are told in `finish()`, a few
+   * microtasks before `pump()` clears `running`, and a cancel arriving in that window must see
+   * a finished job (409), not abort it and relabel it `canceling`.
+   */
+  private activeEntry(): Entry | null {
+    return this.running && !FINISHED.has(this.running.job.status) ? this.running : null;
   }
 
   /** Records a queued job and schedules it. Throws BusyError when the queue is full. */
@@ -110,12 +119,13 @@ export class JobQueue {
       this.finish(entry!.job, 'canceled', { error: `${reason} before it started` });
       return entry!.job;
     }
-    if (this.running?.job.id === jobId) {
-      if (!this.running.controller.signal.aborted) {
-        this.running.controller.abort(new CanceledError(reason));
-        this.store.setProgress(this.running.job, this.running.job.progress ?? 0, 'canceling');
+    const running = this.activeEntry();
+    if (running?.job.id === jobId) {
+      if (!running.controller.signal.aborted) {
+        running.controller.abort(new CanceledError(reason));
+        this.store.setProgress(running.job, running.job.progress ?? 0, 'canceling');
       }
-      return this.running.job;
+      return running.job;
     }
     throw new ConflictError(`job '${jobId}' is already ${job.status}; only queued or running jobs can be canceled`);
   }
@@ -140,11 +150,20 @@ export class JobQueue {
     }
     if (!this.running) return;
     const running = this.running;
-    const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), graceMs).unref());
-    if ((await Promise.race([this.runningDone.then(() => 'done' as const), timer])) === 'timeout') {
-      this.log.warn({ job_id: running.job.id }, 'shutdown grace period over; canceling the running job');
-      running.controller.abort(new CanceledError('the server shut down while this job was running'));
-      await this.runningDone;
+    // Not unref'd: a job waiting on something that holds no handle would otherwise let the event
+    // loop drain mid-grace and the process end with the job still `running`. Cleared once decided.
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((r) => {
+      timer = setTimeout(() => r('timeout'), graceMs);
+    });
+    try {
+      if ((await Promise.race([this.runningDone.then(() => 'done' as const), timeout])) === 'timeout') {
+        this.log.warn({ job_id: running.job.id }, 'shutdown grace period over; canceling the running job');
+        running.controller.abort(new CanceledError('the server shut down while this job was running'));
+        await this.runningDone;
+      }
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -63,10 +63,22 @@ export class ModelRuntime {
 
   /** Throws 503 with the command that fixes it when the model cannot be served. */
   assertReady(spec: ModelSpec): void {
+    this.assertFits(spec);
     const missing = this.readiness(spec);
     if (missing) {
       throw new UnavailableError(
         `model '${spec.name}' (${spec.family}) is not activated: ${missing}. Run: kiapi activate --model ${spec.name}`,
+      );
+    }
+  }
+
+  /** A build that can never fit the budget is refused before it is queued, sync and async alike. */
+  assertFits(spec: ModelSpec): void {
+    if (!this.residency) return;
+    const need = spec.weightGb + spec.peakHeadroomGb;
+    if (need > this.opts.budgetGb) {
+      throw new UnavailableError(
+        `model '${spec.name}' needs ~${need.toFixed(1)} GB (weights ${spec.weightGb.toFixed(1)} + headroom ${spec.peakHeadroomGb.toFixed(1)}) but the memory budget is ${this.opts.budgetGb.toFixed(1)} GB; raise KIAPI_MEMORY_LIMIT_GB if the machine has the memory`,
       );
     }
   }

@@ -1,0 +1,215 @@
+/**
+ * State across process lifetimes: files and jobs survive a restart; jobs a crashed process left
+ * queued or running come back `failed` with a reason; SIGTERM lets the running job finish;
+ * finished jobs past KIAPI_JOB_RETENTION_S are pruned.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import Database from 'better-sqlite3';
+import { spawnServer, startServer, tempDir, type SpawnedServer } from '../support/server.js';
+import {
+  getJob,
+  getJson,
+  pngBytes,
+  pollUntil,
+  request,
+  sendJson,
+  submitAsync,
+  uploadFile,
+  waitFinished,
+  waitForStatus,
+  type FileRecordJson,
+  type JobJson,
+} from '../support/api.js';
+
+const dirs: string[] = [];
+
+function newDataDir(): string {
+  const d = tempDir('kiapi-restart-');
+  dirs.push(d);
+  return d;
+}
+
+after(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function sha(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+/** Kills the child if a test failed before stopping it (no leaked processes). */
+async function withSpawned<T>(env: Record<string, string>, fn: (s: SpawnedServer) => Promise<T>): Promise<T> {
+  const s = await spawnServer(env);
+  try {
+    return await fn(s);
+  } finally {
+    if (s.child.exitCode === null && s.child.signalCode === null) await s.stop('SIGKILL');
+  }
+}
+
+async function download(url: string, fileId: string): Promise<Buffer> {
+  const res = await request(`${url}/v1/files/${fileId}/download`);
+  assert.equal(res.status, 200, `download ${fileId}`);
+  return res.bytes;
+}
+
+void describe('restart persistence', () => {
+  void it('files and jobs are still there after a clean restart on the same data dir', async () => {
+    const dataDir = newDataDir();
+    const first = await startServer({}, { dataDir });
+    let upload: FileRecordJson;
+    let job: JobJson;
+    let uploadBytes: Buffer;
+    let artifactBytes: Buffer;
+    try {
+      uploadBytes = await pngBytes(20, 20);
+      upload = (await uploadFile(first.url, { filename: 'kept.png', contentType: 'image/png', data: uploadBytes })).json;
+      const res = await sendJson<JobJson>('POST', `${first.url}/v1/image/qwen/generate`, { prompt: 'persist me', width: 64, height: 64, steps: 2 }, { accept: 'application/json' });
+      assert.equal(res.status, 200);
+      job = res.json;
+      artifactBytes = await download(first.url, job.artifacts[0]!);
+    } finally {
+      await first.close();
+    }
+
+    const second = await startServer({}, { dataDir });
+    try {
+      assert.deepEqual((await getJson(`${second.url}/v1/files/${upload.file_id}`)).json, upload);
+      assert.ok((await download(second.url, upload.file_id)).equals(uploadBytes));
+      assert.deepEqual(await getJob(second.url, job.id), job);
+      assert.ok((await download(second.url, job.artifacts[0]!)).equals(artifactBytes));
+      const files = (await getJson<{ data: FileRecordJson[] }>(`${second.url}/v1/files`)).json.data.map((f) => f.file_id);
+      assert.deepEqual(files.sort(), [upload.file_id, job.artifacts[0]!].sort());
+    } finally {
+      await second.close();
+    }
+  });
+});
+
+void describe('crash recovery (SIGKILL)', () => {
+  void it('a running and a queued job come back failed with a reason; finished artifacts are intact', async () => {
+    const dataDir = newDataDir();
+    const env = { KIAPI_DATA_DIR: dataDir, KIAPI_PREVIEW_STEP_MS: '100', KIAPI_LOG_LEVEL: 'warn' };
+    const state = await withSpawned(env, async (s) => {
+      const done = await submitAsync(s.url, { steps: 1, prompt: 'finished before the crash' });
+      const doneJob = await waitFinished(s.url, done);
+      assert.equal(doneJob.status, 'succeeded');
+      const artifact = await download(s.url, doneJob.artifacts[0]!);
+      // 100 steps × 100 ms: still running when the kill lands (the kill follows the first poll that sees it running).
+      const running = await submitAsync(s.url, { steps: 100, prompt: 'running at the crash' });
+      const queued = await submitAsync(s.url, { steps: 1, prompt: 'queued at the crash' });
+      await waitForStatus(s.url, running, ['running']);
+      assert.equal((await getJob(s.url, queued)).status, 'queued');
+      const code = await s.stop('SIGKILL');
+      assert.equal(code, null, 'killed by the signal');
+      return { doneJob, artifactSha: sha(artifact), running, queued };
+    });
+
+    const after = await startServer({}, { dataDir });
+    try {
+      const running = await getJob(after.url, state.running);
+      assert.equal(running.status, 'failed');
+      assert.match(running.error ?? '', /server stopped while this job was running/);
+      assert.ok(running.finished_at !== null);
+      const queued = await getJob(after.url, state.queued);
+      assert.equal(queued.status, 'failed');
+      assert.match(queued.error ?? '', /server stopped while this job was queued/);
+      assert.equal(queued.started_at, null);
+
+      assert.deepEqual(await getJob(after.url, state.doneJob.id), state.doneJob);
+      assert.equal(sha(await download(after.url, state.doneJob.artifacts[0]!)), state.artifactSha);
+      // Only the finished job's artifact is listed: no partial outputs of the killed job.
+      const files = (await getJson<{ data: FileRecordJson[] }>(`${after.url}/v1/files`)).json.data;
+      assert.deepEqual(files.map((f) => f.file_id), state.doneJob.artifacts);
+      // The new process serves new work.
+      assert.equal((await waitFinished(after.url, await submitAsync(after.url, { steps: 1 }))).status, 'succeeded');
+    } finally {
+      await after.close();
+    }
+  });
+});
+
+void describe('graceful shutdown (SIGTERM)', () => {
+  void it('the running job finishes, the queued one fails with a reason, exit code 0, state persisted', async () => {
+    const dataDir = newDataDir();
+    const env = { KIAPI_DATA_DIR: dataDir, KIAPI_PREVIEW_STEP_MS: '50', KIAPI_SHUTDOWN_GRACE_S: '120' };
+    const ids = await withSpawned(env, async (s) => {
+      const running = await submitAsync(s.url, { steps: 20, prompt: 'finishes during shutdown' });
+      const queued = await submitAsync(s.url, { steps: 1, prompt: 'never started' });
+      await waitForStatus(s.url, running, ['running']);
+      const code = await s.stop('SIGTERM');
+      assert.equal(code, 0, s.output());
+      assert.match(s.output(), /state persisted/);
+      return { running, queued };
+    });
+
+    const after = await startServer({}, { dataDir });
+    try {
+      const running = await getJob(after.url, ids.running);
+      assert.equal(running.status, 'succeeded', JSON.stringify(running));
+      assert.equal(running.artifacts.length, 1);
+      assert.equal((await getJson(`${after.url}/v1/files/${running.artifacts[0]!}`)).status, 200);
+      const queued = await getJob(after.url, ids.queued);
+      assert.equal(queued.status, 'failed');
+      assert.match(queued.error ?? '', /shut down before this job started/);
+      assert.equal(queued.started_at, null);
+    } finally {
+      await after.close();
+    }
+  });
+});
+
+void describe('retention (KIAPI_JOB_RETENTION_S)', () => {
+  void it('prunes finished jobs older than the retention at start, keeps younger ones', async () => {
+    const dataDir = newDataDir();
+    const first = await startServer({}, { dataDir });
+    let old: string;
+    let young: string;
+    try {
+      old = await submitAsync(first.url, { steps: 1 });
+      young = await submitAsync(first.url, { steps: 1 });
+      await waitFinished(first.url, old);
+      await waitFinished(first.url, young);
+    } finally {
+      await first.close();
+    }
+    // Age one job by 10 minutes instead of waiting for it to age.
+    const db = new Database(path.join(dataDir, 'kiapi.db'));
+    try {
+      db.prepare('UPDATE jobs SET created_at = created_at - 600, finished_at = finished_at - 600 WHERE id = ?').run(old);
+    } finally {
+      db.close();
+    }
+
+    const second = await startServer({ KIAPI_JOB_RETENTION_S: '300' }, { dataDir });
+    try {
+      assert.equal((await getJson(`${second.url}/v1/jobs/${old}`)).status, 404);
+      assert.equal((await getJob(second.url, young)).status, 'succeeded');
+    } finally {
+      await second.close();
+    }
+  });
+
+  void it('with KIAPI_JOB_RETENTION_S=1 a running server prunes finished jobs, never queued or running ones', async () => {
+    const dataDir = newDataDir();
+    // 1 s per step: the 100-step job cannot finish during the test; the 1-step job takes a second.
+    const s = await startServer({ KIAPI_JOB_RETENTION_S: '1', KIAPI_PREVIEW_STEP_MS: '1000' }, { dataDir });
+    try {
+      const finished = await submitAsync(s.url, { steps: 1 });
+      await waitFinished(s.url, finished);
+      const running = await submitAsync(s.url, { steps: 100 });
+      const queued = await submitAsync(s.url, { steps: 1 });
+      await waitForStatus(s.url, running, ['running']);
+      await pollUntil(() => getJson(`${s.url}/v1/jobs/${finished}`), (r) => r.status === 404, 'the finished job to be pruned');
+      assert.equal((await getJob(s.url, running)).status, 'running');
+      assert.equal((await getJob(s.url, queued)).status, 'queued');
+      for (const id of [queued, running]) await request(`${s.url}/v1/jobs/${id}/cancel`, { method: 'POST' });
+    } finally {
+      await s.close();
+    }
+  });
+});

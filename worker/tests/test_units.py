@@ -1,0 +1,178 @@
+"""In-process tests of the adapter's pieces: call building, progress hook, errors, memory, parsing."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from kiapi_worker import memory
+from kiapi_worker.backend import ProgressHook, RunControl, generate_kwargs, init_kwargs
+from kiapi_worker.commands import parse_load, parse_task
+from kiapi_worker.engine_api import CALL_SHAPES, OMIT_WHEN_NULL
+from kiapi_worker.errors import classify
+from kiapi_worker.protocol import ProtocolError, parse_command
+from worker_client import read_png
+
+
+class Stop(Exception):
+    pass
+
+
+def _task(operation: str, **overrides: object) -> dict:
+    body = {
+        "operation": operation,
+        "prompt": "p",
+        "negative_prompt": "n",
+        "width": 64,
+        "height": 64,
+        "seed": 1,
+        "steps": 2,
+        "guidance": 3.5,
+        "scheduler": "linear",
+        "preset": "V4_TURBO_12",
+        "strict_caption_validation": True,
+        "warn_on_caption_issues": False,
+        "init_image_path": "/in.png",
+        "image_strength": 0.5,
+        "image_paths": ["/a.png", "/b.png"],
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.mark.parametrize("operation", list(CALL_SHAPES))
+def test_generate_kwargs_are_exactly_the_declared_shape(operation: str) -> None:
+    kwargs = generate_kwargs(parse_task(_task(operation), "1"))
+    assert tuple(kwargs) == CALL_SHAPES[operation].generate_keywords
+
+
+@pytest.mark.parametrize("operation", list(CALL_SHAPES))
+def test_null_optional_keywords_are_left_out(operation: str) -> None:
+    kwargs = generate_kwargs(parse_task(_task(operation, guidance=None, scheduler=None), "1"))
+    expected = tuple(k for k in CALL_SHAPES[operation].generate_keywords if k not in OMIT_WHEN_NULL)
+    assert tuple(kwargs) == expected
+
+
+def test_edit_passes_first_image_as_image_path() -> None:
+    kwargs = generate_kwargs(parse_task(_task("qwen.edit"), "1"))
+    assert kwargs["image_paths"] == ["/a.png", "/b.png"]
+    assert kwargs["image_path"] == "/a.png"
+
+
+@pytest.mark.parametrize("shape", list(CALL_SHAPES.values()), ids=list(CALL_SHAPES))
+def test_init_kwargs_are_exactly_the_declared_shape(shape) -> None:
+    body = {
+        "key": "k",
+        "model": {"family": shape.family, "name": shape.name, "repo": "org/repo", "quantize": 8},
+        "loras": [{"path": "/l.safetensors", "scale": 0.7}],
+    }
+    kwargs = init_kwargs(parse_load(body, "1"), model_config="CONFIG")
+    assert tuple(kwargs) == shape.init_keywords
+    assert kwargs["lora_paths"] == ["/l.safetensors"]
+    assert kwargs["lora_scales"] == [0.7]
+    assert kwargs["model_config"] == "CONFIG"
+
+
+def test_progress_hook_counts_steps_and_cancels() -> None:
+    seen: list[tuple[int, int]] = []
+    control = RunControl(cancel=threading.Event(), on_progress=lambda s, t: seen.append((s, t)))
+    hook = ProgressHook(Stop)
+    hook.call_in_loop(t=0, seed=1, prompt="p", latents=None, config=None, time_steps=SimpleNamespace(total=3))
+    hook.bind(control)
+    stale = SimpleNamespace(n=0, total=3)  # tqdm's n lags on fast steps
+    hook.call_in_loop(t=0, seed=1, prompt="p", latents=None, config=None, time_steps=stale)
+    hook.call_in_loop(t=1, seed=1, prompt="p", latents=None, config=None, time_steps=stale)
+    control.cancel.set()
+    with pytest.raises(Stop, match="step 3/3"):
+        hook.call_in_loop(t=2, seed=1, prompt="p", latents=None, config=None, time_steps=stale)
+    assert seen == [(1, 3), (2, 3)]
+
+
+def test_progress_total_falls_back_to_config() -> None:
+    seen: list[tuple[int, int]] = []
+    hook = ProgressHook(Stop)
+    hook.bind(RunControl(cancel=threading.Event(), on_progress=lambda s, t: seen.append((s, t))))
+    config = SimpleNamespace(num_inference_steps=7)
+    hook.call_in_loop(
+        t=0, seed=1, prompt="p", latents=None, config=config, time_steps=SimpleNamespace(total=None)
+    )
+    assert seen == [(1, 7)]
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (Stop("canceled at step 2/4"), "canceled"),
+        (ValueError("width must be in [256, 2048], got 64"), "bad_request"),
+        (NotImplementedError("The scheduler 'x' is not implemented by mflux."), "bad_request"),
+        (MemoryError(), "out_of_memory"),
+        (RuntimeError("[METAL] Command buffer execution failed: Insufficient Memory"), "out_of_memory"),
+        (RuntimeError("boom"), "engine_error"),
+        (OSError("disk full"), "engine_error"),
+    ],
+)
+def test_classify(exc: BaseException, code: str) -> None:
+    assert classify(exc, Stop)[0] == code
+
+
+def test_engine_error_message_names_the_type() -> None:
+    assert classify(KeyError("w"), Stop) == ("engine_error", "KeyError: 'w'")
+
+
+def test_memory_helpers_tolerate_missing_mlx(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "mlx.core", None)
+    assert memory.active_gb() == 0.0
+    assert memory.peak_gb() == 0.0
+    assert memory.cache_gb() is None
+    assert memory.device_name() == "unknown"
+    memory.reset_peak()
+    memory.release_cached()
+
+
+def test_memory_helpers_read_mlx() -> None:
+    import mlx.core as mx
+
+    buffer = mx.FakeBuffer(memory.GIB // 2)
+    assert memory.active_gb() >= 0.5
+    del buffer
+    assert memory.cache_gb() is not None
+    memory.release_cached()
+    assert memory.cache_gb() == 0.0
+    assert memory.device_name() == "gpu"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"{", "not valid JSON"),
+        (b"[]", "expected a JSON object"),
+        (b'{"cmd":"stats"}', "non-empty string 'id'"),
+        (b'{"id":"1"}', "string 'cmd'"),
+        (b'{"id":"1","cmd":"dance"}', "unknown cmd 'dance'"),
+    ],
+)
+def test_parse_command_errors(line: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        parse_command(line)
+
+
+def test_parse_load_rejects_unknown_model_and_relative_lora() -> None:
+    model = {"family": "qwen", "name": "image", "repo": "r", "quantize": None}
+    with pytest.raises(ProtocolError, match="unknown model qwen/turbo"):
+        parse_load({"key": "k", "model": {**model, "name": "turbo"}}, "1")
+    with pytest.raises(ProtocolError, match="absolute path"):
+        parse_load({"key": "k", "model": model, "loras": [{"path": "x.safetensors", "scale": 1}]}, "1")
+
+
+def test_fake_png_is_valid_and_seeded(tmp_path) -> None:
+    from mflux._fake import FakeImage
+
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    FakeImage(33, 17, seed=1).save(first, format="PNG")
+    FakeImage(33, 17, seed=2).save(second, format="PNG")
+    width, height, raw = read_png(first)
+    assert (width, height) == (33, 17)
+    assert raw != read_png(second)[2]
