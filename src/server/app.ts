@@ -25,8 +25,10 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     keepAliveTimeout: 5000,
     ajv: {
       customOptions: {
-        // Lax like the original's pydantic models: "1024" → 1024, "true" → true.
-        coerceTypes: true,
+        // No type coercion: Ajv's would turn null into 0 inside nullable unions ({"seed": null} →
+        // seed 0) and numbers into prompt strings. A JSON number must be sent as a number; the
+        // original's pydantic also accepted "1024" for an integer, which we answer with a 422.
+        coerceTypes: false,
         useDefaults: true,
         removeAdditional: false,
         allErrors: true,

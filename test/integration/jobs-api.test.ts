@@ -25,7 +25,7 @@ let server: TestServer;
 let url: string;
 
 before(async () => {
-  server = await startServer({ KIAPI_PREVIEW_STEP_MS: '30' });
+  server = await startServer({ KIAPI_PREVIEW_STEP_MS: '50' });
   url = server.url;
 });
 

@@ -12,7 +12,7 @@ let server: TestServer;
 let url: string;
 
 before(async () => {
-  server = await startServer({ KIAPI_PREVIEW_STEP_MS: '20' });
+  server = await startServer({ KIAPI_PREVIEW_STEP_MS: '50' });
   url = server.url;
 });
 
@@ -20,7 +20,7 @@ after(async () => {
   await server.close();
 });
 
-/** A job that runs until canceled (100 steps × 20 ms) and is running when this returns. */
+/** A job that runs until canceled (100 steps × 50 ms) and is running when this returns. */
 async function holdWorker(): Promise<string> {
   const id = await submitAsync(url, { steps: 100, prompt: 'blocker' });
   await waitForStatus(url, id, ['running']);

@@ -220,6 +220,18 @@ void describe('mflux engine faults and budget (fake mflux)', () => {
     });
   });
 
+  void it('warms up KIAPI_WARMUP models at start and skips ones that are not activated', async () => {
+    await withServer({ KIAPI_WARMUP: '["image", "fp8"]', KIAPI_IDEOGRAM4_MODEL_REPO: 'ideogram-ai/ideogram-4-fp8' }, async (s) => {
+      let h = await health(s);
+      for (const deadline = Date.now() + 20_000; !(h as unknown as { warm: boolean }).warm && Date.now() < deadline; ) {
+        await new Promise((r) => setTimeout(r, 50));
+        h = await health(s);
+      }
+      assert.equal((h as unknown as { warm: boolean }).warm, true);
+      assert.deepEqual(h.memory.loaded.map((m) => m.name), ['image']);
+    });
+  });
+
   void it('answers 503 with the activation command when weights are missing, sync and async', async () => {
     await withServer({ KIAPI_QWEN_IMAGE_MODEL: 'Qwen/Qwen-Image' }, async (s) => {
       for (const mode of ['sync', 'async']) {

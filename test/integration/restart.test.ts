@@ -138,11 +138,13 @@ void describe('graceful shutdown (SIGTERM)', () => {
     const dataDir = newDataDir();
     const env = { KIAPI_DATA_DIR: dataDir, KIAPI_PREVIEW_STEP_MS: '50', KIAPI_SHUTDOWN_GRACE_S: '120' };
     const ids = await withSpawned(env, async (s) => {
-      const running = await submitAsync(s.url, { steps: 20, prompt: 'finishes during shutdown' });
+      // 40 steps × 50 ms; the queued job failing "before it started" below proves SIGTERM came while this one ran.
+      const running = await submitAsync(s.url, { steps: 40, prompt: 'finishes during shutdown' });
       const queued = await submitAsync(s.url, { steps: 1, prompt: 'never started' });
       await waitForStatus(s.url, running, ['running']);
       const code = await s.stop('SIGTERM');
       assert.equal(code, 0, s.output());
+      assert.match(s.output(), /letting the running job finish/);
       assert.match(s.output(), /state persisted/);
       return { running, queued };
     });

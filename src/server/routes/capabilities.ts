@@ -7,7 +7,6 @@ import { capabilityPrefix, type OperationDef } from '../../core/capability.js';
 import { CanceledError, EngineError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
 import type { AppContext } from '../context.js';
 import { capabilityDocument } from '../openapi.js';
-import { recordRawBody, rejectLossyCoercion, validationSchema } from '../request-validation.js';
 import { docsPage } from './docs.js';
 import { sendFile } from './files.js';
 
@@ -15,10 +14,9 @@ export function capabilityRoutes(app: FastifyInstance, ctx: AppContext): void {
   for (const def of ctx.capabilities.list()) {
     const prefix = capabilityPrefix(def);
     for (const op of def.operations) {
-      // Validation uses a coercion-safe copy of the body schema (see request-validation.ts).
       app.post(
         `${prefix}${op.path}`,
-        { schema: { body: validationSchema(op.body) }, preValidation: recordRawBody, preHandler: rejectLossyCoercion },
+        { schema: { body: op.body } },
         (req, reply) => submit(ctx, op, req, reply),
       );
     }
