@@ -2,6 +2,8 @@
  * The Fastify app, built by a function so tests build the app and never the process. Routes do
  * HTTP only; the work lives in the context's services.
  */
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import multipart from '@fastify/multipart';
 import type { AppContext } from './context.js';
@@ -16,13 +18,22 @@ import { jobDocs, jobRoutes } from './routes/jobs.js';
 export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   // Typed as Fastify's logger so the instance type stays the default one routes are written for.
   const logger: FastifyBaseLogger = ctx.log;
+  const requestTimeoutMs = Math.round(ctx.server.requestTimeoutS * 1000);
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: ctx.config.maxBodyBytes,
-    // Slow clients must not hold a connection forever; uploads of many GB still fit.
-    requestTimeout: 0,
-    connectionTimeout: 0,
+    // Slow clients must not hold a connection forever. A whole request (an upload of many GB on a
+    // slow link included) must arrive within KIAPI_REQUEST_TIMEOUT_S (408 otherwise); a
+    // connection on which no byte moves for KIAPI_IDLE_TIMEOUT_S is closed (a stalled upload, a
+    // client that stopped reading a download). Sync generation waits suspend the idle timer
+    // (routes/capabilities.ts): KIAPI_SYNC_TIMEOUT_S bounds them.
+    requestTimeout: requestTimeoutMs,
+    connectionTimeout: Math.round(ctx.server.idleTimeoutS * 1000),
     keepAliveTimeout: 5000,
+    // Node checks the request timeout on this interval (30 s by default): a short timeout must be
+    // checked often enough to mean what it says.
+    http: requestTimeoutMs > 0 ? { connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(requestTimeoutMs / 4))) } : {},
+    clientErrorHandler: (err, socket) => clientError(err, socket, ctx.server.requestTimeoutS),
     ajv: {
       customOptions: {
         // No type coercion: Ajv's would turn null into 0 inside nullable unions ({"seed": null} →
@@ -69,4 +80,37 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   capabilityRoutes(app, ctx);
   docsRoutes(app, ctx, [...healthDocs, ...fileDocs, ...jobDocs]);
   return app;
+}
+
+/**
+ * Errors Node raises on a connection before (or while) a request reaches a route: a request that
+ * did not arrive within KIAPI_REQUEST_TIMEOUT_S, oversized headers, unparsable HTTP. Answered
+ * in kiapi's `{"detail": ...}` shape when nothing of a response was written yet, then closed.
+ */
+function clientError(err: NodeJS.ErrnoException, socket: Socket, requestTimeoutS: number): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  let status: number;
+  let detail: string;
+  switch (err.code) {
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      status = 408;
+      detail = `the request did not arrive within ${requestTimeoutS} s (KIAPI_REQUEST_TIMEOUT_S); send it again, faster`;
+      break;
+    case 'HPE_HEADER_OVERFLOW':
+      status = 431;
+      detail = 'the request headers are too large';
+      break;
+    default:
+      status = 400;
+      detail = 'malformed HTTP request';
+  }
+  const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (socket.writable && !inFlight?.headersSent) {
+    const body = JSON.stringify({ detail });
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy(err);
 }

@@ -20,9 +20,12 @@ import type { Engine } from '../engines/engine.js';
 import { PreviewEngine } from '../engines/preview/preview-engine.js';
 import { WorkerEngine } from '../engines/worker/worker-engine.js';
 import { registerCapabilities } from '../capabilities/index.js';
+import { readServerSettings, type ServerSettings } from './settings.js';
 
 export interface AppContext {
   config: Config;
+  /** HTTP connection timeouts (KIAPI_REQUEST_TIMEOUT_S, KIAPI_IDLE_TIMEOUT_S). */
+  server: ServerSettings;
   log: Logger;
   version: string;
   db: Db;
@@ -46,6 +49,8 @@ export interface ContextOptions {
 const PRUNE_EVERY_MS = 3600_000;
 
 export async function createContext(config: Config, log: Logger, opts: ContextOptions = {}): Promise<AppContext> {
+  // Read first: a bad value stops start-up before anything is opened.
+  const server = readServerSettings(opts.env ?? process.env);
   fs.mkdirSync(config.dataDir, { recursive: true });
   const db = openDb(config.dataDir);
   const files = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
@@ -95,6 +100,7 @@ export async function createContext(config: Config, log: Logger, opts: ContextOp
 
   return {
     config,
+    server,
     log,
     version: VERSION,
     db,

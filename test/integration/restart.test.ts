@@ -17,6 +17,7 @@ import {
   pollUntil,
   request,
   sendJson,
+  stopWithin,
   submitAsync,
   uploadFile,
   waitFinished,
@@ -47,7 +48,7 @@ async function withSpawned<T>(env: Record<string, string>, fn: (s: SpawnedServer
   try {
     return await fn(s);
   } finally {
-    if (s.child.exitCode === null && s.child.signalCode === null) await s.stop('SIGKILL');
+    if (s.child.exitCode === null && s.child.signalCode === null) await stopWithin(s, 'SIGKILL');
   }
 }
 
@@ -104,7 +105,7 @@ void describe('crash recovery (SIGKILL)', () => {
       const queued = await submitAsync(s.url, { steps: 1, prompt: 'queued at the crash' });
       await waitForStatus(s.url, running, ['running']);
       assert.equal((await getJob(s.url, queued)).status, 'queued');
-      const code = await s.stop('SIGKILL');
+      const code = await stopWithin(s, 'SIGKILL');
       assert.equal(code, null, 'killed by the signal');
       return { doneJob, artifactSha: sha(artifact), running, queued };
     });
@@ -142,7 +143,7 @@ void describe('graceful shutdown (SIGTERM)', () => {
       const running = await submitAsync(s.url, { steps: 40, prompt: 'finishes during shutdown' });
       const queued = await submitAsync(s.url, { steps: 1, prompt: 'never started' });
       await waitForStatus(s.url, running, ['running']);
-      const code = await s.stop('SIGTERM');
+      const code = await stopWithin(s, 'SIGTERM');
       assert.equal(code, 0, s.output());
       assert.match(s.output(), /letting the running job finish/);
       assert.match(s.output(), /state persisted/);

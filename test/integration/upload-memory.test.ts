@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { spawnServer, tempDir, type SpawnedServer } from '../support/server.js';
-import { BOUNDARY, getJson, uploadFile, type FileRecordJson } from '../support/api.js';
+import { BOUNDARY, getJson, stopWithin, uploadFile, type FileRecordJson } from '../support/api.js';
 
 const MIB = 1024 * 1024;
 const TOTAL_MIB = 200;
@@ -24,10 +24,7 @@ before(async () => {
 
 after(async () => {
   try {
-    if (server && server.child.exitCode === null) {
-      const code = await server.stop('SIGTERM');
-      if (code !== 0 && server.child.exitCode === null) await server.stop('SIGKILL');
-    }
+    if (server) await stopWithin(server, 'SIGTERM');
   } finally {
     fs.rmSync(dataDir, { recursive: true, force: true });
   }

@@ -3,6 +3,7 @@
  * verbatim (fetch would normalise `..` and `%2e%2e`), hand-built multipart bodies (fetch always
  * adds a part Content-Type), polling with generous deadlines, and tiny test images.
  */
+import type { ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
@@ -203,4 +204,22 @@ export function dataUrl(bytes: Buffer, mediaType = 'image/png'): string {
 /** Ids sorted for set comparisons of file and job lists. */
 export function ids(records: { file_id?: string; id?: string }[]): string[] {
   return records.map((r) => r.file_id ?? r.id ?? '').sort();
+}
+
+/**
+ * Sends `signal` to a spawned server and resolves with its exit code; a child still alive after
+ * `timeoutMs` is SIGKILLed (exit code null), so a shutdown that hangs fails the test instead of
+ * hanging it or leaking the process.
+ */
+export async function stopWithin(
+  s: { child: ChildProcess; stop(signal?: NodeJS.Signals): Promise<number | null> },
+  signal: NodeJS.Signals,
+  timeoutMs = DEADLINE_MS,
+): Promise<number | null> {
+  const guard = setTimeout(() => s.child.kill('SIGKILL'), timeoutMs);
+  try {
+    return await s.stop(signal);
+  } finally {
+    clearTimeout(guard);
+  }
 }

@@ -99,7 +99,9 @@ export async function spawnServer(env: Record<string, string>, timeoutMs = 20_00
     output: () => out,
     stop(signal = 'SIGTERM') {
       return new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve(child.exitCode);
+        // A child killed by a signal has exitCode null and signalCode set; its 'exit' already fired,
+        // so waiting for it again would hang.
+        if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
         child.once('exit', (code) => resolve(code));
         child.kill(signal);
       });

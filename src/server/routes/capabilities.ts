@@ -33,6 +33,19 @@ interface SubmitBody {
 }
 
 async function submit(ctx: AppContext, op: OperationDef, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+  // The body has arrived; until the answer is ready no byte moves (input downloads, the sync
+  // wait), which is not a stalled client: KIAPI_URL_TIMEOUT_S and KIAPI_SYNC_TIMEOUT_S bound this
+  // part, so the connection's idle timer (KIAPI_IDLE_TIMEOUT_S) is off until the answer is sent.
+  const socket = req.raw.socket;
+  socket.setTimeout(0);
+  try {
+    return await answer(ctx, op, req, reply);
+  } finally {
+    if (!socket.destroyed) socket.setTimeout(ctx.server.idleTimeoutS * 1000);
+  }
+}
+
+async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
   const body = req.body as SubmitBody;
   // A client that goes away stops input fetching and its sync wait; a queued job runs on.
   const gone = new AbortController();

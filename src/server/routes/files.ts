@@ -55,8 +55,11 @@ export function fileRoutes(app: FastifyInstance, ctx: AppContext): void {
 }
 
 /**
- * Streams a stored file with @fastify/send (Range, conditional requests, Last-Modified). Blobs are
- * immutable, so the file id is a strong ETag.
+ * Streams a stored file with @fastify/send (Range, Last-Modified, If-Modified-Since). Blobs are
+ * immutable, so the file id is a strong ETag; If-Match, If-None-Match and If-Range are compared
+ * with it here (send only knows its own ETags, so it would refuse every If-Match with 412).
+ * Conditional and Range headers apply to GET and HEAD only: a POST that generates an image always
+ * answers with the whole new image.
  */
 export async function sendFile(
   reply: FastifyReply,
@@ -66,9 +69,32 @@ export async function sendFile(
   extraHeaders: Record<string, string> = {},
 ): Promise<FastifyReply> {
   const etag = `"${record.file_id}"`;
-  if (raw.headers['if-none-match'] === etag) return reply.code(304).header('etag', etag).send();
+  const conditional = raw.method === 'GET' || raw.method === 'HEAD';
+  const h = raw.headers;
+  if (conditional && h['if-match'] !== undefined && !etagMatches(h['if-match'], etag, 'strong')) {
+    return reply.code(412).header('etag', etag).send({ detail: `precondition failed: If-Match does not name this file's ETag ${etag}` });
+  }
+  if (conditional && h['if-none-match'] !== undefined && etagMatches(h['if-none-match'], etag, 'weak')) {
+    return reply.code(304).header('etag', etag).send();
+  }
+  // What send may see: the date conditions (it knows Last-Modified) and a Range whose If-Range
+  // still holds. If-None-Match that did not match overrides If-Modified-Since (RFC 9110 13.1.3),
+  // and If-Match overrides If-Unmodified-Since.
+  const forSend: Record<string, string | undefined> = {};
+  if (conditional) {
+    if (h['if-none-match'] === undefined) forSend['if-modified-since'] = h['if-modified-since'];
+    if (h['if-match'] === undefined) forSend['if-unmodified-since'] = h['if-unmodified-since'];
+    forSend['cache-control'] = h['cache-control'];
+    const ifRange = h['if-range'];
+    const rangeHolds = ifRange === undefined || (ifRange.includes('"') ? ifRange.trim() === etag : true);
+    if (rangeHolds) {
+      forSend.range = h.range;
+      if (ifRange !== undefined && !ifRange.includes('"')) forSend['if-range'] = ifRange;
+    }
+  }
+  const request = { method: raw.method === 'HEAD' ? 'HEAD' : 'GET', headers: dropUndefined(forSend) } as unknown as IncomingMessage;
   // 1 MiB reads: with the 64 KiB default, syscalls and chunk handling dominate large downloads.
-  const result = await send(raw, `/${record.file_id}`, { root, contentType: false, etag: false, dotfiles: 'deny', acceptRanges: true, highWaterMark: 1024 * 1024 });
+  const result = await send(request, `/${record.file_id}`, { root, contentType: false, etag: false, dotfiles: 'deny', acceptRanges: conditional, highWaterMark: 1024 * 1024 });
   if (result.type === 'error') {
     const status = (result.metadata.error as { status?: number }).status ?? 500;
     if (status === 404) throw new Error(`blob of ${record.file_id} is missing from the files directory`);
@@ -77,7 +103,12 @@ export async function sendFile(
     // Content-Range, which a 416 must carry.
     const range = Object.entries(result.headers).find(([k]) => k.toLowerCase() === 'content-range')?.[1];
     if (range !== undefined) void reply.header('content-range', range);
-    const detail = status === 416 ? `range not satisfiable: the file has ${record.size} bytes` : result.metadata.error.message;
+    const detail =
+      status === 416
+        ? `range not satisfiable: the file has ${record.size} bytes`
+        : status === 412
+          ? 'precondition failed: the file was modified after If-Unmodified-Since'
+          : result.metadata.error.message;
     return reply.code(status).send({ detail });
   }
   return reply
@@ -88,6 +119,20 @@ export async function sendFile(
     .header('etag', etag)
     .headers(extraHeaders)
     .send(result.stream);
+}
+
+/** Whether an If-Match / If-None-Match list names `etag` (`*` names every existing file). */
+function etagMatches(list: string, etag: string, comparison: 'strong' | 'weak'): boolean {
+  return list.split(',').some((raw) => {
+    const tag = raw.trim();
+    if (tag === '*') return true;
+    if (tag.startsWith('W/')) return comparison === 'weak' && tag.slice(2) === etag;
+    return tag === etag;
+  });
+}
+
+function dropUndefined(o: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(o).filter((e): e is [string, string] => e[1] !== undefined));
 }
 
 /**
