@@ -112,68 +112,14 @@ async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: Ca
     loras,
     ...(init ? { initImage: { fileId: init.fileId, path: init.path }, imageStrength } : {}),
   };
-  const format = body.format ?? 'png';
-  const quality = body.quality ?? 90;
-  const params = {
-    prompt: body.prompt,
-    negative_prompt: body.negative_prompt ?? null,
-    init_image: snapshot(body.init_image ?? null),
-    image_strength: body.image_strength ?? null,
-    width: body.width ?? null,
-    height: body.height ?? null,
-    steps: body.steps ?? null,
-    guidance: body.guidance ?? null,
-    seed: body.seed ?? null,
-    quantize: body.quantize ?? null,
-    scheduler: body.scheduler ?? 'linear',
-    format,
-    quality,
-    loras: snapshot(body.loras ?? []),
-    model: spec.name,
-    mode: body.mode ?? 'sync',
-  };
-  return {
-    params,
-    discard: () => resolved.discard(),
-    run: (ctx) =>
-      runImageJob(
-        services,
-        {
-          family: 'qwen',
-          spec,
-          task,
-          format,
-          quality,
-          buildResult: (out) => ({
-            model: spec.name,
-            prompt: body.prompt,
-            params: {
-              kind: init ? 'img2img' : 'txt2img',
-              model: spec.name,
-              prompt: body.prompt,
-              negative_prompt: task.negativePrompt,
-              init_image_file_id: init?.fileId ?? null,
-              image_strength: imageStrength,
-              seed: out.seed,
-              width: out.width,
-              height: out.height,
-              steps: c.steps,
-              guidance: c.guidance,
-              quantize: c.quantize,
-              scheduler: task.scheduler,
-              format,
-              quality,
-              loras: loras.map((l) => ({ file_id: l.fileId, scale: l.scale })),
-              engine: services.runtime.engine.describe().name,
-            },
-            width: out.width,
-            height: out.height,
-            timings: { total_s: round2(out.engineSeconds) },
-          }),
-        },
-        ctx,
-      ),
-  };
+  return qwenJob(services, spec, c, body, task, () => resolved.discard(), {
+    request: { init_image: snapshot(body.init_image ?? null), image_strength: body.image_strength ?? null },
+    result: {
+      kind: init ? 'img2img' : 'txt2img',
+      init_image_file_id: init?.fileId ?? null,
+      image_strength: imageStrength,
+    },
+  });
 }
 
 async function prepareEdit(s: QwenSettings, body: EditBody, services: CapabilityServices, signal: AbortSignal): Promise<PreparedJob> {
@@ -206,12 +152,31 @@ async function prepareEdit(s: QwenSettings, body: EditBody, services: Capability
     loras,
     images,
   };
+  return qwenJob(services, spec, c, body, task, () => resolved.discard(), {
+    request: { images: snapshot(body.images) },
+    result: { kind: 'edit', image_file_ids: images.map((i) => i.fileId) },
+  });
+}
+
+/**
+ * The job both operations become. `params` keeps the request as sent (nulls kept, the original's
+ * snapshot); the result's `params` records every value actually used, inputs by file id.
+ */
+function qwenJob(
+  services: CapabilityServices,
+  spec: ModelSpec,
+  c: Common,
+  body: GenerateBody | EditBody,
+  task: ImageTask,
+  discard: () => Promise<void>,
+  inputs: { request: Record<string, unknown>; result: Record<string, unknown> & { kind: string } },
+): PreparedJob {
   const format = body.format ?? 'png';
   const quality = body.quality ?? 90;
   const params = {
     prompt: body.prompt,
     negative_prompt: body.negative_prompt ?? null,
-    images: snapshot(body.images),
+    ...inputs.request,
     width: body.width ?? null,
     height: body.height ?? null,
     steps: body.steps ?? null,
@@ -225,9 +190,10 @@ async function prepareEdit(s: QwenSettings, body: EditBody, services: Capability
     model: spec.name,
     mode: body.mode ?? 'sync',
   };
+  const { kind, ...inputIds } = inputs.result;
   return {
     params,
-    discard: () => resolved.discard(),
+    discard,
     run: (ctx) =>
       runImageJob(
         services,
@@ -241,11 +207,11 @@ async function prepareEdit(s: QwenSettings, body: EditBody, services: Capability
             model: spec.name,
             prompt: body.prompt,
             params: {
-              kind: 'edit',
+              kind,
               model: spec.name,
               prompt: body.prompt,
               negative_prompt: task.negativePrompt,
-              image_file_ids: images.map((i) => i.fileId),
+              ...inputIds,
               seed: out.seed,
               width: out.width,
               height: out.height,
@@ -255,7 +221,7 @@ async function prepareEdit(s: QwenSettings, body: EditBody, services: Capability
               scheduler: task.scheduler,
               format,
               quality,
-              loras: loras.map((l) => ({ file_id: l.fileId, scale: l.scale })),
+              loras: task.loras.map((l) => ({ file_id: l.fileId, scale: l.scale })),
               engine: services.runtime.engine.describe().name,
             },
             width: out.width,
