@@ -155,4 +155,153 @@ async function engine(): Promise<Figures> {
   }
 }
 
-export const scenarios: Record<string, () => Promise<Figures>> = { overhead, engine };
+/** Resident set size of a process in bytes, from /proc (Linux). */
+function rssOf(pid: number): number {
+  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!kb) throw new Error(`no VmRSS for ${pid}`);
+  return Number(kb[1]) * 1024;
+}
+
+interface Answer {
+  status: number;
+  body: string;
+}
+
+/** One request over a keep-alive agent (node:http: the client's own overhead stays small). */
+function call(agent: http.Agent, url: string, method = 'GET', body?: string, headers: Record<string, string> = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, agent, headers: body ? { 'content-type': 'application/json', ...headers } : headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/**
+ * Sustained mixed load: 200 clients polling `GET /v1/jobs/{id}` (ids of recent jobs) and 20
+ * clients generating (sync, 256×256, 4 steps, preview engine) for KIAPI_BENCH_LOAD_S (120 s by
+ * default: the issue asks for RSS at minute 1 and minute 2 of load). Every answer must be a 200.
+ */
+async function load(): Promise<Figures> {
+  const seconds = Number(process.env.KIAPI_BENCH_LOAD_S ?? 120);
+  const pollers = 200;
+  const generators = 20;
+  const dataDir = tempDir('kiapi-bench-');
+  const server = await spawnServer({ KIAPI_DATA_DIR: dataDir, KIAPI_ENGINE: 'preview', KIAPI_PREVIEW_STEP_MS: '0', KIAPI_LOG_LEVEL: 'warn' });
+  const pid = server.child.pid!;
+  const agent = new http.Agent({ keepAlive: true, maxSockets: pollers + generators + 8 });
+  const gen = `${server.url}/v1/image/qwen/generate`;
+  const genBody = (seed: number) => JSON.stringify({ prompt: `load ${seed}`, width: 256, height: 256, steps: 4, seed });
+  try {
+    // Warm up and seed the id pool the pollers read from.
+    const recent: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const res = await call(agent, gen, 'POST', genBody(i), { accept: 'application/json' });
+      recent.push((JSON.parse(res.body) as { id: string }).id);
+    }
+    const rssStart = rssOf(pid);
+
+    let errors = 0;
+    const firstErrors: string[] = [];
+    const fail = (what: string) => {
+      errors++;
+      if (firstErrors.length < 5) firstErrors.push(what);
+    };
+    const pollByMinute: number[][] = [];
+    const genLatencies: number[] = [];
+    let generated = 0;
+    const rssAt: Record<number, number> = {};
+    let rssPeak = rssStart;
+    const t0 = performance.now();
+    const end = t0 + seconds * 1000;
+    const minuteOf = (t: number) => Math.floor((t - t0) / 60_000);
+
+    const sampler = (async () => {
+      let next = 60;
+      while (performance.now() < end) {
+        await new Promise((r) => setTimeout(r, 250));
+        const rss = rssOf(pid);
+        rssPeak = Math.max(rssPeak, rss);
+        const elapsed = (performance.now() - t0) / 1000;
+        if (elapsed >= next) {
+          rssAt[next] = rss;
+          next += 60;
+        }
+      }
+      rssAt[Math.round((performance.now() - t0) / 1000)] ??= rssOf(pid);
+    })();
+
+    let seed = 1000;
+    const generating = Array.from({ length: generators }, async () => {
+      while (performance.now() < end) {
+        const t = performance.now();
+        try {
+          const res = await call(agent, gen, 'POST', genBody(seed++), { accept: 'application/json' });
+          if (res.status !== 200) fail(`generate → ${res.status} ${res.body.slice(0, 200)}`);
+          else {
+            const job = JSON.parse(res.body) as { id: string; status: string };
+            if (job.status !== 'succeeded') fail(`generate → job ${job.status}`);
+            recent.push(job.id);
+            if (recent.length > 1000) recent.shift();
+            generated++;
+            genLatencies.push(performance.now() - t);
+          }
+        } catch (err) {
+          fail(`generate → ${(err as Error).message}`);
+        }
+      }
+    });
+    const polling = Array.from({ length: pollers }, async () => {
+      while (performance.now() < end) {
+        const id = recent[Math.floor(Math.random() * recent.length)]!;
+        const t = performance.now();
+        try {
+          const res = await call(agent, `${server.url}/v1/jobs/${id}`);
+          const ms = performance.now() - t;
+          if (res.status !== 200) fail(`poll → ${res.status} ${res.body.slice(0, 200)}`);
+          else (pollByMinute[minuteOf(t)] ??= []).push(ms);
+        } catch (err) {
+          fail(`poll → ${(err as Error).message}`);
+        }
+      }
+    });
+    await Promise.all([...generating, ...polling, sampler]);
+    const elapsed = (performance.now() - t0) / 1000;
+
+    const allPolls = pollByMinute.flat().sort((a, b) => a - b);
+    genLatencies.sort((a, b) => a - b);
+    const mib = (n: number | undefined) => (n === undefined ? 'n/a' : fmt(n / MIB));
+    const figures: Figures = {
+      'load duration s': fmt(elapsed),
+      'clients: polling + generating': `${pollers} + ${generators}`,
+      'errors (non-200 or failed requests)': String(errors),
+      'generations (256², 4 steps)': String(generated),
+      'generations jobs/s': fmt(generated / elapsed),
+      'generation latency p50 / p99 ms': `${fmt(percentile(genLatencies, 50))} / ${fmt(percentile(genLatencies, 99))}`,
+      'GET /v1/jobs/{id} requests': String(allPolls.length),
+      'GET /v1/jobs/{id} requests/s': fmt(allPolls.length / elapsed),
+      'GET /v1/jobs/{id} p50 / p99 ms (all)': `${fmt(percentile(allPolls, 50), 2)} / ${fmt(percentile(allPolls, 99), 2)}`,
+    };
+    pollByMinute.forEach((lat, i) => {
+      lat.sort((a, b) => a - b);
+      figures[`GET /v1/jobs/{id} p99 ms, minute ${i + 1}`] = fmt(percentile(lat, 99), 2);
+    });
+    figures['server RSS MiB: before load'] = mib(rssStart);
+    for (const [t, rss] of Object.entries(rssAt).sort(([a], [b]) => Number(a) - Number(b))) figures[`server RSS MiB: at ${t} s`] = mib(rss);
+    if (rssAt[60] !== undefined && rssAt[120] !== undefined) figures['server RSS growth minute 1 → 2'] = `${fmt(((rssAt[120] - rssAt[60]) / rssAt[60]) * 100)} %`;
+    figures['server RSS MiB: peak'] = mib(rssPeak);
+    if (firstErrors.length > 0) figures['first errors'] = firstErrors.join(' | ');
+    return figures;
+  } finally {
+    agent.destroy();
+    await server.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+export const scenarios: Record<string, () => Promise<Figures>> = { overhead, engine, load };

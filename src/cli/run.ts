@@ -4,9 +4,10 @@
  */
 import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { loadConfig, type Config } from '../core/config.js';
+import type { Config } from '../core/config.js';
 import { buildApp } from '../server/app.js';
 import { createContext } from '../server/context.js';
+import { loadSettings } from './environment.js';
 
 export async function runCommand(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -19,13 +20,14 @@ export async function runCommand(args: string[]): Promise<number> {
     },
     strict: true,
   });
-  const env = { ...process.env };
-  if (values.host !== undefined) env.KIAPI_HOST = values.host;
-  if (values.port !== undefined) env.KIAPI_PORT = values.port;
-  if (values.engine !== undefined) env.KIAPI_ENGINE = values.engine;
-  if (values['data-dir'] !== undefined) env.KIAPI_DATA_DIR = values['data-dir'];
-  const config = loadConfig(env);
-  return serve(config, env);
+  // Flags beat the environment, which beats the settings file (merged in loadSettings).
+  const flags: Record<string, string> = {};
+  if (values.host !== undefined) flags.KIAPI_HOST = values.host;
+  if (values.port !== undefined) flags.KIAPI_PORT = values.port;
+  if (values.engine !== undefined) flags.KIAPI_ENGINE = values.engine;
+  if (values['data-dir'] !== undefined) flags.KIAPI_DATA_DIR = values['data-dir'];
+  const { cli, config } = loadSettings(process.env, flags);
+  return serve(config, cli.env);
 }
 
 async function serve(config: Config, env: Record<string, string | undefined>): Promise<number> {

@@ -18,6 +18,11 @@ export class InputError extends KiapiError {
   readonly status = 400;
 }
 
+/** 400: the body cannot be parsed as what the route takes (a broken multipart upload). */
+export class MalformedBodyError extends KiapiError {
+  readonly status = 400;
+}
+
 /** 401: a bearer token is configured and the request did not present it. */
 export class UnauthorizedError extends KiapiError {
   readonly status = 401;
@@ -60,6 +65,14 @@ export class UnavailableError extends KiapiError {
   readonly status = 503;
 }
 
+/**
+ * 507: the disk (or the process's file size limit) ran out while kiapi stored bytes: an
+ * artifact, an upload or an input. The message names the directory to free space in.
+ */
+export class StorageFullError extends KiapiError {
+  readonly status = 507;
+}
+
 /** 504: a sync wait ran out; the job keeps running. */
 export class SyncTimeoutError extends KiapiError {
   readonly status = 504;
@@ -87,4 +100,14 @@ export function isKiapiError(err: unknown): err is KiapiError {
  */
 export class EngineError extends KiapiError {
   readonly status = 500;
+}
+
+/**
+ * A setup step (kiapi activate / deactivate / check) cannot go on: no usable Python, an
+ * unsupported platform, a gated repo without access, not enough disk. The message says what to do.
+ * Raised by the CLI's setup commands, not by requests; 503 if one ever reaches HTTP, because it
+ * means the engine or the weights are not set up.
+ */
+export class SetupError extends KiapiError {
+  readonly status = 503;
 }

@@ -9,6 +9,7 @@ import multipart from '@fastify/multipart';
 import type { AppContext } from './context.js';
 import { installAuth } from './auth.js';
 import { installErrorHandler } from './error-handler.js';
+import { installMethodNotAllowed } from './method-not-allowed.js';
 import { capabilityRoutes } from './routes/capabilities.js';
 import { docsRoutes } from './routes/docs.js';
 import { fileDocs, fileRoutes } from './routes/files.js';
@@ -32,7 +33,11 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     keepAliveTimeout: 5000,
     // Node checks the request timeout on this interval (30 s by default): a short timeout must be
     // checked often enough to mean what it says.
-    http: requestTimeoutMs > 0 ? { connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(requestTimeoutMs / 4))) } : {},
+    // Headers get at most a minute (Node's default), and never longer than the whole request.
+    http:
+      requestTimeoutMs > 0
+        ? { connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(requestTimeoutMs / 4))), headersTimeout: Math.min(60_000, requestTimeoutMs) }
+        : {},
     clientErrorHandler: (err, socket) => clientError(err, socket, ctx.server.requestTimeoutS),
     ajv: {
       customOptions: {
@@ -73,6 +78,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
 
   installErrorHandler(app, ctx.config);
   installAuth(app, ctx.config.authToken);
+  installMethodNotAllowed(app);
 
   healthRoutes(app, ctx);
   fileRoutes(app, ctx);

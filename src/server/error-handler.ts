@@ -26,6 +26,10 @@ export function installErrorHandler(app: FastifyInstance, limits: { maxBodyBytes
   });
 
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
+    // Refused before its body was read (too large, disk full, a broken upload): the rest of the
+    // body is not worth reading, so the connection closes after this answer, and says so, so no
+    // client reuses a connection the server is about to close.
+    if (!req.raw.complete) void reply.header('connection', 'close');
     if (isKiapiError(err)) {
       if (err.status >= 500) req.log.error({ err }, err.message);
       return reply.code(err.status).headers(err.headers).send({ detail: err.message });
@@ -66,7 +70,8 @@ function mapFrameworkError(
     case 'FST_PARTS_LIMIT':
     case 'FST_FILES_LIMIT':
     case 'FST_FIELDS_LIMIT':
-      return { status: 413, detail: 'too many multipart parts; send one file field named "file"' };
+      // The shape of the body is wrong, not its size: 400 like any other malformed multipart body.
+      return { status: 400, detail: 'malformed multipart body: too many parts; send one file field named "file"' };
     default:
       if (err instanceof SyntaxError || err.name === 'SyntaxError') {
         return { status: 422, detail: [{ type: 'json_invalid', loc: ['body'], msg: `JSON decode error: ${err.message}` }] };

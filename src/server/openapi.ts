@@ -69,12 +69,14 @@ function errorResponses(c: ComponentCollector, authOn: boolean): Json {
   const error = { 'application/json': { schema: c.convert(ErrorBody) } };
   const out: Json = {
     '400': { description: 'Invalid request for the selected model or file reference (unknown model, unusable input, strict caption failure).', content: error },
-    '413': { description: 'Request body or an input is larger than the configured limit.', content: error },
-    '422': { description: 'Request schema or validation error.', content: error },
+    '413': { description: 'Request body or an input is larger than the configured limit (KIAPI_MAX_BODY_BYTES, KIAPI_MAX_INPUT_BYTES).', content: error },
+    '415': { description: 'The body is not sent as application/json.', content: error },
+    '422': { description: 'Request schema or validation error (including KIAPI_MAX_PROMPT_CHARS and KIAPI_MAX_INPUTS).', content: error },
     '429': { description: 'The job queue is full (KIAPI_MAX_QUEUE); retry after the Retry-After header.', content: error },
     '500': { description: 'The engine failed while running the job.', content: error },
     '503': { description: 'Model setup or memory budget error: the message names the command that fixes it.', content: error },
     '504': { description: 'Sync request exceeded the configured timeout (KIAPI_SYNC_TIMEOUT_S); the job keeps running — poll it.', content: error },
+    '507': { description: 'The disk was full while an input or the image was saved; the message names the directory to free space in. The job is failed and nothing partial is stored.', content: error },
   };
   if (authOn) out['401'] = { description: 'Missing or wrong bearer token.', content: error };
   return out;
@@ -160,7 +162,8 @@ export interface CommonRoute {
   params?: TSchema;
   /** Set for multipart uploads. */
   multipartFile?: boolean;
-  responses: Record<string, { description: string; schema?: TSchema; binary?: boolean }>;
+  /** `binary`: raw bytes of that media type (a wildcard range for whatever type the stored file has). */
+  responses: Record<string, { description: string; schema?: TSchema; binary?: boolean | string; links?: Record<string, Json> }>;
   public?: boolean;
 }
 
@@ -173,12 +176,15 @@ export function rootDocument(routes: CommonRoute[], caps: CapabilityDef[], versi
     const parameters = r.params ? pathParameters(r.params) : undefined;
     const responses: Json = {};
     for (const [code, res] of Object.entries(r.responses)) {
+      // Every error answer is `{"detail": ...}` JSON; 304 has no body.
+      const schema = res.schema ?? (Number(code) >= 400 ? ErrorBody : undefined);
       responses[code] = {
         description: res.description,
+        ...(res.links ? { links: res.links } : {}),
         ...(res.binary
-          ? { content: { 'application/octet-stream': binary } }
-          : res.schema
-            ? { content: { 'application/json': { schema: c.convert(res.schema) } } }
+          ? { content: { [typeof res.binary === 'string' ? res.binary : 'application/octet-stream']: binary } }
+          : schema
+            ? { content: { 'application/json': { schema: c.convert(schema) } } }
             : {}),
       };
     }

@@ -26,8 +26,8 @@ export const DEFAULT_IDLE_TIMEOUT_S = 120;
 export function readServerSettings(env: Record<string, string | undefined>): ServerSettings {
   const r = new EnvReader(env);
   const settings: ServerSettings = {
-    requestTimeoutS: r.number('KIAPI_REQUEST_TIMEOUT_S', DEFAULT_REQUEST_TIMEOUT_S, { min: 0, max: 7 * 24 * 3600 }),
-    idleTimeoutS: r.number('KIAPI_IDLE_TIMEOUT_S', DEFAULT_IDLE_TIMEOUT_S, { min: 0, max: 7 * 24 * 3600 }),
+    requestTimeoutS: r.number('KIAPI_REQUEST_TIMEOUT_S', DEFAULT_REQUEST_TIMEOUT_S, { min: 0, max: 7 * 24 * 3600 }, 'longest a client may take to send one request, in seconds (0: no limit)'),
+    idleTimeoutS: r.number('KIAPI_IDLE_TIMEOUT_S', DEFAULT_IDLE_TIMEOUT_S, { min: 0, max: 7 * 24 * 3600 }, 'close a connection on which no byte moves this long, in seconds (0: no limit)'),
   };
   r.check();
   return settings;

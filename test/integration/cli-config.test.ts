@@ -21,7 +21,8 @@ after(() => {
 function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('KIAPI_')) env[k] = v;
-  return { ...env, KIAPI_ENGINE: 'preview', KIAPI_DATA_DIR: dataDir, KIAPI_HOST: '127.0.0.1', ...extra };
+  // KIAPI_CONFIG_FILE points nowhere so a developer's own settings file cannot change the outcome.
+  return { ...env, KIAPI_CONFIG_FILE: path.join(dataDir, 'no-settings.yaml'), KIAPI_ENGINE: 'preview', KIAPI_DATA_DIR: dataDir, KIAPI_HOST: '127.0.0.1', ...extra };
 }
 
 async function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stderr: string; stdout: string }> {

@@ -52,6 +52,16 @@ async function withSpawned<T>(env: Record<string, string>, fn: (s: SpawnedServer
   }
 }
 
+/** SQLite's own consistency check of the data dir's database ('ok' when intact). */
+function integrityCheck(dataDir: string): string {
+  const db = new Database(path.join(dataDir, 'kiapi.db'));
+  try {
+    return db.pragma('integrity_check', { simple: true }) as string;
+  } finally {
+    db.close();
+  }
+}
+
 async function download(url: string, fileId: string): Promise<Buffer> {
   const res = await request(`${url}/v1/files/${fileId}/download`);
   assert.equal(res.status, 200, `download ${fileId}`);
@@ -109,6 +119,8 @@ void describe('crash recovery (SIGKILL)', () => {
       assert.equal(code, null, 'killed by the signal');
       return { doneJob, artifactSha: sha(artifact), running, queued };
     });
+    // The database the killed process left (its WAL not checkpointed) is consistent.
+    assert.equal(integrityCheck(dataDir), 'ok');
 
     const after = await startServer({}, { dataDir });
     try {
@@ -126,11 +138,86 @@ void describe('crash recovery (SIGKILL)', () => {
       // Only the finished job's artifact is listed: no partial outputs of the killed job.
       const files = (await getJson<{ data: FileRecordJson[] }>(`${after.url}/v1/files`)).json.data;
       assert.deepEqual(files.map((f) => f.file_id), state.doneJob.artifacts);
+      // No blob without a record, no temp file of the killed job.
+      assert.deepEqual(fs.readdirSync(path.join(dataDir, 'files')), state.doneJob.artifacts);
+      assert.deepEqual(fs.readdirSync(path.join(dataDir, 'tmp')), []);
       // The new process serves new work.
       assert.equal((await waitFinished(after.url, await submitAsync(after.url, { steps: 1 }))).status, 'succeeded');
     } finally {
       await after.close();
     }
+    assert.equal(integrityCheck(dataDir), 'ok');
+  });
+
+  void it('kill -9 in a burst of writes (jobs finishing, an upload streaming): SQLite intact, every record has its bytes, nothing orphaned', async () => {
+    const dataDir = newDataDir();
+    const env = { KIAPI_DATA_DIR: dataDir, KIAPI_PREVIEW_STEP_MS: '0', KIAPI_LOG_LEVEL: 'warn' };
+    const submitted = await withSpawned(env, async (s) => {
+      const jobIds: string[] = [];
+      for (let i = 0; i < 40; i++) jobIds.push(await submitAsync(s.url, { steps: 1, width: 256, height: 256, seed: i, prompt: `burst ${i}` }));
+      // An upload still streaming when the kill lands: 1 MiB every 20 ms, at most 500 MiB, and
+      // aborted after the kill (a client must not keep feeding a dead connection).
+      const chunk = Buffer.alloc(1024 * 1024, 0x42);
+      const abort = new AbortController();
+      let sent = 0;
+      const upload = fetch(`${s.url}/v1/files`, {
+        method: 'POST',
+        headers: { 'content-type': 'multipart/form-data; boundary=kiapi-crash' },
+        signal: abort.signal,
+        body: new ReadableStream<Uint8Array>({
+          start(c) {
+            c.enqueue(Buffer.from('--kiapi-crash\r\nContent-Disposition: form-data; name="file"; filename="cut.bin"\r\n\r\n'));
+          },
+          async pull(c) {
+            if (abort.signal.aborted || sent >= 500) return c.close();
+            await new Promise((r) => setTimeout(r, 20));
+            sent++;
+            c.enqueue(chunk);
+          },
+        }),
+        duplex: 'half',
+      }).catch(() => null);
+      await pollUntil(
+        // An upload's temp file has no suffix before `.part` (the engine's are `.png.part`, …).
+        async () =>
+          fs.readdirSync(path.join(dataDir, 'tmp')).some((n) => /^file_[0-9a-f]+\.part$/.test(n)) &&
+          (await getJob(s.url, jobIds[5]!)).status === 'succeeded',
+        (ready) => ready,
+        'the upload to be streaming and some jobs to be done',
+      );
+      assert.equal(await stopWithin(s, 'SIGKILL'), null, 'killed by the signal');
+      abort.abort();
+      await upload;
+      return jobIds;
+    });
+    assert.equal(integrityCheck(dataDir), 'ok');
+
+    const after = await startServer({}, { dataDir });
+    try {
+      const files = (await getJson<{ data: FileRecordJson[] }>(`${after.url}/v1/files`)).json.data;
+      for (const f of files) assert.equal((await download(after.url, f.file_id)).length, f.size, `bytes of ${f.file_id}`);
+      assert.ok(files.every((f) => f.filename !== 'cut.bin'), 'the cut upload is not listed');
+      // Blobs on disk are exactly the listed files; the cut upload's temp file is gone.
+      assert.deepEqual(fs.readdirSync(path.join(dataDir, 'files')).sort(), files.map((f) => f.file_id).sort());
+      assert.deepEqual(fs.readdirSync(path.join(dataDir, 'tmp')), []);
+      let succeeded = 0;
+      for (const id of submitted) {
+        const job = await getJob(after.url, id);
+        if (job.status === 'succeeded') {
+          succeeded++;
+          assert.ok(files.some((f) => f.file_id === job.artifacts[0]), `artifact of ${id} is listed`);
+        } else {
+          assert.equal(job.status, 'failed', JSON.stringify(job));
+          assert.match(job.error ?? '', /server stopped while this job was (queued|running)/);
+        }
+      }
+      assert.ok(succeeded >= 6, `${succeeded} jobs finished before the kill`);
+      // Every listed file is an artifact of a succeeded job: nothing half-written was recorded.
+      assert.equal(files.length, succeeded);
+    } finally {
+      await after.close();
+    }
+    assert.equal(integrityCheck(dataDir), 'ok');
   });
 });
 

@@ -31,12 +31,13 @@ export interface TestServer {
 
 export async function startServer(
   env: Record<string, string> = {},
-  opts: ContextOptions & { dataDir?: string } = {},
+  opts: ContextOptions & { dataDir?: string; logStream?: NodeJS.WritableStream } = {},
 ): Promise<TestServer> {
   const dataDir = opts.dataDir ?? tempDir();
   const fullEnv = { KIAPI_ENGINE: 'preview', ...env, KIAPI_DATA_DIR: dataDir, KIAPI_HOST: '127.0.0.1', KIAPI_PORT: '0' };
   const config = loadConfig(fullEnv);
-  const log = pino({ level: process.env.KIAPI_TEST_LOG ?? 'silent' });
+  // `logStream` receives the server's log as JSON lines (tests that assert nothing was logged as an error).
+  const log = opts.logStream ? pino({ level: 'info' }, opts.logStream) : pino({ level: process.env.KIAPI_TEST_LOG ?? 'silent' });
   const ctx = await createContext(config, log, { ...opts, env: fullEnv });
   const app = await buildApp(ctx);
   await app.listen({ host: '127.0.0.1', port: 0 });
@@ -66,11 +67,18 @@ export interface SpawnedServer {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Runs `node dist/src/cli/main.js run` (the built CLI) and waits for /health. */
-export async function spawnServer(env: Record<string, string>, timeoutMs = 20_000): Promise<SpawnedServer> {
+/**
+ * Runs `node dist/src/cli/main.js run` (the built CLI) and waits for /health. `prefix` runs it
+ * through another command that must end by exec'ing its arguments (e.g. a shell that sets a
+ * ulimit first), so the child's pid stays the server's.
+ */
+export async function spawnServer(env: Record<string, string>, timeoutMs = 20_000, opts: { prefix?: string[] } = {}): Promise<SpawnedServer> {
   const port = await freePort();
-  const child = spawn(process.execPath, [path.join(PACKAGE_ROOT, 'dist/src/cli/main.js'), 'run', '--host', '127.0.0.1', '--port', String(port)], {
-    env: { ...process.env, KIAPI_ENGINE: 'preview', ...env },
+  const argv = [process.execPath, path.join(PACKAGE_ROOT, 'dist/src/cli/main.js'), 'run', '--host', '127.0.0.1', '--port', String(port)];
+  const [command, ...args] = [...(opts.prefix ?? []), ...argv] as [string, ...string[]];
+  const child = spawn(command, args, {
+    // A developer's own settings file must not leak into tests: point at one that does not exist.
+    env: { ...process.env, KIAPI_CONFIG_FILE: path.join(os.tmpdir(), 'kiapi-tests-no-settings.yaml'), KIAPI_ENGINE: 'preview', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -257,6 +257,7 @@ class MfluxBackend:
             generated, total_s, caught = _generate(entry.model, kwargs)
         finally:
             entry.hook.bind(None)
+            trim_prompt_cache(entry.model)
         # A cancel that came after the last step still wins: the server already gave up on it.
         self._stop_if_canceled(control, "after the last step")
         image = generated.image
@@ -269,6 +270,24 @@ class MfluxBackend:
     def _stop_if_canceled(self, control: RunControl, when: str) -> None:
         if control.cancel.is_set():
             raise self._engine.stop_exception(f"canceled {when}")
+
+
+PROMPT_CACHE_LIMIT = 16
+
+
+def trim_prompt_cache(model: Any, limit: int = PROMPT_CACHE_LIMIT) -> int:
+    """Keep mflux's per-model prompt cache bounded; return how many entries were dropped.
+
+    mflux caches encoded prompts on resident models and never evicts them (reference §11.20), so a
+    long-lived server would grow without bound. Dicts keep insertion order: the oldest go first.
+    """
+    cache = getattr(model, "prompt_cache", None)
+    if not isinstance(cache, dict) or len(cache) <= limit:
+        return 0
+    excess = len(cache) - limit
+    for key in list(cache)[:excess]:
+        del cache[key]
+    return excess
 
 
 def _generate(model: Any, kwargs: dict[str, Any]) -> tuple[Any, float, list[str]]:

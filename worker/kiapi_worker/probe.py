@@ -7,7 +7,6 @@ means the worker would start. ``kiapi status`` and ``kiapi activate`` run it.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import platform
 
 from kiapi_worker import __version__

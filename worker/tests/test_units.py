@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from kiapi_worker import memory
-from kiapi_worker.backend import ProgressHook, RunControl, generate_kwargs, init_kwargs
+from kiapi_worker.backend import ProgressHook, RunControl, generate_kwargs, init_kwargs, trim_prompt_cache
 from kiapi_worker.commands import parse_load, parse_task
 from kiapi_worker.engine_api import CALL_SHAPES, OMIT_WHEN_NULL
 from kiapi_worker.errors import classify
@@ -176,3 +176,15 @@ def test_fake_png_is_valid_and_seeded(tmp_path) -> None:
     width, height, raw = read_png(first)
     assert (width, height) == (33, 17)
     assert raw != read_png(second)[2]
+
+
+def test_prompt_cache_is_trimmed_oldest_first() -> None:
+    model = SimpleNamespace(prompt_cache={f"p{i}|NEG|None": object() for i in range(20)})
+    assert trim_prompt_cache(model, limit=16) == 4
+    assert list(model.prompt_cache)[0] == "p4|NEG|None"
+    assert len(model.prompt_cache) == 16
+    assert trim_prompt_cache(model, limit=16) == 0
+
+
+def test_prompt_cache_trim_tolerates_models_without_one() -> None:
+    assert trim_prompt_cache(SimpleNamespace()) == 0

@@ -24,15 +24,15 @@ export function readIdeogram4Settings(env: Record<string, string | undefined>): 
   // mflux itself only accepts 256..2048 (reference §10.8), so the settings cannot widen that.
   const dim = { integer: true, min: 256, max: 2048 };
   const s: Ideogram4Settings = {
-    modelRepo: r.string('KIAPI_IDEOGRAM4_MODEL_REPO', 'ideogram-ai/ideogram-4-fp8'),
-    defaultWidth: r.number('KIAPI_IDEOGRAM4_DEFAULT_WIDTH', 1024, dim),
-    defaultHeight: r.number('KIAPI_IDEOGRAM4_DEFAULT_HEIGHT', 1024, dim),
-    minWidth: r.number('KIAPI_IDEOGRAM4_MIN_WIDTH', 256, dim),
-    minHeight: r.number('KIAPI_IDEOGRAM4_MIN_HEIGHT', 256, dim),
-    maxWidth: r.number('KIAPI_IDEOGRAM4_MAX_WIDTH', 2048, dim),
-    maxHeight: r.number('KIAPI_IDEOGRAM4_MAX_HEIGHT', 2048, dim),
-    defaultPreset: r.choice('KIAPI_IDEOGRAM4_DEFAULT_PRESET', ['v4_default_20', 'v4_quality_48', 'v4_turbo_12'] as const, 'v4_default_20').toUpperCase() as Preset,
-    defaultQuantize: r.optionalChoiceInt('KIAPI_IDEOGRAM4_DEFAULT_QUANTIZE', QUANTIZE_CHOICES, null),
+    modelRepo: r.string('KIAPI_IDEOGRAM4_MODEL_REPO', 'ideogram-ai/ideogram-4-fp8', 'Hugging Face repo (gated) or local directory of variant fp8'),
+    defaultWidth: r.number('KIAPI_IDEOGRAM4_DEFAULT_WIDTH', 1024, dim, 'width when a request omits it'),
+    defaultHeight: r.number('KIAPI_IDEOGRAM4_DEFAULT_HEIGHT', 1024, dim, 'height when a request omits it'),
+    minWidth: r.number('KIAPI_IDEOGRAM4_MIN_WIDTH', 256, dim, 'smallest width a request may ask for'),
+    minHeight: r.number('KIAPI_IDEOGRAM4_MIN_HEIGHT', 256, dim, 'smallest height a request may ask for'),
+    maxWidth: r.number('KIAPI_IDEOGRAM4_MAX_WIDTH', 2048, dim, 'largest width a request may ask for'),
+    maxHeight: r.number('KIAPI_IDEOGRAM4_MAX_HEIGHT', 2048, dim, 'largest height a request may ask for'),
+    defaultPreset: r.choice('KIAPI_IDEOGRAM4_DEFAULT_PRESET', ['v4_default_20', 'v4_quality_48', 'v4_turbo_12'] as const, 'v4_default_20', 'preset when a request omits it').toUpperCase() as Preset,
+    defaultQuantize: r.optionalChoiceInt('KIAPI_IDEOGRAM4_DEFAULT_QUANTIZE', QUANTIZE_CHOICES, null, 'quantization bits of the resident model (none: checkpoint precision)'),
   };
   r.check();
   return s;

@@ -25,20 +25,20 @@ export function readQwenSettings(env: Record<string, string | undefined>): QwenS
   const r = new EnvReader(env);
   const dim = { integer: true, min: 16, max: 8192 };
   const s: QwenSettings = {
-    imageModel: r.string('KIAPI_QWEN_IMAGE_MODEL', 'Qwen/Qwen-Image'),
-    editModel: r.string('KIAPI_QWEN_EDIT_MODEL', 'Qwen/Qwen-Image-Edit-2509'),
-    defaultQuantize: r.optionalChoiceInt('KIAPI_QWEN_DEFAULT_QUANTIZE', QUANTIZE_CHOICES, 8),
-    defaultWidth: r.number('KIAPI_QWEN_DEFAULT_WIDTH', 1024, dim),
-    defaultHeight: r.number('KIAPI_QWEN_DEFAULT_HEIGHT', 1024, dim),
-    maxWidth: r.number('KIAPI_QWEN_MAX_WIDTH', 2048, dim),
-    maxHeight: r.number('KIAPI_QWEN_MAX_HEIGHT', 2048, dim),
-    maxSteps: r.number('KIAPI_QWEN_MAX_STEPS', 100, { integer: true, min: 1, max: 1000 }),
-    maxLoras: r.number('KIAPI_QWEN_MAX_LORAS', 4, { integer: true, min: 0, max: 16 }),
-    generateSteps: r.number('KIAPI_QWEN_GENERATE_STEPS', 30, { integer: true, min: 1, max: 1000 }),
-    generateGuidance: r.number('KIAPI_QWEN_GENERATE_GUIDANCE', 4.0),
-    editSteps: r.number('KIAPI_QWEN_EDIT_STEPS', 30, { integer: true, min: 1, max: 1000 }),
-    editGuidance: r.number('KIAPI_QWEN_EDIT_GUIDANCE', 2.5),
-    defaultImageStrength: r.number('KIAPI_QWEN_DEFAULT_IMAGE_STRENGTH', 0.4, { min: 0, max: 1 }),
+    imageModel: r.string('KIAPI_QWEN_IMAGE_MODEL', 'Qwen/Qwen-Image', 'Hugging Face repo or local directory of variant image'),
+    editModel: r.string('KIAPI_QWEN_EDIT_MODEL', 'Qwen/Qwen-Image-Edit-2509', 'Hugging Face repo or local directory of variant edit-2509'),
+    defaultQuantize: r.optionalChoiceInt('KIAPI_QWEN_DEFAULT_QUANTIZE', QUANTIZE_CHOICES, 8, 'quantization bits of resident models (none: full precision)'),
+    defaultWidth: r.number('KIAPI_QWEN_DEFAULT_WIDTH', 1024, dim, 'width when a request omits it'),
+    defaultHeight: r.number('KIAPI_QWEN_DEFAULT_HEIGHT', 1024, dim, 'height when a request omits it'),
+    maxWidth: r.number('KIAPI_QWEN_MAX_WIDTH', 2048, dim, 'largest width a request may ask for'),
+    maxHeight: r.number('KIAPI_QWEN_MAX_HEIGHT', 2048, dim, 'largest height a request may ask for'),
+    maxSteps: r.number('KIAPI_QWEN_MAX_STEPS', 100, { integer: true, min: 1, max: 1000 }, 'most denoising steps a request may ask for'),
+    maxLoras: r.number('KIAPI_QWEN_MAX_LORAS', 4, { integer: true, min: 0, max: 16 }, 'most LoRA adapters per request'),
+    generateSteps: r.number('KIAPI_QWEN_GENERATE_STEPS', 30, { integer: true, min: 1, max: 1000 }, 'default steps of /generate'),
+    generateGuidance: r.number('KIAPI_QWEN_GENERATE_GUIDANCE', 4.0, {}, 'default guidance of /generate'),
+    editSteps: r.number('KIAPI_QWEN_EDIT_STEPS', 30, { integer: true, min: 1, max: 1000 }, 'default steps of /edit'),
+    editGuidance: r.number('KIAPI_QWEN_EDIT_GUIDANCE', 2.5, {}, 'default guidance of /edit'),
+    defaultImageStrength: r.number('KIAPI_QWEN_DEFAULT_IMAGE_STRENGTH', 0.4, { min: 0, max: 1 }, 'image_strength when init_image comes without one (higher keeps more)'),
   };
   r.check();
   return s;

@@ -1,11 +1,15 @@
 /**
  * The part of an image job every family shares: resolve inputs before queueing (and undo them on
- * rejection), run the engine, encode the requested format with sharp, store the artifact.
+ * rejection), run the engine, encode the requested format with sharp, store the artifact. A full
+ * disk anywhere on that way (the engine's output, the encoded file, the move into the store) fails
+ * the job with one clear message naming the directory to free space in; the temp files are
+ * removed and nothing partial is listed.
  */
 import fsp from 'node:fs/promises';
 import sharp from 'sharp';
 import type { CapabilityServices } from '../../core/capability.js';
 import { InputError } from '../../core/errors.js';
+import { diskFullError, isDiskFull } from '../../core/files/disk-full.js';
 import type { FileRefValue } from '../../core/files/file-ref.js';
 import type { ResolvedInput } from '../../core/files/input-resolver.js';
 import type { JobContext, JobOutput } from '../../core/jobs/job-queue.js';
@@ -81,11 +85,16 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
       filename: `${job.family}_${Math.floor(Date.now() / 1000)}.${EXT[job.format]}`,
       contentType: `image/${job.format}`,
       meta: result,
+      purpose: 'the image',
     });
     return {
       result: { file_id: record.file_id, image_bytes: info.size, ...result },
       artifacts: [record.file_id],
     };
+  } catch (err) {
+    // The engine and sharp write into the temp dir; the store names its own directory.
+    if (isDiskFull(err)) throw diskFullError(err, 'the image', services.files.tmpDir);
+    throw err;
   } finally {
     await fsp.rm(enginePng, { force: true });
     await fsp.rm(encoded, { force: true });

@@ -3,8 +3,11 @@
  * blobs by id (no suffix, no sidecar) removes the original's `.json` collision (§11.15) and means
  * a path is only ever built from an id that passed `isFileId` (§11.16).
  *
- * Writes go to a temp file in the same filesystem first and are renamed into place, so a crash or
- * a full disk never leaves a partial blob under a listed id.
+ * Writes go to a temp file first and are renamed into place, so a crash or a full disk never
+ * leaves a partial blob under a listed id. When the files root is on another filesystem than the
+ * temp dir (KIAPI_FILES_ROOT on another disk) the rename cannot cross: the bytes are copied to a
+ * staging name beside the blobs and renamed from there. A full disk is a StorageFullError (507)
+ * that names the directory to free space in.
  */
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -14,6 +17,7 @@ import { Transform, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Db } from '../db.js';
 import { InputError, NotFoundError, TooLargeError } from '../errors.js';
+import { diskFullError, isDiskFull } from './disk-full.js';
 import { isFileId, newFileId } from '../ids.js';
 import { sanitizeFilename, sniffImageType, typeFromExtension } from './content-type.js';
 
@@ -40,7 +44,12 @@ export interface NewFileInfo {
   /** A type the client or engine stated; null lets the store sniff it. */
   contentType?: string | null;
   meta?: Record<string, unknown>;
+  /** What is being saved, for a disk-full message ("the image", "init_image"). */
+  purpose?: string;
 }
+
+/** Staging names beside the blobs (cross-filesystem copies): never a file id, removed at start. */
+const STAGING_PREFIX = '.staging-';
 
 export class FileStore {
   private readonly insert;
@@ -51,7 +60,7 @@ export class FileStore {
   constructor(
     private readonly db: Db,
     readonly root: string,
-    private readonly tmpDir: string,
+    readonly tmpDir: string,
     private readonly log: Logger,
   ) {
     fs.mkdirSync(root, { recursive: true });
@@ -94,6 +103,7 @@ export class FileStore {
       return await this.adopt(tmp, { ...info, contentType }, size);
     } catch (err) {
       await fsp.rm(tmp, { force: true });
+      if (isDiskFull(err)) throw diskFullError(err, info.purpose ?? 'the upload', this.tmpDir);
       throw err;
     }
   }
@@ -113,6 +123,7 @@ export class FileStore {
       return await this.adopt(tmpPath, { ...info, contentType }, stat.size);
     } catch (err) {
       await fsp.rm(tmpPath, { force: true });
+      if (isDiskFull(err)) throw diskFullError(err, info.purpose ?? 'the file', this.root);
       throw err;
     }
   }
@@ -127,7 +138,7 @@ export class FileStore {
       meta: info.meta ?? {},
     };
     const blob = this.blobPath(record.file_id);
-    await fsp.rename(tmpPath, blob);
+    await this.moveInto(tmpPath, blob, record.file_id);
     try {
       this.insert.run({ ...record, id: record.file_id, meta: JSON.stringify(record.meta) });
     } catch (err) {
@@ -135,6 +146,24 @@ export class FileStore {
       throw err;
     }
     return record;
+  }
+
+  /** Renames into place; across filesystems copies to a staging name first (never a partial blob). */
+  private async moveInto(tmpPath: string, blob: string, fileId: string): Promise<void> {
+    try {
+      await fsp.rename(tmpPath, blob);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    }
+    const staging = path.join(this.root, `${STAGING_PREFIX}${fileId}`);
+    try {
+      await fsp.copyFile(tmpPath, staging);
+      await fsp.rename(staging, blob);
+    } finally {
+      await fsp.rm(staging, { force: true });
+    }
+    await fsp.rm(tmpPath, { force: true });
   }
 
   get(fileId: string): FileRecord {
@@ -187,7 +216,7 @@ export class FileStore {
     const known = new Set(this.selectAll.all().map((r) => r.id));
     let orphanBlobs = 0;
     for (const name of await fsp.readdir(this.root)) {
-      if (isFileId(name) && !known.has(name)) {
+      if ((isFileId(name) && !known.has(name)) || name.startsWith(STAGING_PREFIX)) {
         await fsp.rm(path.join(this.root, name), { force: true });
         orphanBlobs++;
       }
@@ -207,9 +236,19 @@ export class FileStore {
  */
 function resolveContentType(stated: string | null | undefined, head: Buffer, filename: string): string {
   const clean = stated?.split(';')[0]?.trim().toLowerCase();
-  if (clean && clean !== 'application/octet-stream') return clean;
+  // Only a well-formed type/subtype is kept: it is sent back as the download's Content-Type, and
+  // a stated "é\x01weird" made every download of that file a 500 (invalid header character).
+  if (clean && clean !== 'application/octet-stream' && MEDIA_TYPE.test(clean)) return clean;
   return sniffImageType(head) ?? typeFromExtension(filename) ?? 'application/octet-stream';
 }
+
+/** Whether `value` is a plain `type/subtype` (safe to send as a Content-Type header). */
+export function isMediaType(value: string): boolean {
+  return MEDIA_TYPE.test(value);
+}
+
+/** RFC 9110 `type "/" subtype`, both tokens. */
+const MEDIA_TYPE = /^[!#$%&'*+.^_`|~0-9a-z-]+\/[!#$%&'*+.^_`|~0-9a-z-]+$/;
 
 function fromRow(row: FileRow): FileRecord {
   return {

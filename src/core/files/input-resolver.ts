@@ -5,6 +5,7 @@
  * fails, the caller discards the ones already stored (nothing is kept for a rejected request).
  */
 import { InputError } from '../errors.js';
+import { diskFullError, isDiskFull } from './disk-full.js';
 import type { FileRefValue } from './file-ref.js';
 import type { FileRecord, FileStore } from './file-store.js';
 import { fetchUrlToFile, writeDataUrlToFile } from './remote-input.js';
@@ -30,6 +31,15 @@ export class InputResolver {
   ) {}
 
   async resolve(ref: FileRefValue, kind: string, signal?: AbortSignal): Promise<ResolvedInput> {
+    try {
+      return await this.resolveRef(ref, kind, signal);
+    } catch (err) {
+      if (isDiskFull(err)) throw diskFullError(err, kind, this.files.tmpDir);
+      throw err;
+    }
+  }
+
+  private async resolveRef(ref: FileRefValue, kind: string, signal?: AbortSignal): Promise<ResolvedInput> {
     switch (refType(ref, kind)) {
       case 'file_id': {
         const record = this.files.getForInput(ref.file_id ?? '', kind);
@@ -49,6 +59,7 @@ export class InputResolver {
           filename: fetched.filename,
           contentType: fetched.contentType,
           meta: { source: 'url', url: redactUserInfo(url), kind },
+          purpose: kind,
         });
         return { fileId: record.file_id, path: this.files.blobPath(record.file_id), record, created: true };
       }
@@ -59,6 +70,7 @@ export class InputResolver {
           filename: decoded.filename,
           contentType: decoded.contentType,
           meta: { source: 'data_url', kind },
+          purpose: kind,
         });
         return { fileId: record.file_id, path: this.files.blobPath(record.file_id), record, created: true };
       }

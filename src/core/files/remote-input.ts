@@ -14,6 +14,7 @@ import { Transform } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError, isKiapiError } from '../errors.js';
+import { isDiskFull } from './disk-full.js';
 import { parseDataUrl, tooLargeError } from './data-url.js';
 import { openVettedResponse } from './url-fetch.js';
 import type { Resolver } from './url-safety.js';
@@ -179,6 +180,8 @@ export async function fetchUrlToFile(url: string, destPath: string, opts: UrlFet
       throw new InputError(`failed to fetch ${opts.kind} url '${shown}': timed out after ${secondsText(opts.timeoutMs)}s`);
     }
     if (outer?.aborted === true) throw outer.reason instanceof Error ? outer.reason : err;
+    // Our disk, not the URL: the input resolver reports it as a full disk (507).
+    if (isDiskFull(err)) throw err;
     const reason = err instanceof Error ? err.message : String(err);
     throw new InputError(`failed to fetch ${opts.kind} url '${shown}': ${reason}`);
   } finally {

@@ -54,6 +54,13 @@ export class JobQueue {
     return this.pending.length;
   }
 
+  /** Callers waiting in `wait()` right now, over all jobs (diagnostics; a leak shows here). */
+  get waiterCount(): number {
+    let n = 0;
+    for (const set of this.waiters.values()) n += set.size;
+    return n;
+  }
+
   get runningJobId(): string | null {
     return this.activeEntry()?.job.id ?? null;
   }

@@ -41,7 +41,8 @@ async function submit(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
   try {
     return await answer(ctx, op, req, reply);
   } finally {
-    if (!socket.destroyed) socket.setTimeout(ctx.server.idleTimeoutS * 1000);
+    // A response already finished has Node's keep-alive timeout on the socket: leave that alone.
+    if (!socket.destroyed && !reply.raw.writableFinished) socket.setTimeout(ctx.server.idleTimeoutS * 1000);
   }
 }
 

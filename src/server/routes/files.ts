@@ -4,11 +4,11 @@ import type { IncomingMessage } from 'node:http';
 import contentDisposition from 'content-disposition';
 import send from '@fastify/send';
 import type { Static } from 'typebox';
-import { TooLargeError } from '../../core/errors.js';
+import { MalformedBodyError, TooLargeError, isKiapiError } from '../../core/errors.js';
 import type { AppContext } from '../context.js';
 import type { CommonRoute } from '../openapi.js';
 import { FileDeletedSchema, FileIdParams, FileListSchema, FileRecordSchema } from '../schemas.js';
-import type { FileRecord } from '../../core/files/file-store.js';
+import { isMediaType, type FileRecord } from '../../core/files/file-store.js';
 
 type FileParams = Static<typeof FileIdParams>;
 
@@ -18,20 +18,25 @@ export function fileRoutes(app: FastifyInstance, ctx: AppContext): void {
       return Promise.reject(missingFile('send multipart/form-data with a file field named "file"'));
     }
     let saved: FileRecord | null = null;
-    for await (const part of req.parts()) {
-      if (part.type === 'file' && part.fieldname === 'file' && !saved) {
-        saved = await ctx.files.saveStream(
-          part.file,
-          { filename: part.filename || 'upload', contentType: statedType(part.mimetype) },
-          ctx.config.maxUploadBytes,
-        );
-        if (part.file.truncated) {
-          await ctx.files.discard([saved.file_id]);
-          throw new TooLargeError(`upload is larger than the ${ctx.config.maxUploadBytes} byte limit (KIAPI_MAX_UPLOAD_BYTES)`);
+    try {
+      for await (const part of req.parts()) {
+        if (part.type === 'file' && part.fieldname === 'file' && !saved) {
+          saved = await ctx.files.saveStream(
+            part.file,
+            { filename: part.filename || 'upload', contentType: statedType(part.mimetype), purpose: 'the upload' },
+            ctx.config.maxUploadBytes,
+          );
+          if (part.file.truncated) {
+            throw new TooLargeError(`upload is larger than the ${ctx.config.maxUploadBytes} byte limit (KIAPI_MAX_UPLOAD_BYTES)`);
+          }
+        } else if (part.type === 'file') {
+          part.file.resume(); // drain parts we do not keep so the request can finish
         }
-      } else if (part.type === 'file') {
-        part.file.resume(); // drain parts we do not keep so the request can finish
       }
+    } catch (err) {
+      // Nothing is kept from an upload that did not complete.
+      if (saved) await ctx.files.discard([saved.file_id]);
+      throw uploadError(err, req.raw.socket?.destroyed ?? true);
     }
     if (!saved) throw missingFile('the multipart body has no file field named "file"');
     return saved;
@@ -85,7 +90,7 @@ export async function sendFile(
     if (h['if-none-match'] === undefined) forSend['if-modified-since'] = h['if-modified-since'];
     if (h['if-match'] === undefined) forSend['if-unmodified-since'] = h['if-unmodified-since'];
     forSend['cache-control'] = h['cache-control'];
-    const ifRange = h['if-range'];
+    const ifRange = one(h['if-range']);
     const rangeHolds = ifRange === undefined || (ifRange.includes('"') ? ifRange.trim() === etag : true);
     if (rangeHolds) {
       forSend.range = h.range;
@@ -114,7 +119,8 @@ export async function sendFile(
   return reply
     .code(result.statusCode)
     .headers(result.headers)
-    .header('content-type', record.content_type)
+    // Records written before types were checked may hold one that is no valid header value.
+    .header('content-type', isMediaType(record.content_type) ? record.content_type : 'application/octet-stream')
     .header('content-disposition', contentDisposition(record.filename, { fallback: asciiFallback(record.filename) }))
     .header('etag', etag)
     .headers(extraHeaders)
@@ -129,6 +135,10 @@ function etagMatches(list: string, etag: string, comparison: 'strong' | 'weak'):
     if (tag.startsWith('W/')) return comparison === 'weak' && tag.slice(2) === etag;
     return tag === etag;
   });
+}
+
+function one(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v.join(', ') : v;
 }
 
 function dropUndefined(o: Record<string, string | undefined>): Record<string, string> {
@@ -155,8 +165,43 @@ function asciiFallback(filename: string): string {
   return filename.replace(/[^\x20-\x7e]/g, '_');
 }
 
+/**
+ * What a failed upload answers. The multipart parser (busboy) throws plain Errors for a body it
+ * cannot parse (no boundary, truncated data, a broken part header): the client's fault, 400, not
+ * the 500 they used to be. Named and framework errors keep their mapping (error-handler.ts).
+ */
+function uploadError(err: unknown, connectionGone: boolean): unknown {
+  if (isKiapiError(err)) return err;
+  const code = (err as { code?: unknown }).code;
+  if (code === 'FST_PROTO_VIOLATION' || code === 'FST_INVALID_JSON_FIELD_ERROR') {
+    return new MalformedBodyError(`malformed multipart body: ${(err as Error).message}`);
+  }
+  if (connectionGone || code === 'FST_MP_PREMATURE_CLOSE' || code === 'ECONNRESET') {
+    // Nobody reads this answer; it keeps the log free of a stack trace for a client that left
+    // (or was cut off by KIAPI_REQUEST_TIMEOUT_S / KIAPI_IDLE_TIMEOUT_S).
+    return new MalformedBodyError('the upload ended before it was complete (client gone or timed out); nothing was stored');
+  }
+  if (typeof code === 'string') return err;
+  if (err instanceof Error && Object.getPrototypeOf(err) === Error.prototype) {
+    return new MalformedBodyError(
+      `malformed multipart body: ${err.message}; send multipart/form-data with its boundary and one file field named "file"`,
+    );
+  }
+  return err;
+}
+
 function missingFile(msg: string) {
   return Object.assign(new Error(msg), { statusCode: 422, code: 'FST_NO_FORM_DATA' });
+}
+
+/** OpenAPI links: where a file id in a response can be used next. */
+function fileLinks(fileId: string): Record<string, Record<string, unknown>> {
+  const link = (operationId: string, description: string) => ({ operationId, parameters: { file_id: fileId }, description });
+  return {
+    GetFile: link('get_file_v1_files__file_id__get', 'Metadata of this file.'),
+    DownloadFile: link('download_file_v1_files__file_id__download_get', 'Bytes of this file.'),
+    DeleteFile: link('delete_file_v1_files__file_id__delete', 'Delete this file.'),
+  };
 }
 
 export const fileDocs: CommonRoute[] = [
@@ -169,9 +214,12 @@ export const fileDocs: CommonRoute[] = [
     operationId: 'upload_file_v1_files_post',
     multipartFile: true,
     responses: {
-      '200': { description: 'The stored file record.', schema: FileRecordSchema },
+      '200': { description: 'The stored file record.', schema: FileRecordSchema, links: fileLinks('$response.body#/file_id') },
+      '400': { description: 'Malformed multipart body (no boundary, truncated data, broken part headers, too many parts).' },
+      '408': { description: 'The upload did not arrive within KIAPI_REQUEST_TIMEOUT_S.' },
       '413': { description: 'Upload larger than KIAPI_MAX_UPLOAD_BYTES.' },
-      '422': { description: 'No `file` field.' },
+      '422': { description: 'Not multipart/form-data, or no `file` field.' },
+      '507': { description: 'The disk was full while the upload was saved; nothing was stored. The message names the directory to free space in.' },
     },
   },
   {
@@ -180,7 +228,7 @@ export const fileDocs: CommonRoute[] = [
     summary: 'List Files',
     description: 'Every stored file, newest first.',
     operationId: 'list_files_v1_files_get',
-    responses: { '200': { description: 'File list.', schema: FileListSchema } },
+    responses: { '200': { description: 'File list.', schema: FileListSchema, links: fileLinks('$response.body#/data/0/file_id') } },
   },
   {
     method: 'get',
@@ -200,14 +248,15 @@ export const fileDocs: CommonRoute[] = [
     path: '/v1/files/{file_id}/download',
     summary: 'Download File',
     description:
-      'The file bytes with Content-Type, Content-Length, Content-Disposition and a strong ETag; honours Range (206) and If-None-Match (304).',
+      'The file bytes with their stored Content-Type, Content-Length, Content-Disposition and a strong ETag (the file id in quotes); honours Range and If-Range (206), If-None-Match and If-Modified-Since (304), If-Match and If-Unmodified-Since (412).',
     operationId: 'download_file_v1_files__file_id__download_get',
     params: FileIdParams,
     responses: {
-      '200': { description: 'File bytes.', binary: true },
-      '206': { description: 'Partial content for a Range request.', binary: true },
-      '304': { description: 'Not modified (If-None-Match matched).' },
+      '200': { description: 'File bytes, with the Content-Type the file was stored with.', binary: '*/*' },
+      '206': { description: 'Partial content for a Range request.', binary: '*/*' },
+      '304': { description: 'Not modified (If-None-Match or If-Modified-Since).' },
       '404': { description: 'Unknown file id.' },
+      '412': { description: 'If-Match does not name the ETag, or the file changed after If-Unmodified-Since.' },
       '416': { description: 'Range not satisfiable.' },
       '422': { description: 'Malformed file id.' },
     },

@@ -24,6 +24,16 @@ export function jobRoutes(app: FastifyInstance, ctx: AppContext): void {
   );
 }
 
+/** OpenAPI links: where a job id in a response can be used next. */
+function jobLinks(jobId: string): Record<string, Record<string, unknown>> {
+  const link = (operationId: string, description: string) => ({ operationId, parameters: { job_id: jobId }, description });
+  return {
+    GetJob: link('get_job_v1_jobs__job_id__get', 'Poll this job.'),
+    CancelJob: link('cancel_job_v1_jobs__job_id__cancel_post', 'Cancel this job.'),
+    DeleteJob: link('delete_job_v1_jobs__job_id__delete', 'Delete this job.'),
+  };
+}
+
 export const jobDocs: CommonRoute[] = [
   {
     method: 'get',
@@ -31,7 +41,7 @@ export const jobDocs: CommonRoute[] = [
     summary: 'List Jobs',
     description: 'Every job still retained (KIAPI_JOB_RETENTION_S), newest first.',
     operationId: 'list_jobs_v1_jobs_get',
-    responses: { '200': { description: 'Job list.', schema: JobListSchema } },
+    responses: { '200': { description: 'Job list.', schema: JobListSchema, links: jobLinks('$response.body#/data/0/id') } },
   },
   {
     method: 'get',
@@ -69,7 +79,7 @@ export const jobDocs: CommonRoute[] = [
     operationId: 'cancel_job_v1_jobs__job_id__cancel_post',
     params: JobIdParams,
     responses: {
-      '200': { description: 'The job after the cancel request.', schema: JobSchema },
+      '200': { description: 'The job after the cancel request.', schema: JobSchema, links: jobLinks('$response.body#/id') },
       '404': { description: 'Unknown job id.' },
       '409': { description: 'The job already finished.' },
       '422': { description: 'Malformed job id.' },

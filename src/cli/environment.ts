@@ -1,0 +1,77 @@
+/**
+ * The environment every command reads its settings from: the settings file's values merged under
+ * `process.env` (env > file > defaults), in this one place. `kiapi run` hands the merged
+ * environment to loadConfig and to the families (registerCapabilities), so every setting, the
+ * families' KIAPI_QWEN_* / KIAPI_IDEOGRAM4_* included, honours the file.
+ */
+import { registerCapabilities } from '../capabilities/index.js';
+import { CapabilityRegistry } from '../core/capability.js';
+import { ConfigError, knownSettings, loadConfig, type Config, type SettingInfo } from '../core/config.js';
+import { ModelRegistry } from '../core/models/model-spec.js';
+import { readSetupSettings } from '../core/setup/setup-settings.js';
+import { annotateFileProblems, mergeSettings, readSettingsFile, settingsFilePath, type SettingsFile } from '../core/setup/settings-file.js';
+import { readServerSettings } from '../server/settings.js';
+
+type Env = Record<string, string | undefined>;
+
+export interface CliEnvironment {
+  /** What the readers see: file values under the process environment. */
+  env: Env;
+  /** The process environment alone (for telling where a value came from). */
+  processEnv: Env;
+  file: SettingsFile;
+}
+
+let catalogCache: SettingInfo[] | null = null;
+
+/** Every setting kiapi reads: each reader runs once on an empty environment and records its reads. */
+export function settingsCatalog(): SettingInfo[] {
+  if (catalogCache) return catalogCache;
+  const empty: Env = {};
+  settingsFilePath(empty);
+  loadConfig(empty);
+  readServerSettings(empty);
+  readSetupSettings(empty);
+  registerCapabilities(new CapabilityRegistry(new ModelRegistry()), empty);
+  catalogCache = knownSettings();
+  return catalogCache;
+}
+
+/** Reads the settings file and merges it; throws ConfigError (naming the file) for a bad file. */
+export function loadCliEnvironment(processEnv: Env = process.env): CliEnvironment {
+  const file = readSettingsFile(settingsFilePath(processEnv), settingsCatalog());
+  return { env: mergeSettings(processEnv, file), processEnv, file };
+}
+
+/**
+ * Runs `fn` on the merged environment; a ConfigError from any reader names the settings file for
+ * the values that came from it.
+ */
+export function withFileProblems<T>(cli: CliEnvironment, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof ConfigError) throw annotateFileProblems(err, cli.processEnv, cli.file);
+    throw err;
+  }
+}
+
+export interface LoadedSettings {
+  cli: CliEnvironment;
+  config: Config;
+  models: ModelRegistry;
+}
+
+/** The merged environment, the core config and the model registry, every value validated. */
+export function loadSettings(processEnv: Env = process.env, overrides: Env = {}): LoadedSettings {
+  const base = loadCliEnvironment(processEnv);
+  const cli: CliEnvironment = { ...base, env: { ...base.env, ...overrides }, processEnv: { ...processEnv, ...overrides } };
+  return withFileProblems(cli, () => {
+    const config = loadConfig(cli.env);
+    readSetupSettings(cli.env);
+    readServerSettings(cli.env);
+    const models = new ModelRegistry();
+    registerCapabilities(new CapabilityRegistry(models), cli.env);
+    return { cli, config, models };
+  });
+}

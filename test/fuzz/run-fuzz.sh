@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Fuzzes kiapi against its own OpenAPI documents with schemathesis (pinned in
+# test/fuzz/requirements.txt, installed into a cached venv like worker/run-checks.sh does).
+#
+# Starts the built server (node dist/src/cli/main.js run) with the preview engine on a free
+# 127.0.0.1 port and a temp data dir, runs `st run` against both capability documents and then the
+# root document (so its stateful phase finds real jobs and files), stops the server, and exits
+# non-zero on any failure. The last line is the summary: `fuzz: N passed, M failed` (test cases).
+#
+# Needs python3 (>= 3.10, with venv and pip), node and access to PyPI. Knobs (for reproducing):
+#   KIAPI_FUZZ_MAX_EXAMPLES  cases per operation and phase (default 250)
+#   KIAPI_FUZZ_MIN_CASES     fail when fewer cases were generated in total (default 2000)
+#   KIAPI_FUZZ_SEED          schemathesis --seed (default: random; each run prints its seed)
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export KIAPI_TEST_CACHE="${KIAPI_TEST_CACHE:-$repo_root/.cache}"
+venv="$KIAPI_TEST_CACHE/fuzz-venv"
+requirements="$repo_root/test/fuzz/requirements.txt"
+stamp="$venv/.requirements.sha256"
+max_examples="${KIAPI_FUZZ_MAX_EXAMPLES:-250}"
+min_cases="${KIAPI_FUZZ_MIN_CASES:-2000}"
+started=$SECONDS
+
+say() { echo "run-fuzz: $*"; }
+
+python3 - <<'PY' || { say "python3 >= 3.10 is required" >&2; exit 1; }
+import sys
+sys.exit(0 if sys.version_info >= (3, 10) else 1)
+PY
+
+# The stamp covers the requirements and the interpreter, so a change to either reinstalls.
+wanted="$( { cat "$requirements"; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+if [[ ! -x "$venv/bin/st" || ! -f "$stamp" || "$(cat "$stamp")" != "$wanted" ]]; then
+  say "preparing $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  echo "$wanted" > "$stamp"
+fi
+
+cd "$repo_root"
+if [[ ! -f dist/src/cli/main.js ]]; then
+  say "building (dist/ is missing)"
+  npx tsc -p tsconfig.json
+fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/kiapi-fuzz-XXXXXX")"
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+base="http://127.0.0.1:$port"
+
+# The caller's KIAPI_* settings must not leak in: the documents advertise what the server reads.
+unset_args=()
+while IFS= read -r name; do unset_args+=(-u "$name"); done < <(env | sed -n 's/^\(KIAPI_[A-Za-z0-9_]*\)=.*/\1/p')
+# Small default sizes keep the many generations that omit width/height cheap; the caps stay at
+# their defaults (2048, 100 steps), which the preview engine renders in well under a second.
+env "${unset_args[@]}" \
+  KIAPI_ENGINE=preview \
+  KIAPI_DATA_DIR="$work/data" \
+  KIAPI_PREVIEW_STEP_MS=0 \
+  KIAPI_QWEN_DEFAULT_WIDTH=256 KIAPI_QWEN_DEFAULT_HEIGHT=256 \
+  KIAPI_IDEOGRAM4_DEFAULT_WIDTH=256 KIAPI_IDEOGRAM4_DEFAULT_HEIGHT=256 \
+  KIAPI_SYNC_TIMEOUT_S=120 \
+  KIAPI_LOG_LEVEL=warn \
+  node dist/src/cli/main.js run --host 127.0.0.1 --port "$port" > "$work/server.log" 2>&1 &
+server_pid=$!
+
+python3 - "$base" <<'PY' || { say "the server did not become healthy:"; cat "$work/server.log"; exit 1; }
+import sys, time, urllib.request
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        with urllib.request.urlopen(sys.argv[1] + "/health", timeout=2) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except Exception:
+        time.sleep(0.2)
+sys.exit(1)
+PY
+say "server on $base (data dir $work/data)"
+
+# Checks: every schemathesis check but positive_data_acceptance. The seed contract keeps the
+# size and step bounds in descriptions (width/height are plain integers in the schema), so a
+# schema-valid width of 17 is rightly refused with 422; every other check must pass, among them
+# not_a_server_error, status_code_conformance, content_type_conformance,
+# response_schema_conformance, response_headers_conformance, negative_data_rejection,
+# unsupported_method (405 + Allow) and use_after_free.
+# --workers 1: with Python 3.11's ast module, concurrent workers crash hypothesis while it
+# describes strategies ("AST constructor recursion depth mismatch"), a runner error, not ours.
+st_args=(--checks all --exclude-checks positive_data_acceptance
+  --max-examples "$max_examples" --workers 1 --request-timeout 120
+  --generation-database none --no-color)
+if [[ -n "${KIAPI_FUZZ_SEED:-}" ]]; then st_args+=(--seed "$KIAPI_FUZZ_SEED"); fi
+
+total_cases=0
+total_failed=0
+status=0
+# The families first: their generations leave jobs and files for the root document's links.
+for doc in /v1/image/qwen/openapi.json /v1/image/ideogram4/openapi.json /openapi.json; do
+  out="$work/st-$(echo "$doc" | tr '/.' '__').txt"
+  say "st run $base$doc"
+  set +e
+  (cd "$work" && "$venv/bin/st" run "$base$doc" "${st_args[@]}") > "$out" 2>&1
+  code=$?
+  set -e
+  # Only the conclusion goes to the log unless something failed.
+  if [[ $code -ne 0 ]]; then cat "$out"; else sed -n '/=== SUMMARY ===/,$p' "$out"; fi
+  cases="$(sed -n 's/^ *\([0-9][0-9]*\) generated.*/\1/p' "$out" | tail -n 1)"
+  failed="$(sed -n 's/^ *[0-9][0-9]* generated, \([0-9][0-9]*\) found.*/\1/p' "$out" | tail -n 1)"
+  cases="${cases:-0}"
+  failed="${failed:-0}"
+  if [[ $code -ne 0 && $failed -eq 0 ]]; then failed=1; fi # a runner error counts as one failure
+  total_cases=$((total_cases + cases))
+  total_failed=$((total_failed + failed))
+  if [[ $code -ne 0 ]]; then status=1; fi
+done
+
+if ! kill -0 "$server_pid" 2>/dev/null; then
+  say "the server died during the run:"
+  cat "$work/server.log"
+  status=1
+  total_failed=$((total_failed + 1))
+fi
+# Anything the server logged at error level (an unhandled error, a failed job) is a finding too.
+if grep -q '"level":\(50\|60\)' "$work/server.log"; then
+  say "the server logged errors:"
+  grep '"level":\(50\|60\)' "$work/server.log" | head -n 20
+  status=1
+  total_failed=$((total_failed + 1))
+fi
+if [[ $total_cases -lt $min_cases ]]; then
+  say "only $total_cases cases were generated; at least $min_cases are required (KIAPI_FUZZ_MIN_CASES)"
+  status=1
+fi
+
+say "$total_cases cases over 3 documents in $((SECONDS - started)) s (schemathesis $("$venv/bin/st" --version | awk '{print $NF}'), --max-examples $max_examples)"
+echo "fuzz: $((total_cases - total_failed < 0 ? 0 : total_cases - total_failed)) passed, $total_failed failed"
+exit "$status"
