@@ -181,7 +181,7 @@ def test_fake_png_is_valid_and_seeded(tmp_path) -> None:
 def test_prompt_cache_is_trimmed_oldest_first() -> None:
     model = SimpleNamespace(prompt_cache={f"p{i}|NEG|None": object() for i in range(20)})
     assert trim_prompt_cache(model, limit=16) == 4
-    assert list(model.prompt_cache)[0] == "p4|NEG|None"
+    assert next(iter(model.prompt_cache)) == "p4|NEG|None"
     assert len(model.prompt_cache) == 16
     assert trim_prompt_cache(model, limit=16) == 0
 
