@@ -40,6 +40,8 @@ export class WorkerEngine implements Engine {
   private info: ReadyInfo | null = null;
   private readonly loaded = new Set<string>();
   private readonly resetListeners: (() => void)[] = [];
+  /** Set by close(): the exit that follows is the one we asked for, not a crash. */
+  private closing = false;
 
   constructor(private readonly opts: WorkerEngineOptions) {}
 
@@ -120,6 +122,7 @@ export class WorkerEngine implements Engine {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     const proc = this.proc;
     this.proc = null;
     await proc?.shutdown(5000);
@@ -161,7 +164,8 @@ export class WorkerEngine implements Engine {
         proc.onExitOnce((err) => {
           if (this.proc === proc) this.proc = null;
           this.loaded.clear();
-          this.opts.log.warn({ err: err.message }, 'mflux worker exited; the next job starts a fresh one');
+          if (this.closing) this.opts.log.debug('mflux worker stopped');
+          else this.opts.log.warn({ err: err.message }, 'mflux worker exited; the next job starts a fresh one');
           for (const l of this.resetListeners) l();
         });
         return proc;
