@@ -17,27 +17,15 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 export KIAPI_TEST_CACHE="${KIAPI_TEST_CACHE:-$repo_root/.cache}"
 venv="$KIAPI_TEST_CACHE/fuzz-venv"
 requirements="$repo_root/test/fuzz/requirements.txt"
-stamp="$venv/.requirements.sha256"
 max_examples="${KIAPI_FUZZ_MAX_EXAMPLES:-250}"
 min_cases="${KIAPI_FUZZ_MIN_CASES:-2000}"
 started=$SECONDS
 
 say() { echo "run-fuzz: $*"; }
 
-python3 - <<'PY' || { say "python3 >= 3.10 is required" >&2; exit 1; }
-import sys
-sys.exit(0 if sys.version_info >= (3, 10) else 1)
-PY
-
-# The stamp covers the requirements and the interpreter, so a change to either reinstalls.
-wanted="$( { cat "$requirements"; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
-if [[ ! -x "$venv/bin/st" || ! -f "$stamp" || "$(cat "$stamp")" != "$wanted" ]]; then
-  say "preparing $venv"
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-  echo "$wanted" > "$stamp"
-fi
+# shellcheck source=../../scripts/tools-venv.sh
+source "$repo_root/scripts/tools-venv.sh"
+ensure_tools_venv "$venv" "$requirements" st run-fuzz
 
 cd "$repo_root"
 if [[ ! -f dist/src/cli/main.js ]]; then
