@@ -202,6 +202,21 @@ void describe('KIAPI_MAX_INPUTS', () => {
     await expectRefused(QG, generateBody({ loras: [lora, lora, lora] }), 422, /^loras has 3 entries; at most 2 inputs per request are allowed \(KIAPI_MAX_INPUTS\)$/);
   });
 
+  void it('images and LoRAs count together → 422 naming both; generate counts init_image with the LoRAs', async () => {
+    await expectRefused(
+      QE,
+      { prompt: 'combine', images: [ref(), ref()], loras: [lora], width: 64, height: 64, steps: 1 },
+      422,
+      /^images and loras have 3 entries; at most 2 inputs per request are allowed \(KIAPI_MAX_INPUTS\)$/,
+    );
+    await expectRefused(
+      QG,
+      generateBody({ init_image: ref(), loras: [lora, lora] }),
+      422,
+      /^init_image and loras have 3 entries; at most 2 inputs per request are allowed \(KIAPI_MAX_INPUTS\)$/,
+    );
+  });
+
   void it('exactly the limit is accepted', async () => {
     const res = await sendJson<{ status: string }>('POST', `${s.url}${QE}`, { prompt: 'combine', images: [ref(), ref()], width: 64, height: 64, steps: 1 }, { accept: 'application/json' });
     assert.equal(res.status, 200, res.bytes.toString());

@@ -86,6 +86,7 @@ async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: Ca
   if (strength !== null && strength !== undefined && (strength < 0 || strength > 1)) {
     throw new RuleError('image_strength must be in 0..1');
   }
+  checkInputCount('init_image and loras', (body.init_image ? 1 : 0) + (body.loras ?? []).length, services.config.maxInputsPerRequest);
   checkPromptLength(body.prompt, services.config.maxPromptChars);
   services.runtime.assertReady(spec);
 
@@ -128,6 +129,7 @@ async function prepareEdit(s: QwenSettings, body: EditBody, services: Capability
   const c = checkCommon(s, body, spec, { steps: s.editSteps, guidance: s.editGuidance }, services.config.maxInputsPerRequest);
   if (body.images.length === 0) throw new RuleError('edit requires at least one image');
   checkInputCount('images', body.images.length, services.config.maxInputsPerRequest);
+  checkInputCount('images and loras', body.images.length + (body.loras ?? []).length, services.config.maxInputsPerRequest);
   checkPromptLength(body.prompt, services.config.maxPromptChars);
   services.runtime.assertReady(spec);
 

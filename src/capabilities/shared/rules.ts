@@ -24,6 +24,8 @@ export function checkPromptLength(prompt: string, max: number): void {
   }
 }
 
+/** KIAPI_MAX_INPUTS bounds each list and all inputs of a request together (each becomes a file). */
 export function checkInputCount(field: string, count: number, max: number): void {
-  if (count > max) throw new RuleError(`${field} has ${count} entries; at most ${max} inputs per request are allowed (KIAPI_MAX_INPUTS)`);
+  const verb = field.includes(' and ') ? 'have' : 'has';
+  if (count > max) throw new RuleError(`${field} ${verb} ${count} entries; at most ${max} inputs per request are allowed (KIAPI_MAX_INPUTS)`);
 }
