@@ -35,6 +35,10 @@ const MIGRATIONS: string[] = [
    );
    CREATE INDEX jobs_created ON jobs(created_at);
    CREATE INDEX jobs_status ON jobs(status);`,
+  // The job that produced an artifact: lets start-up recover a job whose image was saved just
+  // before a crash, instead of failing it and leaving its file unexplained.
+  `ALTER TABLE files ADD COLUMN job_id TEXT;
+   CREATE INDEX files_job ON files(job_id);`,
 ];
 
 export function openDb(dataDir: string): Db {

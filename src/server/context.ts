@@ -56,8 +56,13 @@ export async function createContext(config: Config, log: Logger, opts: ContextOp
   const files = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
   const jobs = new JobStore(db);
 
-  const interrupted = jobs.failInterrupted();
-  if (interrupted > 0) log.warn({ jobs: interrupted }, 'marked jobs left unfinished by the previous run as failed');
+  const interrupted = jobs.failInterrupted((job) => {
+    // The image was stored; only the success record was lost: the file's meta is the result.
+    const file = files.artifactOf(job.id);
+    return file ? { result: { file_id: file.file_id, image_bytes: file.size, ...file.meta }, artifacts: [file.file_id] } : null;
+  });
+  if (interrupted.failed > 0) log.warn({ jobs: interrupted.failed }, 'marked jobs left unfinished by the previous run as failed');
+  if (interrupted.recovered > 0) log.warn({ jobs: interrupted.recovered }, 'completed jobs whose image was saved just before the previous run stopped');
   const { orphanBlobs } = await files.reconcile();
   if (orphanBlobs > 0) log.warn({ blobs: orphanBlobs }, 'removed file blobs that were never recorded (interrupted writes)');
   const pruned = jobs.prune(config.jobRetentionS);

@@ -72,7 +72,7 @@ void describe('JobStore', () => {
     db.close();
     db = openDb(dir);
     store = new JobStore(db);
-    assert.equal(store.failInterrupted(), 2);
+    assert.deepEqual(store.failInterrupted(), { failed: 2, recovered: 0 });
     const q = store.get(queued.id);
     const r = store.get(running.id);
     assert.equal(q.status, 'failed');
@@ -81,7 +81,32 @@ void describe('JobStore', () => {
     assert.match(r.error ?? '', /stopped while this job was running/);
     assert.ok(q.finished_at !== null && r.finished_at !== null);
     assert.equal(store.get(done.id).status, 'succeeded');
-    assert.equal(store.failInterrupted(), 0);
+    assert.deepEqual(store.failInterrupted(), { failed: 0, recovered: 0 });
+  });
+
+  void it('failInterrupted completes a running job whose output was stored before the crash', () => {
+    const running = store.create('t', {});
+    running.status = 'running';
+    store.save(running);
+    const queued = store.create('t', {});
+    db.close();
+    db = openDb(dir);
+    store = new JobStore(db);
+    const result = { file_id: 'file_0123456789abcdef0123456789abcdef', image_bytes: 3 };
+    // A queued job never ran, so it is never recovered even if the callback had something.
+    const seen: string[] = [];
+    const counts = store.failInterrupted((job) => {
+      seen.push(job.id);
+      return { result, artifacts: [result.file_id] };
+    });
+    assert.deepEqual(counts, { failed: 1, recovered: 1 });
+    assert.deepEqual(seen, [running.id]);
+    const r = store.get(running.id);
+    assert.equal(r.status, 'succeeded');
+    assert.deepEqual(r.result, result);
+    assert.deepEqual(r.artifacts, [result.file_id]);
+    assert.equal(r.progress_label, 'done');
+    assert.equal(store.get(queued.id).status, 'failed');
   });
 
   void it('prune removes finished jobs older than the retention, never unfinished ones', () => {

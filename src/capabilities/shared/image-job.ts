@@ -86,6 +86,7 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
       contentType: `image/${job.format}`,
       meta: result,
       purpose: 'the image',
+      jobId: ctx.job.id,
     });
     return {
       result: { file_id: record.file_id, image_bytes: info.size, ...result },

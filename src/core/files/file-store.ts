@@ -46,6 +46,8 @@ export interface NewFileInfo {
   meta?: Record<string, unknown>;
   /** What is being saved, for a disk-full message ("the image", "init_image"). */
   purpose?: string;
+  /** The job whose artifact this is (kept internal; see `artifactOf`). */
+  jobId?: string;
 }
 
 /** Staging names beside the blobs (cross-filesystem copies): never a file id, removed at start. */
@@ -56,6 +58,7 @@ export class FileStore {
   private readonly selectOne;
   private readonly selectAll;
   private readonly deleteOne;
+  private readonly selectByJob;
 
   constructor(
     private readonly db: Db,
@@ -66,8 +69,9 @@ export class FileStore {
     fs.mkdirSync(root, { recursive: true });
     fs.mkdirSync(tmpDir, { recursive: true });
     this.insert = db.prepare(
-      'INSERT INTO files (id, filename, content_type, size, created_at, meta) VALUES (@id, @filename, @content_type, @size, @created_at, @meta)',
+      'INSERT INTO files (id, filename, content_type, size, created_at, meta, job_id) VALUES (@id, @filename, @content_type, @size, @created_at, @meta, @job_id)',
     );
+    this.selectByJob = db.prepare<[string], FileRow>('SELECT * FROM files WHERE job_id = ? ORDER BY rowid LIMIT 1');
     this.selectOne = db.prepare<[string], FileRow>('SELECT * FROM files WHERE id = ?');
     this.selectAll = db.prepare<[], FileRow>('SELECT * FROM files ORDER BY created_at DESC, rowid DESC');
     this.deleteOne = db.prepare('DELETE FROM files WHERE id = ?');
@@ -140,7 +144,7 @@ export class FileStore {
     const blob = this.blobPath(record.file_id);
     await this.moveInto(tmpPath, blob, record.file_id);
     try {
-      this.insert.run({ ...record, id: record.file_id, meta: JSON.stringify(record.meta) });
+      this.insert.run({ ...record, id: record.file_id, meta: JSON.stringify(record.meta), job_id: info.jobId ?? null });
     } catch (err) {
       await fsp.rm(blob, { force: true });
       throw err;
@@ -180,6 +184,12 @@ export class FileStore {
     const row = this.selectOne.get(fileId);
     if (!row) throw new InputError(`unknown ${kind} file_id '${fileId}'`);
     return fromRow(row);
+  }
+
+  /** The artifact a job saved, if any. */
+  artifactOf(jobId: string): FileRecord | undefined {
+    const row = this.selectByJob.get(jobId);
+    return row ? fromRow(row) : undefined;
   }
 
   list(): FileRecord[] {

@@ -44,6 +44,12 @@ interface JobRow {
 
 const PROGRESS_WRITE_MS = 250;
 
+/** What a finished job recorded (the queue's JobOutput, restated here to keep the store a leaf). */
+export interface JobOutputLike {
+  result: Record<string, unknown>;
+  artifacts: string[];
+}
+
 export class JobStore {
   private readonly stmts;
   /** Live copies of unfinished jobs: the source of truth for progress between writes. */
@@ -133,20 +139,37 @@ export class JobStore {
 
   /**
    * Jobs the previous process left queued or running can never finish: mark them failed with
-   * an error that says why, so nothing disappears silently. Returns how many were marked.
+   * an error that says why, so nothing disappears silently. A running job whose output was
+   * already stored (the process died between saving it and recording success) is completed
+   * from it instead: `recover` returns that result. Returns how many were failed and recovered.
    */
-  failInterrupted(now = Date.now() / 1000): number {
-    const rows = this.stmts.unfinished.all();
-    for (const row of rows) {
+  failInterrupted(
+    recover: (job: JobRecord) => JobOutputLike | null = () => null,
+    now = Date.now() / 1000,
+  ): { failed: number; recovered: number } {
+    let failed = 0;
+    let recovered = 0;
+    for (const row of this.stmts.unfinished.all()) {
       const job = fromRow(row);
-      job.error =
-        `the kiapi server stopped while this job was ${job.status} (crash or shutdown); ` +
-        'its work was lost — submit the request again';
-      job.status = 'failed';
+      const output = job.status === 'running' ? recover(job) : null;
+      if (output) {
+        job.status = 'succeeded';
+        job.result = output.result;
+        job.artifacts = output.artifacts;
+        job.progress = 1;
+        job.progress_label = 'done';
+        recovered++;
+      } else {
+        job.error =
+          `the kiapi server stopped while this job was ${job.status} (crash or shutdown); ` +
+          'its work was lost — submit the request again';
+        job.status = 'failed';
+        failed++;
+      }
       job.finished_at = now;
       this.stmts.update.run(toRow(job));
     }
-    return rows.length;
+    return { failed, recovered };
   }
 
   /** Removes finished jobs older than `retentionS`; returns how many. */
