@@ -7,6 +7,7 @@ import type { ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
+import type { JobRecord } from '../../src/core/jobs/job-store.js';
 
 export interface JsonResponse<T = unknown> {
   status: number;
@@ -98,20 +99,8 @@ export interface FileRecordJson {
   meta: Record<string, unknown>;
 }
 
-export interface JobJson {
-  type: string;
-  params: Record<string, unknown>;
-  id: string;
-  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
-  result: Record<string, unknown> | null;
-  artifacts: string[];
-  error: string | null;
-  created_at: number;
-  started_at: number | null;
-  finished_at: number | null;
-  progress: number | null;
-  progress_label: string;
-}
+/** A job as the API returns it: the store's record, serialized as is. */
+export type JobJson = JobRecord;
 
 export interface ListJson<T> {
   object: 'list';
