@@ -13,7 +13,7 @@ import { PRESET_STEPS } from '../capabilities/ideogram4/settings.js';
 import { SetupError } from '../core/errors.js';
 import type { ModelSpec } from '../core/models/model-spec.js';
 import { weightsStatus } from '../core/models/weights.js';
-import type { ImageTask, TaskModel } from '../engines/engine.js';
+import { modelBuild, type ImageTask, type TaskModel } from '../engines/engine.js';
 import { WorkerEngine } from '../engines/worker/worker-engine.js';
 import { enginePython, WORKER_DIR } from './engine-location.js';
 import { loadSettings } from './environment.js';
@@ -89,7 +89,9 @@ export async function checkCommand(args: string[]): Promise<number> {
         failed++;
         continue;
       }
-      const task = checkTask(spec, input);
+      // The engine loads exactly the snapshot readiness judged (the pinned revision), not whatever
+      // the Hub cache holds under the repo's name.
+      const task = checkTask({ ...spec, repo: status.path ?? spec.repo }, input);
       if (!task) {
         console.log(`  [failed] ${label}: check is not implemented`);
         failed++;
@@ -100,13 +102,15 @@ export async function checkCommand(args: string[]): Promise<number> {
       }
       const output = path.join(out, `${spec.family}-${spec.name}.png`);
       try {
+        const build = modelBuild(task.model, []);
         const t0 = performance.now();
-        await engine.load(task.model, []);
+        const loaded = await engine.load(build);
         const t1 = performance.now();
-        await engine.run(task, { outputPath: output, onProgress: () => {}, signal: new AbortController().signal });
+        await engine.run(task, { buildKey: build.key, outputPath: output, onProgress: () => {}, signal: new AbortController().signal });
         const t2 = performance.now();
-        console.log(`  [ok] ${label}  load ${((t1 - t0) / 1000).toFixed(1)} s, generation ${((t2 - t1) / 1000).toFixed(1)} s → ${output}`);
-        await engine.unload(task.model, []); // one model in memory at a time
+        const size = loaded.weightGb === null ? '' : `, ${loaded.weightGb.toFixed(3)} GiB`;
+        console.log(`  [ok] ${label}  load ${((t1 - t0) / 1000).toFixed(1)} s${size}, generation ${((t2 - t1) / 1000).toFixed(1)} s → ${output}`);
+        await engine.unload(build.key); // one model in memory at a time
       } catch (err) {
         console.log(`  [failed] ${label}: ${(err as Error).message}`);
         failed++;

@@ -39,6 +39,16 @@ const MIGRATIONS: string[] = [
   // before a crash, instead of failing it and leaving its file unexplained.
   `ALTER TABLE files ADD COLUMN job_id TEXT;
    CREATE INDEX files_job ON files(job_id);`,
+  // The SHA-256 of the blob, taken while it is written: a LoRA is identified by its content (the
+  // same adapter uploaded twice shares one resident build) without reading it again per job.
+  // NULL for files stored before this column existed; filled in on first use.
+  `ALTER TABLE files ADD COLUMN sha256 TEXT;`,
+  // Memory each model build measured when it was loaded (see core/models/build-sizes.ts).
+  `CREATE TABLE build_sizes (
+     key TEXT PRIMARY KEY,
+     weight_gb REAL NOT NULL,
+     measured_at REAL NOT NULL
+   );`,
 ];
 
 export function openDb(dataDir: string): Db {

@@ -15,8 +15,11 @@ export interface LocalInput {
 
 export interface LoraInput extends LocalInput {
   scale: number;
-  /** Content digest of the adapter, so the same LoRA from another upload reuses a resident build. */
-  digest?: string;
+  /**
+   * SHA-256 of the adapter file, taken when the file was stored: the same LoRA uploaded twice (or
+   * fetched from a URL each time) is one build.
+   */
+  digest: string;
 }
 
 /** The model a task runs on, as core/models resolved it. */
@@ -61,6 +64,8 @@ export interface EngineProgress {
 }
 
 export interface RunOptions {
+  /** The resident build to run on (`ModelBuild.key`); engines that hold no weights ignore it. */
+  buildKey: string;
   /** Where to write the lossless PNG. The directory exists. */
   outputPath: string;
   onProgress: (p: EngineProgress) => void;
@@ -85,32 +90,50 @@ export interface EngineInfo {
   detail: string;
 }
 
-/** What a load did: whether weights were really loaded now, and the memory it measured. */
+/** What a load did and what it measured. */
 export interface LoadResult {
-  loaded: boolean;
-  /** GiB the load added, when the engine can measure it. */
+  /** GiB the build occupies, measured by the engine once its weights were materialised; null when it cannot tell. */
   weightGb: number | null;
+  /** Seconds the load took inside the engine. */
+  seconds: number;
 }
 
 /**
- * The identity of a model build: variant, quantization and LoRA set. Builds with different keys
- * are different model instances (LoRAs and quantization are fixed at construction in mflux).
+ * One model instance: variant, quantization and LoRA set (LoRAs and quantization are fixed at
+ * construction in mflux, so each combination is its own build).
  */
+export interface ModelBuild {
+  /** The build's identity, from `buildKey`; computed once per job. */
+  key: string;
+  model: TaskModel;
+  loras: LoraInput[];
+}
+
+/** The one definition of a build's identity. LoRAs count by content digest and scale. */
 export function buildKey(model: TaskModel, loras: LoraInput[]): string {
   const q = model.quantize === null ? 'full' : `q${model.quantize}`;
-  const l = loras.map((x) => `${x.digest ?? x.fileId}*${x.scale}`).join(',');
+  const l = loras.map((x) => `${x.digest.slice(0, 16)}*${x.scale}`).join(',');
   return `${model.family}/${model.name}@${q}${l ? `+lora[${l}]` : ''}`;
 }
 
+export function modelBuild(model: TaskModel, loras: LoraInput[]): ModelBuild {
+  return { key: buildKey(model, loras), model, loras };
+}
+
+/**
+ * What runs images. Which builds are resident is decided and recorded by core/models/residency
+ * alone: it asks the engine to `load` and `unload`, and the engine reports a lost process through
+ * `onReset`. The engine keeps no list of its own and never loads behind the residency's back.
+ */
 export interface Engine {
   describe(): EngineInfo;
   /** True when models occupy memory the budget must account for (the preview engine has none). */
   readonly holdsWeights: boolean;
-  /** Make the build (`task.model` + `task.loras`) resident; a no-op when it already is. */
-  load(model: TaskModel, loras: LoraInput[]): Promise<LoadResult>;
+  /** Make `build` resident (the residency calls this only for a build it does not hold). */
+  load(build: ModelBuild): Promise<LoadResult>;
   /** Drop a resident build and free its memory. */
-  unload(model: TaskModel, loras: LoraInput[]): Promise<void>;
-  /** Runs on the resident build of `task.model` + `task.loras` (loading it first if needed). */
+  unload(key: string): Promise<void>;
+  /** Runs on the resident build `opts.buildKey`; a build that is not loaded is an EngineError. */
   run(task: ImageTask, opts: RunOptions): Promise<EngineOutput>;
   /** Called when the engine lost every resident build (e.g. its process died). */
   onReset(listener: () => void): void;

@@ -58,9 +58,22 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   // Fastify parses text/plain bodies into a string by default, which then failed schema
   // validation (422) while every other non-JSON type got 415; no route takes text.
   app.removeContentTypeParser('text/plain');
+  // An empty body is no body, whatever its Content-Type: clients send `Content-Type:
+  // application/json` with nothing after it on cancel and DELETE, which take no body. Routes
+  // that need one still answer 422 "the request body is empty" from their schema.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  const emptyOrJson: typeof parseJson = (req, body, done) => {
+    if (body === '') {
+      done(null, undefined);
+      return;
+    }
+    parseJson(req, body, done);
+  };
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, emptyOrJson);
   // The original parses JSON when Content-Type is absent; so do we.
   app.addContentTypeParser('*', { parseAs: 'string' }, (req, body, done) => {
-    if (req.headers['content-type']) {
+    if (req.headers['content-type'] && body !== '') {
       done(Object.assign(new Error('unsupported content type'), { code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', statusCode: 415 }));
       return;
     }
@@ -70,7 +83,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
       done(Object.assign(err as Error, { statusCode: 422 }));
     }
   });
-  app.addContentTypeParser(/^application\/[a-z0-9.+-]*\+json/i, { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
+  app.addContentTypeParser(/^application\/[a-z0-9.+-]*\+json/i, { parseAs: 'string' }, emptyOrJson);
 
   await app.register(multipart, {
     limits: { fileSize: ctx.config.maxUploadBytes, files: 4, parts: 20, fields: 16 },

@@ -14,6 +14,7 @@ import { JobQueue } from '../core/jobs/job-queue.js';
 import { JobStore } from '../core/jobs/job-store.js';
 import { ModelRegistry, type ModelSpec } from '../core/models/model-spec.js';
 import { weightsStatus } from '../core/models/weights.js';
+import { DbBuildSizes } from '../core/models/build-sizes.js';
 import { ModelRuntime } from '../core/models/model-runtime.js';
 import { PACKAGE_ROOT, VERSION } from '../core/package-info.js';
 import type { Engine } from '../engines/engine.js';
@@ -82,10 +83,8 @@ export async function createContext(config: Config, log: Logger, opts: ContextOp
     defaultTtlS: config.defaultTtlS,
     ttlSweepIntervalS: config.ttlSweepIntervalS,
     log: log.child({ component: 'models' }),
-    readiness: (spec) => {
-      const status = weightsStatus(spec.repo, env);
-      return status.ready ? null : status.detail;
-    },
+    locate: (spec) => weightsStatus(spec.repo, env),
+    sizes: new DbBuildSizes(db),
   });
   const queue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue);
   const inputs = new InputResolver(files, config);

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { CanceledError } from '../../src/core/errors.js';
-import type { Engine, EngineProgress, ImageTask } from '../../src/engines/engine.js';
+import { modelBuild, type Engine, type EngineProgress, type ImageTask, type RunOptions } from '../../src/engines/engine.js';
 import { tempDir } from './server.js';
 
 export interface ConformanceOptions {
@@ -57,9 +57,16 @@ export function engineConformance(opts: ConformanceOptions): void {
       fs.rmSync(dir, { recursive: true, force: true });
     });
 
+    /** What the residency does before a run: make the task's build resident (engines holding weights). */
+    const prepared = async (e: Engine, task: ImageTask, opts: Omit<RunOptions, 'buildKey'>) => {
+      const build = modelBuild(task.model, task.loras);
+      if (e.holdsWeights) await e.load(build);
+      return e.run(task, { ...opts, buildKey: build.key });
+    };
+
     const run = async (e: Engine, task: ImageTask, out: string, signal = new AbortController().signal) => {
       const events: EngineProgress[] = [];
-      const result = await e.run(task, { outputPath: path.join(dir, out), onProgress: (p) => events.push(p), signal });
+      const result = await prepared(e, task, { outputPath: path.join(dir, out), onProgress: (p) => events.push(p), signal });
       return { result, events, bytes: fs.readFileSync(path.join(dir, out)) };
     };
 
@@ -121,7 +128,7 @@ export function engineConformance(opts: ConformanceOptions): void {
     void it('stops at a step boundary when the signal fires, with CanceledError', async () => {
       const controller = new AbortController();
       const events: EngineProgress[] = [];
-      const promise = slowEngine.run(baseTask({ steps: 50 }), {
+      const promise = prepared(slowEngine, baseTask({ steps: 50 }), {
         outputPath: path.join(dir, 'cancel.png'),
         signal: controller.signal,
         onProgress: (p) => {
@@ -138,13 +145,19 @@ export function engineConformance(opts: ConformanceOptions): void {
       assert.equal(result.width, 64);
     });
 
-    void it('loads and unloads builds idempotently', async () => {
-      const model = baseTask().model;
-      await engine.load(model, []);
-      const again = await engine.load(model, []);
-      assert.equal(again.loaded, false);
-      await engine.unload(model, []);
-      await engine.unload(model, []);
+    void it('loads and unloads builds; a run on a build that is not loaded fails and loads nothing', async () => {
+      const task = baseTask();
+      const build = modelBuild(task.model, []);
+      const loaded = await engine.load(build);
+      assert.ok(loaded.seconds >= 0);
+      await engine.unload(build.key);
+      await engine.unload(build.key);
+      if (engine.holdsWeights) {
+        await assert.rejects(
+          engine.run(task, { buildKey: build.key, outputPath: path.join(dir, 'unloaded.png'), onProgress: () => {}, signal: new AbortController().signal }),
+          /not loaded/,
+        );
+      }
     });
   });
 }

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { CanceledError } from '../../src/core/errors.js';
-import type { EngineProgress, ImageTask } from '../../src/engines/engine.js';
+import { modelBuild, type EngineProgress, type ImageTask } from '../../src/engines/engine.js';
 import { PreviewEngine } from '../../src/engines/preview/preview-engine.js';
 
 let dir: string;
@@ -34,7 +34,7 @@ interface Run {
 async function run(t: ImageTask, engine = new PreviewEngine({ stepMs: 0 })): Promise<Run> {
   const file = path.join(dir, `out-${counter++}.png`);
   const progress: EngineProgress[] = [];
-  await engine.run(t, { outputPath: file, onProgress: (p) => progress.push(p), signal: new AbortController().signal });
+  await engine.run(t, { buildKey: '', outputPath: file, onProgress: (p) => progress.push(p), signal: new AbortController().signal });
   return { file, bytes: fs.readFileSync(file), progress };
 }
 
@@ -80,8 +80,9 @@ void describe('PreviewEngine', () => {
     const engine = new PreviewEngine({ stepMs: 0 });
     assert.deepEqual(engine.describe(), { name: 'preview', detail: 'built-in preview engine (no model weights; draws the request)' });
     const t = task();
-    await engine.load(t.model, []);
-    await engine.unload(t.model, []);
+    const build = modelBuild(t.model, []);
+    assert.deepEqual(await engine.load(build), { weightGb: null, seconds: 0 });
+    await engine.unload(build.key);
     await engine.close();
   });
 
@@ -103,6 +104,7 @@ void describe('PreviewEngine', () => {
     for (const [width, height] of [[16, 16], [64, 64], [320, 176], [48, 1024]] as const) {
       const file = path.join(dir, `size-${width}x${height}.png`);
       const out = await new PreviewEngine({ stepMs: 0 }).run(task({ width, height, seed: 99 }), {
+        buildKey: '',
         outputPath: file,
         onProgress: () => {},
         signal: new AbortController().signal,
@@ -138,7 +140,7 @@ void describe('PreviewEngine', () => {
     const progress: EngineProgress[] = [];
     const file = path.join(dir, 'aborted-before.png');
     await assert.rejects(
-      new PreviewEngine({ stepMs: 0 }).run(task(), { outputPath: file, onProgress: (p) => progress.push(p), signal: controller.signal }),
+      new PreviewEngine({ stepMs: 0 }).run(task(), { buildKey: '', outputPath: file, onProgress: (p) => progress.push(p), signal: controller.signal }),
       (err) => err instanceof CanceledError && /0\/3/.test(err.message),
     );
     assert.equal(progress.length, 0);
@@ -154,7 +156,7 @@ void describe('PreviewEngine', () => {
       if (p.step === 2) controller.abort();
     };
     await assert.rejects(
-      new PreviewEngine({ stepMs: 0 }).run(task({ steps: 6 }), { outputPath: file, onProgress, signal: controller.signal }),
+      new PreviewEngine({ stepMs: 0 }).run(task({ steps: 6 }), { buildKey: '', outputPath: file, onProgress, signal: controller.signal }),
       (err) => err instanceof CanceledError && /2\/6/.test(err.message),
     );
     assert.deepEqual(
@@ -170,7 +172,7 @@ void describe('PreviewEngine', () => {
     // Each step sleeps an hour: the test only finishes if the abort interrupts the sleep.
     const engine = new PreviewEngine({ stepMs: 3_600_000 });
     const outputPath = path.join(dir, 'aborted-sleep.png');
-    const running = engine.run(task({ steps: 2 }), { outputPath, onProgress: (p) => progress.push(p), signal: controller.signal });
+    const running = engine.run(task({ steps: 2 }), { buildKey: '', outputPath, onProgress: (p) => progress.push(p), signal: controller.signal });
     setTimeout(() => controller.abort(), 50);
     await assert.rejects(running, (err) => err instanceof CanceledError && /0\/2/.test(err.message));
     assert.equal(progress.length, 0);

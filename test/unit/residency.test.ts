@@ -5,26 +5,24 @@ import pino from 'pino';
 import { UnavailableError } from '../../src/core/errors.js';
 import type { ModelSpec } from '../../src/core/models/model-spec.js';
 import { Residency } from '../../src/core/models/residency.js';
-import { buildKey, type Engine, type LoraInput, type TaskModel } from '../../src/engines/engine.js';
+import { MemoryBuildSizes, type BuildSizes } from '../../src/core/models/build-sizes.js';
+import { modelBuild, type Engine, type LoraInput, type ModelBuild, type TaskModel } from '../../src/engines/engine.js';
 
 class RecordingEngine implements Engine {
   readonly holdsWeights = true;
   readonly events: string[] = [];
-  private readonly loaded = new Set<string>();
+  /** GiB the next loads report as measured, by model name (unset: cannot measure). */
+  readonly measured = new Map<string, number>();
   private readonly resets: (() => void)[] = [];
   describe() {
     return { name: 'recording', detail: '' };
   }
-  async load(model: TaskModel, loras: LoraInput[]) {
-    const key = buildKey(model, loras);
-    if (this.loaded.has(key)) return { loaded: false, weightGb: null };
-    this.loaded.add(key);
-    this.events.push(`load ${model.name}`);
-    return { loaded: true, weightGb: null };
+  async load(build: ModelBuild) {
+    this.events.push(`load ${build.model.name}`);
+    return { weightGb: this.measured.get(build.model.name) ?? null, seconds: 0.1 };
   }
-  async unload(model: TaskModel, loras: LoraInput[]) {
-    this.loaded.delete(buildKey(model, loras));
-    this.events.push(`unload ${model.name}`);
+  async unload(key: string) {
+    this.events.push(`unload ${key.split('/')[1]!.split('@')[0]!}`);
   }
   run(): never {
     throw new Error('not used');
@@ -33,7 +31,6 @@ class RecordingEngine implements Engine {
     this.resets.push(l);
   }
   crash() {
-    this.loaded.clear();
     for (const l of this.resets) l();
   }
   async close() {}
@@ -45,15 +42,15 @@ function spec(name: string, weightGb: number, priority = 0, headroom = 2): Model
 
 const model = (s: ModelSpec, quantize: number | null = null): TaskModel => ({ family: s.family, name: s.name, repo: s.repo, quantize });
 
-function setup(budgetGb: number, ttl = 0) {
+function setup(budgetGb: number, ttl = 0, sizes: BuildSizes = new MemoryBuildSizes()) {
   let now = 1000;
   const engine = new RecordingEngine();
-  const residency = new Residency(engine, { budgetGb, defaultTtlS: ttl, log: pino({ level: 'silent' }), now: () => now });
+  const residency = new Residency(engine, { budgetGb, defaultTtlS: ttl, log: pino({ level: 'silent' }), now: () => now, sizes });
   return { engine, residency, tick: (s: number) => (now += s) };
 }
 
 async function use(r: Residency, s: ModelSpec, q: number | null = null, loras: LoraInput[] = []) {
-  const lease = await r.acquire(s, model(s, q), loras);
+  const lease = await r.acquire(s, modelBuild(model(s, q), loras));
   r.release(lease);
 }
 
@@ -101,7 +98,7 @@ void describe('Residency', () => {
   void it('refuses a build that can never fit without evicting anything', async () => {
     const { engine, residency } = setup(30);
     await use(residency, spec('a', 10));
-    await assert.rejects(residency.acquire(spec('huge', 29), model(spec('huge', 29)), []), (e: unknown) => e instanceof UnavailableError && /nothing was evicted/.test(e.message));
+    await assert.rejects(residency.acquire(spec('huge', 29), modelBuild(model(spec('huge', 29)), [])), (e: unknown) => e instanceof UnavailableError && /nothing was evicted/.test(e.message));
     assert.deepEqual(engine.events, ['load a']);
   });
 
@@ -109,7 +106,7 @@ void describe('Residency', () => {
     const { engine, residency, tick } = setup(100, 60);
     const a = spec('a', 10);
     const b = spec('b', 10);
-    const lease = await residency.acquire(a, model(a), []);
+    const lease = await residency.acquire(a, modelBuild(model(a), []));
     tick(120); // a long job: still in use, never expires under it
     await residency.sweep();
     assert.deepEqual(engine.events, ['load a']);
@@ -131,5 +128,55 @@ void describe('Residency', () => {
     await use(residency, a);
     assert.deepEqual(engine.events, ['load a', 'load a']);
     assert.equal(residency.stats().loaded[0]!.loads, 2);
+  });
+
+  void it('asks the engine to load only builds it does not hold', async () => {
+    const { engine, residency } = setup(100);
+    const a = spec('a', 10);
+    for (let i = 0; i < 5; i++) await use(residency, a);
+    assert.deepEqual(engine.events, ['load a']);
+    assert.ok(residency.isResident(modelBuild(model(a), []).key));
+  });
+
+  void it('counts a build by its measured size, remembered across evictions and restarts', async () => {
+    const sizes = new MemoryBuildSizes();
+    const first = setup(100, 0, sizes);
+    const a = spec('a', 40);
+    first.engine.measured.set('a', 0.02);
+    await use(first.residency, a);
+    const stats = first.residency.stats().loaded[0]!;
+    assert.equal(stats.weight_gb, 0.02);
+    assert.equal(stats.measured, true);
+    // A restart with a budget the estimate (40 + 2) could never fit: the measured size (0.02 + 2) does.
+    const second = setup(2.5, 0, sizes);
+    await use(second.residency, a);
+    assert.deepEqual(second.engine.events, ['load a']);
+    assert.equal(second.residency.stats().resident_gb, 0.02);
+  });
+
+  void it('evicts by measured sizes under a small budget', async () => {
+    const { engine, residency, tick } = setup(2.035, 0);
+    const a = spec('a', 0.01, 0, 2);
+    const b = spec('b', 0.01, 0, 2);
+    engine.measured.set('a', 0.03);
+    engine.measured.set('b', 0.03);
+    await use(residency, a);
+    tick(1);
+    // b's estimate (0.01 + 2 headroom) plus a's measured 0.03 is over 2.035: a goes.
+    await use(residency, b);
+    assert.deepEqual(engine.events, ['load a', 'unload a', 'load b']);
+  });
+
+  void it('makes room again when a load measured more than its estimate', async () => {
+    const { engine, residency, tick } = setup(10, 0);
+    const a = spec('a', 1, 0, 1);
+    const b = spec('b', 1, 0, 1);
+    engine.measured.set('a', 1);
+    engine.measured.set('b', 9);
+    await use(residency, a);
+    tick(1);
+    await use(residency, b); // estimated 1 + 1 fits beside a; measured 9 does not
+    assert.deepEqual(engine.events, ['load a', 'load b', 'unload a']);
+    assert.deepEqual(residency.stats().loaded.map((m) => m.name), ['b']);
   });
 });

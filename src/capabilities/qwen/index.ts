@@ -6,7 +6,7 @@
 import { defineOperation, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';
 import { InputError, RuleError } from '../../core/errors.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
-import type { ImageTask } from '../../engines/engine.js';
+import type { ImageTask, LoraInput } from '../../engines/engine.js';
 import { resolveInputs, runImageJob, type InputRequest } from '../shared/image-job.js';
 import { resolveSeed, snapshot } from '../shared/params.js';
 import { checkCap, checkInputCount, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../shared/rules.js';
@@ -71,11 +71,20 @@ function checkCommon(
 }
 
 function loraRequests(body: GenerateBody | EditBody): InputRequest[] {
-  return (body.loras ?? []).map((l, i) => ({ kind: `loras[${i}]`, ref: l.file, image: false }));
+  return (body.loras ?? []).map((l, i) => ({ kind: `loras[${i}]`, ref: l.file, expect: 'lora' }));
 }
 
-function resolvedLoras(body: GenerateBody | EditBody, paths: { fileId: string; path: string }[]) {
-  return (body.loras ?? []).map((l, i) => ({ ...paths[i]!, scale: l.scale ?? 1.0 }));
+async function resolvedLoras(
+  services: CapabilityServices,
+  body: GenerateBody | EditBody,
+  paths: { fileId: string; path: string }[],
+): Promise<LoraInput[]> {
+  return Promise.all(
+    (body.loras ?? []).map(async (l, i) => {
+      const { fileId, path } = paths[i]!;
+      return { fileId, path, scale: l.scale ?? 1.0, digest: await services.files.sha256(fileId) };
+    }),
+  );
 }
 
 async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: CapabilityServices, signal: AbortSignal): Promise<PreparedJob> {
@@ -91,11 +100,11 @@ async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: Ca
   services.runtime.assertReady(spec);
 
   const requests: InputRequest[] = [];
-  if (body.init_image) requests.push({ kind: 'init_image', ref: body.init_image, image: true });
+  if (body.init_image) requests.push({ kind: 'init_image', ref: body.init_image, expect: 'image' });
   requests.push(...loraRequests(body));
   const resolved = await resolveInputs(services, requests, signal);
   const init = body.init_image ? resolved.inputs[0] : undefined;
-  const loras = resolvedLoras(body, resolved.inputs.slice(init ? 1 : 0));
+  const loras = await resolvedLoras(services, body, resolved.inputs.slice(init ? 1 : 0));
 
   const seed = resolveSeed(body.seed);
   const imageStrength = init ? (strength ?? s.defaultImageStrength) : null;
@@ -133,11 +142,11 @@ async function prepareEdit(s: QwenSettings, body: EditBody, services: Capability
   checkPromptLength(body.prompt, services.config.maxPromptChars);
   services.runtime.assertReady(spec);
 
-  const requests: InputRequest[] = body.images.map((ref, i) => ({ kind: `images[${i}]`, ref: ref, image: true }));
+  const requests: InputRequest[] = body.images.map((ref, i) => ({ kind: `images[${i}]`, ref: ref, expect: 'image' }));
   requests.push(...loraRequests(body));
   const resolved = await resolveInputs(services, requests, signal);
   const images = resolved.inputs.slice(0, body.images.length).map((i) => ({ fileId: i.fileId, path: i.path }));
-  const loras = resolvedLoras(body, resolved.inputs.slice(body.images.length));
+  const loras = await resolvedLoras(services, body, resolved.inputs.slice(body.images.length));
 
   const seed = resolveSeed(body.seed);
   const task: ImageTask = {

@@ -10,6 +10,7 @@ import sharp from 'sharp';
 import type { CapabilityServices } from '../../core/capability.js';
 import { InputError } from '../../core/errors.js';
 import { diskFullError, isDiskFull } from '../../core/files/disk-full.js';
+import { assertLoraFile } from '../../core/files/safetensors.js';
 import type { FileRefValue } from '../../core/files/file-ref.js';
 import type { ResolvedInput } from '../../core/files/input-resolver.js';
 import type { JobContext, JobOutput } from '../../core/jobs/job-queue.js';
@@ -20,8 +21,8 @@ export interface InputRequest {
   /** The name used in messages and meta: `init_image`, `images[1]`, `loras[0]`. */
   kind: string;
   ref: FileRefValue;
-  /** Decode-check it as an image (LoRA files are not images). */
-  image: boolean;
+  /** What the file must be; checked before the job is queued. */
+  expect: 'image' | 'lora';
 }
 
 export interface ResolvedInputs {
@@ -41,7 +42,8 @@ export async function resolveInputs(
     for (const req of requests) {
       const input = await services.inputs.resolve(req.ref, req.kind, signal);
       inputs.push(input);
-      if (req.image) await assertImage(input.path, req.kind);
+      if (req.expect === 'image') await assertImage(input.path, req.kind);
+      else await assertLoraFile(input.path, req.kind);
     }
   } catch (err) {
     await discard();

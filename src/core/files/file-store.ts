@@ -9,6 +9,7 @@
  * staging name beside the blobs and renamed from there. A full disk is a StorageFullError (507)
  * that names the directory to free space in.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -59,6 +60,8 @@ export class FileStore {
   private readonly selectAll;
   private readonly deleteOne;
   private readonly selectByJob;
+  private readonly selectDigest;
+  private readonly updateDigest;
 
   constructor(
     private readonly db: Db,
@@ -69,8 +72,10 @@ export class FileStore {
     fs.mkdirSync(root, { recursive: true });
     fs.mkdirSync(tmpDir, { recursive: true });
     this.insert = db.prepare(
-      'INSERT INTO files (id, filename, content_type, size, created_at, meta, job_id) VALUES (@id, @filename, @content_type, @size, @created_at, @meta, @job_id)',
+      'INSERT INTO files (id, filename, content_type, size, created_at, meta, job_id, sha256) VALUES (@id, @filename, @content_type, @size, @created_at, @meta, @job_id, @sha256)',
     );
+    this.selectDigest = db.prepare<[string], { sha256: string | null }>('SELECT sha256 FROM files WHERE id = ?');
+    this.updateDigest = db.prepare('UPDATE files SET sha256 = ? WHERE id = ?');
     this.selectByJob = db.prepare<[string], FileRow>('SELECT * FROM files WHERE job_id = ? ORDER BY rowid LIMIT 1');
     this.selectOne = db.prepare<[string], FileRow>('SELECT * FROM files WHERE id = ?');
     this.selectAll = db.prepare<[], FileRow>('SELECT * FROM files ORDER BY created_at DESC, rowid DESC');
@@ -90,6 +95,7 @@ export class FileStore {
     const tmp = this.tempPath();
     let size = 0;
     let head = Buffer.alloc(0);
+    const hash = createHash('sha256');
     const counter = new Transform({
       transform(chunk: Buffer, _enc, done) {
         size += chunk.length;
@@ -98,13 +104,14 @@ export class FileStore {
           return;
         }
         if (head.length < 16) head = Buffer.concat([head, chunk.subarray(0, 16)]);
+        hash.update(chunk);
         done(null, chunk);
       },
     });
     try {
       await pipeline(source, counter, fs.createWriteStream(tmp, { flags: 'wx' }));
       const contentType = resolveContentType(info.contentType, head, info.filename);
-      return await this.adopt(tmp, { ...info, contentType }, size);
+      return await this.adopt(tmp, { ...info, contentType }, size, hash.digest('hex'));
     } catch (err) {
       await fsp.rm(tmp, { force: true });
       if (isDiskFull(err)) throw diskFullError(err, info.purpose ?? 'the upload', this.tmpDir);
@@ -124,7 +131,7 @@ export class FileStore {
         await handle.close();
       }
       const contentType = resolveContentType(info.contentType, head, info.filename);
-      return await this.adopt(tmpPath, { ...info, contentType }, stat.size);
+      return await this.adopt(tmpPath, { ...info, contentType }, stat.size, await sha256File(tmpPath));
     } catch (err) {
       await fsp.rm(tmpPath, { force: true });
       if (isDiskFull(err)) throw diskFullError(err, info.purpose ?? 'the file', this.root);
@@ -132,7 +139,12 @@ export class FileStore {
     }
   }
 
-  private async adopt(tmpPath: string, info: NewFileInfo & { contentType: string }, size: number): Promise<FileRecord> {
+  private async adopt(
+    tmpPath: string,
+    info: NewFileInfo & { contentType: string },
+    size: number,
+    sha256: string,
+  ): Promise<FileRecord> {
     const record: FileRecord = {
       file_id: newFileId(),
       filename: sanitizeFilename(info.filename),
@@ -144,7 +156,7 @@ export class FileStore {
     const blob = this.blobPath(record.file_id);
     await this.moveInto(tmpPath, blob, record.file_id);
     try {
-      this.insert.run({ ...record, id: record.file_id, meta: JSON.stringify(record.meta), job_id: info.jobId ?? null });
+      this.insert.run({ ...record, id: record.file_id, meta: JSON.stringify(record.meta), job_id: info.jobId ?? null, sha256 });
     } catch (err) {
       await fsp.rm(blob, { force: true });
       throw err;
@@ -190,6 +202,19 @@ export class FileStore {
   artifactOf(jobId: string): FileRecord | undefined {
     const row = this.selectByJob.get(jobId);
     return row ? fromRow(row) : undefined;
+  }
+
+  /**
+   * The blob's SHA-256 (hex), taken when it was stored. Files stored by an older kiapi have none
+   * recorded: it is computed once from the blob and kept.
+   */
+  async sha256(fileId: string): Promise<string> {
+    const row = isFileId(fileId) ? this.selectDigest.get(fileId) : undefined;
+    if (!row) throw new NotFoundError(`unknown file '${fileId}'`);
+    if (row.sha256) return row.sha256;
+    const digest = await sha256File(this.blobPath(fileId));
+    this.updateDigest.run(digest, fileId);
+    return digest;
   }
 
   list(): FileRecord[] {
@@ -259,6 +284,12 @@ export function isMediaType(value: string): boolean {
 
 /** RFC 9110 `type "/" subtype`, both tokens. */
 const MEDIA_TYPE = /^[!#$%&'*+.^_`|~0-9a-z-]+\/[!#$%&'*+.^_`|~0-9a-z-]+$/;
+
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
 
 function fromRow(row: FileRow): FileRecord {
   return {

@@ -3,29 +3,15 @@
  * engine's progress flowing into the job, decides residency under the memory budget, and reports
  * memory for /health. One task or warmup at a time touches the engine (the device is one).
  */
-import { createHash } from 'node:crypto';
-import fs from 'node:fs';
 import type { Logger } from 'pino';
-import type { Engine, EngineOutput, ImageTask, LoraInput } from '../../engines/engine.js';
+import { modelBuild, type Engine, type EngineOutput, type ImageTask, type TaskModel } from '../../engines/engine.js';
 import { UnavailableError } from '../errors.js';
 import type { JobContext } from '../jobs/job-queue.js';
+import type { BuildSizes } from './build-sizes.js';
 import type { ModelSpec } from './model-spec.js';
-import { Residency } from './residency.js';
+import { Residency, type ResidentModelStats } from './residency.js';
 
-export interface ResidentModelStats {
-  name: string;
-  family: string;
-  domain: string;
-  repo: string;
-  key: string;
-  weight_gb: number;
-  priority: number;
-  idle_s: number;
-  ttl_s: number | null;
-  expires_in_s: number | null;
-  loads: number;
-  in_use: boolean;
-}
+export type { ResidentModelStats } from './residency.js';
 
 export interface MemoryStats {
   loaded: ResidentModelStats[];
@@ -38,22 +24,26 @@ export interface RuntimeOptions {
   defaultTtlS: number;
   ttlSweepIntervalS: number;
   log: Logger;
-  /** Why `spec` cannot be served yet (e.g. weights not activated), or null when it can. */
-  readiness?: (spec: ModelSpec) => string | null;
+  /**
+   * Where `spec`'s weights are: the directory the engine must load (for a Hub repo, the snapshot
+   * of the revision the engine expects), or null with the reason it cannot be served yet.
+   */
+  locate?: (spec: ModelSpec) => { path: string | null; detail: string };
+  /** Measured build sizes, kept across restarts. */
+  sizes?: BuildSizes;
 }
 
 export class ModelRuntime {
   private readonly residency: Residency | null;
   private lock: Promise<void> = Promise.resolve();
   private sweepTimer: NodeJS.Timeout | null = null;
-  private readonly digests = new Map<string, string>();
 
   constructor(
     readonly engine: Engine,
     private readonly opts: RuntimeOptions,
   ) {
     this.residency = engine.holdsWeights
-      ? new Residency(engine, { budgetGb: opts.budgetGb, defaultTtlS: opts.defaultTtlS, log: opts.log })
+      ? new Residency(engine, { budgetGb: opts.budgetGb, defaultTtlS: opts.defaultTtlS, log: opts.log, ...(opts.sizes ? { sizes: opts.sizes } : {}) })
       : null;
     if (this.residency && opts.ttlSweepIntervalS > 0) {
       this.sweepTimer = setInterval(() => void this.exclusive(() => this.residency!.sweep()), opts.ttlSweepIntervalS * 1000);
@@ -62,8 +52,8 @@ export class ModelRuntime {
   }
 
   /** Throws 503 with the command that fixes it when the model cannot be served. */
-  assertReady(spec: ModelSpec): void {
-    this.assertFits(spec);
+  assertReady(spec: ModelSpec, task?: Pick<ImageTask, 'model' | 'loras'>): void {
+    this.assertFits(spec, task);
     const missing = this.readiness(spec);
     if (missing) {
       throw new UnavailableError(
@@ -72,29 +62,38 @@ export class ModelRuntime {
     }
   }
 
-  /** A build that can never fit the budget is refused before it is queued, sync and async alike. */
-  assertFits(spec: ModelSpec): void {
-    if (!this.residency) return;
-    const need = spec.weightGb + spec.peakHeadroomGb;
-    if (need > this.opts.budgetGb) {
-      throw new UnavailableError(
-        `model '${spec.name}' needs ~${need.toFixed(1)} GB (weights ${spec.weightGb.toFixed(1)} + headroom ${spec.peakHeadroomGb.toFixed(1)}) but the memory budget is ${this.opts.budgetGb.toFixed(1)} GB; raise KIAPI_MEMORY_LIMIT_GB if the machine has the memory`,
-      );
-    }
+  /**
+   * A build that can never fit the budget is refused before it is queued, sync and async alike;
+   * it is judged by its measured size once it was ever loaded.
+   */
+  assertFits(spec: ModelSpec, task?: Pick<ImageTask, 'model' | 'loras'>): void {
+    const model = task?.model ?? { family: spec.family, name: spec.name, repo: spec.repo, quantize: spec.defaultQuantize };
+    this.residency?.assertFits(spec, modelBuild(model, task?.loras ?? []).key);
   }
 
+  /** Why `spec` cannot be served yet (weights not activated), or null when it can. */
   readiness(spec: ModelSpec): string | null {
-    return this.engine.holdsWeights ? (this.opts.readiness?.(spec) ?? null) : null;
+    if (!this.engine.holdsWeights || !this.opts.locate) return null;
+    const where = this.opts.locate(spec);
+    return where.path === null ? where.detail : null;
+  }
+
+  /** The model as the engine must load it: the local directory readiness judged, not the repo name. */
+  private located(spec: ModelSpec, model: TaskModel): TaskModel {
+    const where = this.engine.holdsWeights ? this.opts.locate?.(spec) : undefined;
+    return where?.path ? { ...model, repo: where.path } : model;
   }
 
   async run(spec: ModelSpec, task: ImageTask, ctx: JobContext, outputPath: string): Promise<EngineOutput> {
     return this.exclusive(async () => {
       // Re-checked at run time: the weights may have been removed while the job was queued.
-      this.assertReady(spec);
-      const withDigests: ImageTask = { ...task, loras: await this.digestLoras(task.loras) };
-      const lease = await this.residency?.acquire(spec, withDigests.model, withDigests.loras, () => ctx.progress(0, 'loading'));
+      this.assertReady(spec, task);
+      const located = { ...task, model: this.located(spec, task.model) };
+      const build = modelBuild(located.model, located.loras);
+      const lease = await this.residency?.acquire(spec, build, () => ctx.progress(0, 'loading'));
       try {
-        return await this.engine.run(withDigests, {
+        return await this.engine.run(located, {
+          buildKey: build.key,
           outputPath,
           signal: ctx.signal,
           onProgress: (p) => ctx.progress(p.total > 0 ? p.step / p.total : 0, p.label),
@@ -108,11 +107,9 @@ export class ModelRuntime {
   /** Loads a model ahead of use (KIAPI_WARMUP). */
   async warm(spec: ModelSpec): Promise<void> {
     await this.exclusive(async () => {
-      const lease = await this.residency?.acquire(
-        spec,
-        { family: spec.family, name: spec.name, repo: spec.repo, quantize: spec.defaultQuantize },
-        [],
-      );
+      const model = { family: spec.family, name: spec.name, repo: spec.repo, quantize: spec.defaultQuantize };
+      const build = modelBuild(this.located(spec, model), []);
+      const lease = await this.residency?.acquire(spec, build);
       if (lease) this.residency?.release(lease);
     });
   }
@@ -141,26 +138,5 @@ export class ModelRuntime {
       () => undefined,
     );
     return result;
-  }
-
-  /**
-   * A LoRA is identified by its content, so the same adapter uploaded twice (or fetched from a
-   * URL each time) reuses one resident build. Cached by path, size and mtime.
-   */
-  private async digestLoras(loras: LoraInput[]): Promise<LoraInput[]> {
-    return Promise.all(
-      loras.map(async (l) => {
-        const st = await fs.promises.stat(l.path);
-        const cacheKey = `${l.path}:${st.size}:${st.mtimeMs}`;
-        let digest = this.digests.get(cacheKey);
-        if (!digest) {
-          const hash = createHash('sha256');
-          for await (const chunk of fs.createReadStream(l.path)) hash.update(chunk as Buffer);
-          digest = hash.digest('hex').slice(0, 16);
-          this.digests.set(cacheKey, digest);
-        }
-        return { ...l, digest };
-      }),
-    );
   }
 }

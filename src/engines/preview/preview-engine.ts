@@ -6,7 +6,7 @@
 import { writeFile } from 'node:fs/promises';
 import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
 import { CanceledError } from '../../core/errors.js';
-import type { Engine, EngineInfo, EngineOutput, EngineProgress, ImageTask, LoadResult, LoraInput, RunOptions, TaskModel } from '../engine.js';
+import type { Engine, EngineInfo, EngineOutput, EngineProgress, ImageTask, LoadResult, ModelBuild, RunOptions } from '../engine.js';
 import { renderPreviewPng } from './render.js';
 
 export interface PreviewEngineOptions {
@@ -34,13 +34,13 @@ export class PreviewEngine implements Engine {
   /** No weights: nothing for the memory budget to account for. */
   readonly holdsWeights = false;
 
-  async load(_model: TaskModel, _loras: LoraInput[]): Promise<LoadResult> {
-    return { loaded: false, weightGb: null };
+  async load(_build: ModelBuild): Promise<LoadResult> {
+    return { weightGb: null, seconds: 0 };
   }
 
   onReset(_listener: () => void): void {}
 
-  async unload(_model: TaskModel, _loras: LoraInput[]): Promise<void> {}
+  async unload(_key: string): Promise<void> {}
 
   async close(): Promise<void> {}
 

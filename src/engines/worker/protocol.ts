@@ -22,8 +22,11 @@ export const LoadedMsg = Type.Object({
   id: Id,
   type: Type.Literal('loaded'),
   key: Type.String(),
+  /** Seconds to build the model and materialise its weights. */
   load_s: Type.Number(),
   active_gb: Type.Number(),
+  /** Active memory the build added, measured by the worker after materialising its weights. */
+  weight_gb: Type.Number(),
 });
 
 export const UnloadedMsg = Type.Object({ id: Id, type: Type.Literal('unloaded'), key: Type.String(), freed_gb: Type.Number() });

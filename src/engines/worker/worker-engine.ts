@@ -6,17 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { CanceledError, EngineError, InputError, UnavailableError } from '../../core/errors.js';
-import {
-  buildKey,
-  type Engine,
-  type EngineInfo,
-  type EngineOutput,
-  type ImageTask,
-  type LoadResult,
-  type LoraInput,
-  type RunOptions,
-  type TaskModel,
-} from '../engine.js';
+import type { Engine, EngineInfo, EngineOutput, ImageTask, LoadResult, ModelBuild, RunOptions } from '../engine.js';
 import type { TaskArg } from './protocol.js';
 import { WorkerProcess, WorkerReplyError, type ReadyInfo } from './worker-process.js';
 
@@ -30,15 +20,11 @@ export interface WorkerEngineOptions {
   startTimeoutS?: number;
 }
 
-/** Below this a measured load delta is noise; the spec's estimate is used instead (as the original). */
-const MIN_MEASURED_GB = 0.5;
-
 export class WorkerEngine implements Engine {
   readonly holdsWeights = true;
   private proc: WorkerProcess | null = null;
   private starting: Promise<WorkerProcess> | null = null;
   private info: ReadyInfo | null = null;
-  private readonly loaded = new Set<string>();
   private readonly resetListeners: (() => void)[] = [];
   /** Set by close(): the exit that follows is the one we asked for, not a crash. */
   private closing = false;
@@ -64,39 +50,41 @@ export class WorkerEngine implements Engine {
     return (await this.process()).info;
   }
 
-  async load(model: TaskModel, loras: LoraInput[]): Promise<LoadResult> {
-    const key = buildKey(model, loras);
-    if (this.loaded.has(key) && this.proc?.alive) return { loaded: false, weightGb: null };
+  /** Builds a model in the worker; the worker measures the memory it took once materialised. */
+  async load(build: ModelBuild): Promise<LoadResult> {
     const proc = await this.process();
-    const before = await proc.request({ cmd: 'stats' });
+    const { model, loras } = build;
     const reply = await this.call(
       proc.request(
         {
           cmd: 'load',
-          key,
+          key: build.key,
           model: { family: model.family, name: model.name, repo: model.repo, quantize: model.quantize },
           loras: loras.map((l) => ({ path: l.path, scale: l.scale })),
         },
         { silenceMs: this.opts.engineTimeoutS * 1000 },
       ),
+      undefined,
+      loras.map((l, i) => [l.path, `loras[${i}] (${l.fileId})`]),
     );
-    this.loaded.add(key);
-    const delta = reply.type === 'loaded' && before.type === 'stats' ? reply.active_gb - before.active_gb : 0;
-    return { loaded: true, weightGb: delta > MIN_MEASURED_GB ? delta : null };
+    if (reply.type !== 'loaded') throw new EngineError(`the engine worker answered a load with '${reply.type}'`);
+    return { weightGb: reply.weight_gb, seconds: reply.load_s };
   }
 
-  async unload(model: TaskModel, loras: LoraInput[]): Promise<void> {
-    const key = buildKey(model, loras);
-    if (!this.loaded.delete(key) || !this.proc?.alive) return;
-    await this.call(this.proc.request({ cmd: 'unload', key }, { silenceMs: this.opts.engineTimeoutS * 1000 }));
+  async unload(key: string): Promise<void> {
+    const proc = this.proc;
+    // A worker that is gone took every build with it (and reported that through onReset).
+    if (!proc?.alive) return;
+    await this.call(proc.request({ cmd: 'unload', key }, { silenceMs: this.opts.engineTimeoutS * 1000 }));
   }
 
   async run(task: ImageTask, opts: RunOptions): Promise<EngineOutput> {
     if (opts.signal.aborted) throw reasonOf(opts.signal);
-    await this.load(task.model, task.loras);
-    const proc = await this.process();
+    // Never start a worker here: a fresh one holds no build, and loading is the residency's call.
+    const proc = this.proc;
+    if (!proc?.alive) throw new EngineError('the engine worker is not running (it exited since the model was loaded); retry the job');
     const request = proc.request(
-      { cmd: 'run', key: buildKey(task.model, task.loras), output_path: opts.outputPath, task: toTaskArg(task) },
+      { cmd: 'run', key: opts.buildKey, output_path: opts.outputPath, task: toTaskArg(task) },
       {
         silenceMs: this.opts.engineTimeoutS * 1000,
         onEvent: (msg) => {
@@ -107,7 +95,11 @@ export class WorkerEngine implements Engine {
     const onAbort = () => proc.notify({ cmd: 'cancel', target: request.id });
     opts.signal.addEventListener('abort', onAbort, { once: true });
     try {
-      const reply = await this.call(request, opts.signal);
+      const inputs = [...(task.initImage ? [['init_image', task.initImage] as const] : []), ...(task.images ?? []).map((im, i) => [`images[${i}]`, im] as const)];
+      const reply = await this.call(request, opts.signal, [
+        ...inputs.map(([kind, im]): [string, string] => [im.path, `${kind} (${im.fileId})`]),
+        [opts.outputPath, 'the output file'],
+      ]);
       if (reply.type !== 'result') throw new EngineError(`the engine worker answered a run with '${reply.type}'`);
       return {
         width: reply.width,
@@ -128,21 +120,26 @@ export class WorkerEngine implements Engine {
     await proc?.shutdown(5000);
   }
 
-  /** Maps worker error replies onto the server's named errors. */
-  private async call<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
+  /**
+   * Maps worker error replies onto the server's named errors. `names` replaces local paths in the
+   * worker's message with what the client knows them by (input name and file id): job errors are
+   * returned to clients and must not disclose the data dir.
+   */
+  private async call<T>(promise: Promise<T>, signal?: AbortSignal, names: [string, string][] = []): Promise<T> {
     try {
       return await promise;
     } catch (err) {
       if (!(err instanceof WorkerReplyError)) throw err;
+      const message = names.reduce((m, [p, label]) => m.replaceAll(p, label), err.message);
       switch (err.code) {
         case 'canceled':
-          throw signal?.aborted ? reasonOf(signal) : new CanceledError(err.message);
+          throw signal?.aborted ? reasonOf(signal) : new CanceledError(message);
         case 'bad_request':
-          throw new InputError(err.message);
+          throw new InputError(message);
         case 'out_of_memory':
-          throw new UnavailableError(`the engine ran out of memory: ${err.message}. Lower KIAPI_MEMORY_LIMIT_GB or the image size`);
+          throw new UnavailableError(`the engine ran out of memory: ${message}. Lower KIAPI_MEMORY_LIMIT_GB or the image size`);
         default:
-          throw new EngineError(`engine error (${err.code}): ${err.message}`);
+          throw new EngineError(`engine error (${err.code}): ${message}`);
       }
     }
   }
@@ -163,7 +160,6 @@ export class WorkerEngine implements Engine {
         this.opts.log.info({ pid: proc.pid, ...proc.info }, 'mflux worker ready');
         proc.onExitOnce((err) => {
           if (this.proc === proc) this.proc = null;
-          this.loaded.clear();
           if (this.closing) this.opts.log.debug('mflux worker stopped');
           else this.opts.log.warn({ err: err.message }, 'mflux worker exited; the next job starts a fresh one');
           for (const l of this.resetListeners) l();
