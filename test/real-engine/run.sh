@@ -9,6 +9,10 @@
 set -euo pipefail
 
 flavour="${1:-cpu}"
+shift || true
+# Further arguments name test files (default: the whole lane).
+tests=("$@")
+[[ ${#tests[@]} -gt 0 ]] || tests=(dist/test/real-engine/)
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$repo_root"
 
@@ -25,4 +29,4 @@ export KIAPI_REAL_ENGINE_FLAVOUR="$flavour"
 export KIAPI_TINY_HUB="$work/hub"
 export KIAPI_TINY_MODELS_JSON="$work/models.json"
 # One file at a time: each test server runs a worker that uses both cores.
-node --test --test-concurrency=1 --test-timeout=600000 dist/test/real-engine/
+node --test --test-concurrency=1 --test-timeout=600000 "${tests[@]}"

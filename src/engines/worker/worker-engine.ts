@@ -117,7 +117,10 @@ export class WorkerEngine implements Engine {
     this.closing = true;
     const proc = this.proc;
     this.proc = null;
-    await proc?.shutdown(5000);
+    if (!proc) return;
+    const { code, signal } = await proc.shutdown(5000);
+    if (code === 0) this.opts.log.info({ code }, 'mflux worker stopped');
+    else this.opts.log.warn({ code, signal, stderr: proc.stderrTail().slice(-2000) }, 'mflux worker did not exit cleanly');
   }
 
   /**

@@ -51,6 +51,7 @@ export class WorkerProcess {
   private readonly stderrLines: string[] = [];
   private nextId = 1;
   private exitError: Error | null = null;
+  private exitStatus: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   private killReason: string | null = null;
   private readonly exitListeners: ((err: Error) => void)[] = [];
   readonly exited: Promise<void>;
@@ -168,13 +169,18 @@ export class WorkerProcess {
     this.child.kill('SIGKILL');
   }
 
-  /** Asks the worker to exit, then kills it if it does not within `graceMs`. */
-  async shutdown(graceMs: number): Promise<void> {
-    if (!this.alive) return;
-    this.notify({ cmd: 'shutdown' });
-    const timer = setTimeout(() => this.kill('shutdown timed out'), graceMs);
-    await this.exited;
-    clearTimeout(timer);
+  /**
+   * Asks the worker to exit, then kills it if it does not within `graceMs`. Resolves with how it
+   * ended: a clean stop is code 0 (anything else, e.g. an abort in MLX's teardown, is worth a warning).
+   */
+  async shutdown(graceMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    if (this.alive) {
+      this.notify({ cmd: 'shutdown' });
+      const timer = setTimeout(() => this.kill('shutdown timed out'), graceMs);
+      await this.exited;
+      clearTimeout(timer);
+    }
+    return this.exitStatus ?? { code: null, signal: null };
   }
 
   stderrTail(): string {
@@ -225,6 +231,7 @@ export class WorkerProcess {
   }
 
   private onExit(code: number | null, signal: NodeJS.Signals | null): void {
+    this.exitStatus = { code, signal };
     const how = code !== null ? `code ${code}` : `signal ${signal}`;
     this.exitError = new EngineError(
       this.killReason ?? `engine process exited (${how}): ${this.stderrTail() || 'no output on stderr'}`,
