@@ -67,7 +67,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
       done(null, undefined);
       return;
     }
-    parseJson(req, body, done);
+    void parseJson(req, body, done);
   };
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, emptyOrJson);

@@ -135,6 +135,22 @@ void describe('request bodies', () => {
     assert.equal(res.status, 422);
     assert.ok(Array.isArray(res.json.detail));
   });
+
+  void it('routes that take no body answer as documented to an empty body with any Content-Type', async () => {
+    for (const contentType of ['application/json', 'text/plain', 'application/x-www-form-urlencoded']) {
+      const cancelId = await submitAsync(url, { steps: 1 });
+      await waitFinished(url, cancelId);
+      // A finished job cannot be canceled: the documented 409, not a complaint about the body.
+      const cancel = await request<{ detail: string }>(`${url}/v1/jobs/${cancelId}/cancel`, { method: 'POST', headers: { 'content-type': contentType } });
+      assert.equal(cancel.status, 409, `cancel with ${contentType}: ${cancel.bytes.toString()}`);
+      assert.match(cancel.json.detail, /already succeeded/);
+      const del = await request(`${url}/v1/jobs/${cancelId}`, { method: 'DELETE', headers: { 'content-type': contentType } });
+      assert.ok(del.status === 200 || del.status === 204, `delete job with ${contentType}: ${del.status} ${del.bytes.toString()}`);
+      const file = await request<{ file_id: string }>(`${url}/v1/files`, { method: 'POST', headers: { 'content-type': 'multipart/form-data; boundary=b' }, body: '--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nhi\r\n--b--\r\n' });
+      const delFile = await request(`${url}/v1/files/${file.json.file_id}`, { method: 'DELETE', headers: { 'content-type': contentType } });
+      assert.ok(delFile.status === 200 || delFile.status === 204, `delete file with ${contentType}: ${delFile.status} ${delFile.bytes.toString()}`);
+    }
+  });
 });
 
 void describe('unknown routes', () => {
