@@ -2,11 +2,13 @@
  * `kiapi activate`: from a fresh install to an engine and weights on disk, so `kiapi run` never
  * downloads anything in the middle of a request.
  *
- * 1. Engine: `<data dir>/venv` with the pinned mflux, the platform's MLX build and the worker
+ * 1. Engine: `<data dir>/venv` filled from the platform's lock (worker/locks/<flavour>.txt: the
+ *    pinned mflux, the platform's MLX build, every dependency at an exact version) and the worker
  *    (skipped when it is already up to date, or when KIAPI_PYTHON names the engine's Python).
  * 2. Preflight for every selected repo before any byte of weights: access (gated repos need an
  *    accepted licence and a token), the commit, the file sizes, what is already cached, and the
  *    free disk space. Any problem stops here and nothing is downloaded for any model.
+ *    Each repo is planned at the revision the engine loads (mflux's pinned commit, else main).
  * 3. Download each snapshot with huggingface_hub (worker/kiapi_worker/hub.py), verify checksums,
  *    and only then write the activation record. Ctrl-C stops cleanly; finished files stay in the
  *    cache and the next `kiapi activate` continues from there.
@@ -23,16 +25,20 @@ import { freeSpace } from '../core/setup/disk.js';
 import { planRevisionRemoval, removeRevision } from '../core/setup/hf-cache.js';
 import { downloadRepo, planRepos, type HubContext, type RepoIssue, type RepoPlan } from '../core/setup/hub-driver.js';
 import { assertEngineSupported, detectPlatform } from '../core/setup/platform.js';
-import { findBasePython } from '../core/setup/python.js';
+import { findBasePython, readEnginePython } from '../core/setup/python.js';
 import { readSetupSettings, type SetupSettings } from '../core/setup/setup-settings.js';
 import {
   createVenv,
-  engineRequirements,
+  engineLock,
   enginePaths,
   engineUpToDate,
+  installSteps,
+  mfluxMismatch,
   pipInstall,
   probeEngine,
   readPins,
+  readStamp,
+  writeStamp,
   type EngineProbe,
 } from '../core/setup/venv.js';
 import { WORKER_DIR } from './engine-location.js';
@@ -42,7 +48,7 @@ import { createProgressView } from './progress-view.js';
 import { confirm, isInteractive } from './prompt.js';
 import { modelLabel, resolveSelection, SELECTION_OPTIONS } from './selection.js';
 
-/** What the engine's venv roughly takes (mflux pulls in torch and MLX). */
+/** What the engine's venv roughly takes (MLX, with CUDA on Linux; torch is not installed). */
 const ENGINE_DISK_BYTES = 6e9;
 
 type Env = Record<string, string | undefined>;
@@ -118,21 +124,25 @@ async function ensureEngine(config: Config, env: Env, setup: SetupSettings): Pro
       );
     }
     console.log(`engine: KIAPI_PYTHON=${config.python} (${versions(probe)}); no venv made`);
+    const mismatch = mfluxMismatch(probe);
+    if (mismatch) console.log(`engine: warning: ${mismatch}`);
     return config.python;
   }
   const paths = enginePaths(config.dataDir);
   const existing = await probeEngine(paths.python, WORKER_DIR, env);
-  if (existing.ok) {
+  const stamp = readStamp(paths);
+  if (existing.ok && stamp && (setup.platform === 'auto' || setup.platform === stamp.platform)) {
+    // The platform the venv was made for (a linux-cpu venv stays one without the setting).
     const pins = await readPins(paths.python, WORKER_DIR, env);
-    if (engineUpToDate(existing, pins)) {
-      console.log(`engine: ready at ${paths.dir} (${versions(existing)})`);
+    if (engineUpToDate(existing, pins, stamp, engineLock(pins, stamp.platform, setup.lock))) {
+      console.log(`engine: ready at ${paths.dir} (${versions(existing)}; ${stamp.flavour} lock)`);
       return paths.python;
     }
   }
 
   const platform = detectPlatform(setup);
   assertEngineSupported(platform);
-  const base = await findBasePython(setup.python, platform.kind);
+  const base = await findBasePython(setup.python, platform.kind, readEnginePython(WORKER_DIR));
   if (!existing.ok && existing.reason?.endsWith('does not exist')) {
     const free = freeSpace(paths.dir);
     if (free.bytes < ENGINE_DISK_BYTES) {
@@ -146,14 +156,20 @@ async function ensureEngine(config: Config, env: Env, setup: SetupSettings): Pro
   const made = await createVenv(base, paths, (l) => console.log(`  ${l}`));
   console.log(`engine: ${made === 'created' ? 'created' : 'reusing'} venv ${paths.dir}`);
   const pins = await readPins(base.executable, WORKER_DIR, env);
-  const requirements = engineRequirements(pins, platform.kind, WORKER_DIR);
-  console.log(`engine: pip install ${requirements.join(' ')}${setup.pipArgs.length ? ` (KIAPI_PIP_ARGS: ${setup.pipArgs.join(' ')})` : ''}`);
-  await pipInstall(paths.python, requirements, setup.pipArgs, (l) => console.log(`  ${l}`));
+  const lock = engineLock(pins, platform.kind, setup.lock);
+  console.log(`engine: installing ${pins.mflux} from the ${lock.flavour} lock ${lock.path}`);
+  for (const step of installSteps(lock, WORKER_DIR)) {
+    console.log(`engine: pip install ${step.join(' ')}${setup.pipArgs.length ? ` (KIAPI_PIP_ARGS: ${setup.pipArgs.join(' ')})` : ''}`);
+    await pipInstall(paths.python, step, setup.pipArgs, (l) => console.log(`  ${l}`));
+  }
   const probe = await probeEngine(paths.python, WORKER_DIR, env);
   if (!probe.ok) {
     throw new SetupError(`the engine was installed but does not start: ${probe.reason ?? 'unknown reason'}. Rerun \`kiapi activate\`; if it persists, \`kiapi deactivate --engine\` and activate again.`);
   }
+  writeStamp(paths, lock, pins);
   console.log(`engine: ready (${versions(probe)})`);
+  const mismatch = mfluxMismatch(probe);
+  if (mismatch) console.log(`engine: warning: ${mismatch}`);
   return paths.python;
 }
 
@@ -203,6 +219,14 @@ async function activateWeights(specs: ModelSpec[], hub: HubContext, config: Conf
     return !fine;
   });
   if (blocking.length > 0) throw preflightError(blocking, enginePaths(config.dataDir).dir, args);
+
+  for (const plan of plans) {
+    // hub.py plans each repo at the revision the engine loads; the model spec says the same.
+    const wanted = byRepo.get(plan.repo)!.revision ?? 'main';
+    if (plan.revision !== wanted) {
+      throw new SetupError(`${plan.repo}: planned at ${plan.revision}, but the engine loads ${wanted} (worker/kiapi_worker/engine_api.py and src/core/models/revisions.ts disagree)`);
+    }
+  }
 
   const todo: RepoPlan[] = [];
   for (const plan of plans) {

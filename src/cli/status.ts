@@ -12,7 +12,7 @@ import { VERSION } from '../core/package-info.js';
 import { readRecord } from '../core/setup/activation-records.js';
 import { pathBytes } from '../core/setup/disk.js';
 import { snapshotBytes } from '../core/setup/hf-cache.js';
-import { probeEngine, type EngineProbe } from '../core/setup/venv.js';
+import { mfluxMismatch, probeEngine, type EngineProbe } from '../core/setup/venv.js';
 import { enginePython, WORKER_DIR, type EngineSource } from './engine-location.js';
 import { loadSettings } from './environment.js';
 import { formatBytes, table } from './format.js';
@@ -26,6 +26,11 @@ export interface EngineStatus {
   ready: boolean;
   reason: string | null;
   versions: Omit<EngineProbe, 'ok' | 'reason'> | null;
+  /**
+   * The mflux found against the one kiapi supports (pins.py), when the engine imports. Another
+   * version still runs (the worker starts; an untested combination): `note` says so.
+   */
+  mflux: { found: string; supported: string; matches: boolean; note: string | null } | null;
 }
 
 export interface ModelStatus {
@@ -33,6 +38,8 @@ export interface ModelStatus {
   name: string;
   default: boolean;
   repo: string;
+  /** The revision the engine loads (mflux's pinned commit, or `main`). */
+  revision: string;
   gated: boolean;
   ready: boolean;
   detail: string;
@@ -53,14 +60,18 @@ export interface ServerStatus {
 
 export async function engineStatus(config: Config, env: Env): Promise<EngineStatus> {
   const { python, source } = enginePython(config);
-  if (!python) return { python: null, source: null, ready: false, reason: 'no engine installed (run kiapi activate)', versions: null };
+  if (!python) return { python: null, source: null, ready: false, reason: 'no engine installed (run kiapi activate)', versions: null, mflux: null };
   const probe = await probeEngine(python, WORKER_DIR, env);
   const { ok, reason, ...rest } = probe;
-  return { python, source, ready: ok, reason: ok ? null : (reason ?? 'unknown'), versions: ok ? rest : null };
+  const mflux =
+    ok && probe.mflux && probe.mflux_supported
+      ? { found: probe.mflux, supported: probe.mflux_supported, matches: probe.mflux === probe.mflux_supported, note: mfluxMismatch(probe) }
+      : null;
+  return { python, source, ready: ok, reason: ok ? null : (reason ?? 'unknown'), versions: ok ? rest : null, mflux };
 }
 
 export function modelStatus(spec: ModelSpec, config: Config, env: Env): ModelStatus {
-  const status = weightsStatus(spec.repo, env);
+  const status = weightsStatus(spec.repo, env, spec.revision);
   const record = readRecord(config.dataDir, spec.repo);
   let bytes: number | null = null;
   if (status.ready && status.path) bytes = pathOrSnapshotBytes(status.path);
@@ -69,6 +80,7 @@ export function modelStatus(spec: ModelSpec, config: Config, env: Env): ModelSta
     name: spec.name,
     default: spec.default,
     repo: spec.repo,
+    revision: spec.revision ?? 'main',
     gated: spec.gated,
     ready: status.ready,
     detail: status.detail,
@@ -112,6 +124,7 @@ export async function statusCommand(args: string[]): Promise<number> {
     const v = engine.versions;
     console.log(`Engine  ready: mflux ${v.mflux}, mlx ${v.mlx} (${v.device}), Python ${v.python}${v.huggingface_hub ? `, huggingface_hub ${v.huggingface_hub}` : ''}`);
     console.log(`        ${engine.python}${engine.source === 'KIAPI_PYTHON' ? ' (KIAPI_PYTHON)' : ''}`);
+    if (engine.mflux?.note) console.log(`        warning: ${engine.mflux.note}`);
   } else {
     console.log(`Engine  not ready: ${engine.reason}${engine.python ? ` (${engine.python})` : ''}`);
   }

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { cleanEnv, runCli } from '../support/activation.js';
-import { fakeMfluxEnv, readFakeCalls } from '../support/fake-mflux.js';
+import { FAKE_MFLUX_PATH, fakeMfluxEnv, readFakeCalls } from '../support/fake-mflux.js';
 import { postJson, spawnServer, startServer, tempDir, type SpawnedServer, type TestServer } from '../support/server.js';
 
 const dirs: string[] = [];
@@ -170,7 +170,7 @@ void describe('setup commands: bad input and unsupported machines', () => {
     const named = await runCli(['activate', '--model', 'image'], env({ KIAPI_ACTIVATE_PLATFORM: 'linux-cuda', KIAPI_ACTIVATE_PYTHON: '/nonexistent/python3' }));
     assert.equal(named.code, 1);
     assert.match(named.stderr, /KIAPI_ACTIVATE_PYTHON=\/nonexistent\/python3: no such program/);
-    assert.match(named.stderr, /Python >= 3\.10/);
+    assert.match(named.stderr, /Python >= 3\.11 \(3\.11, 3\.12 or 3\.13: mflux needs >=3\.11/);
     const emptyBin = temp('kiapi-nopath-');
     const onPath = await runCli(['activate', '--model', 'image'], env({ KIAPI_ACTIVATE_PLATFORM: 'linux-cuda', PATH: emptyBin }));
     assert.equal(onPath.code, 1, onPath.stderr);
@@ -202,7 +202,7 @@ void describe('kiapi check and status on the fake engine', () => {
     const r = await runCli(['check', '--out', out], cleanEnv(fakeEnv));
     assert.equal(r.code, 0, r.stdout + r.stderr);
     for (const label of ['qwen/image', 'qwen/edit-2509', 'ideogram4/fp8']) {
-      assert.match(r.stdout, new RegExp(`\\[ok\\] ${label.replace('/', '\\/')} +load \\d+\\.\\d s, generation \\d+\\.\\d s`), r.stdout);
+      assert.match(r.stdout, new RegExp(`\\[ok\\] ${label.replace('/', '\\/')} +load \\d+\\.\\d s(, \\d+\\.\\d+ GiB)?, generation \\d+\\.\\d s`), r.stdout);
     }
     for (const name of ['qwen-image.png', 'qwen-edit-2509.png', 'ideogram4-fp8.png']) {
       const meta = await sharp(path.join(out, name)).metadata();
@@ -233,10 +233,28 @@ void describe('kiapi check and status on the fake engine', () => {
     assert.match(r.stdout, /\[failed\] qwen\/image: not activated .*run: kiapi activate --model qwen\/image/);
   });
 
+  void it('status with another mflux: says which was found, which is supported, and that it runs anyway', async () => {
+    // A dist-info ahead of the fake on the path makes importlib.metadata report 0.18.0.
+    const other = path.join(dir, 'other-mflux');
+    fs.mkdirSync(path.join(other, 'mflux-0.18.0.dist-info'), { recursive: true });
+    fs.writeFileSync(path.join(other, 'mflux-0.18.0.dist-info', 'METADATA'), 'Metadata-Version: 2.1\nName: mflux\nVersion: 0.18.0\n');
+    const e = cleanEnv({ ...fakeEnv, KIAPI_PORT: '9', PYTHONPATH: `${other}${path.delimiter}${FAKE_MFLUX_PATH}` });
+    const text = await runCli(['status'], e);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /Engine +ready: mflux 0\.18\.0/);
+    assert.match(text.stdout, /warning: mflux 0\.18\.0 is installed, kiapi supports mflux 0\.24\.0: the worker starts and runs it anyway, but that combination is untested/);
+    const json = await runCli(['status', '--json'], e);
+    const s = JSON.parse(json.stdout) as { engine: { ready: boolean; mflux: { found: string; supported: string; matches: boolean; note: string } } };
+    assert.equal(s.engine.ready, true);
+    assert.deepEqual([s.engine.mflux.found, s.engine.mflux.supported, s.engine.mflux.matches], ['0.18.0', '0.24.0', false]);
+    assert.match(s.engine.mflux.note, /untested/);
+  });
+
   void it('status: engine versions, weights and disk use, and whether a server is running', async () => {
     const r = await runCli(['status'], cleanEnv({ ...fakeEnv, KIAPI_PORT: '9' }));
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /Engine +ready: mflux 0\.18\.0, mlx 0\.31\.2 \(gpu\)/);
+    assert.match(r.stdout, /Engine +ready: mflux 0\.24\.0, mlx 0\.31\.2 \(gpu\)/);
+    assert.doesNotMatch(r.stdout, /warning/);
     assert.match(r.stdout, /\(KIAPI_PYTHON\)/);
     assert.match(r.stdout, /Server +not running on http:\/\/127\.0\.0\.1:9/);
     assert.match(r.stdout, /qwen +image \* +ready +\d+ B +/);

@@ -15,7 +15,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readRecord } from '../../src/core/setup/activation-records.js';
-import { cleanEnv, HUB_TEST_VERSION, runCli, startCli, waitFor, wheelDir, type CliResult } from '../support/activation.js';
+import { cleanEnv, HUB_TEST_VERSION, runCli, startCli, waitFor, wheelDir, wheelLock, type CliResult } from '../support/activation.js';
 import { fakeCommit, gitBlobId, pseudoRandomBytes, sha256, startFakeHub, type FakeFile, type FakeHub } from '../support/fake-hf.js';
 import { tempDir } from '../support/server.js';
 
@@ -43,8 +43,24 @@ function snapshotDir(hfHome: string, repo: string, commit: string): string {
 }
 
 interface StatusJson {
-  engine: { ready: boolean; source: string | null; versions: Record<string, string | null> | null; reason: string | null };
-  models: { family: string; name: string; repo: string; ready: boolean; detail: string; bytes: number | null; activation: { commit: string } | null }[];
+  engine: {
+    ready: boolean;
+    source: string | null;
+    versions: Record<string, string | null> | null;
+    reason: string | null;
+    mflux: { found: string; supported: string; matches: boolean; note: string | null } | null;
+  };
+  models: {
+    family: string;
+    name: string;
+    repo: string;
+    revision: string;
+    ready: boolean;
+    detail: string;
+    path: string | null;
+    bytes: number | null;
+    activation: { revision: string; commit: string } | null;
+  }[];
 }
 
 void describe('kiapi activate (fake Hub, local wheels)', () => {
@@ -52,6 +68,7 @@ void describe('kiapi activate (fake Hub, local wheels)', () => {
   let dataDir: string;
   let engineRun: CliResult;
   let pipArgs: string;
+  let lock: string;
 
   /** The environment of one test: its own HF cache, models pointed at the test's repos. */
   function env(hfHome: string, models: { image?: string; edit?: string; ideogram?: string }, extra: Record<string, string | undefined> = {}) {
@@ -59,6 +76,7 @@ void describe('kiapi activate (fake Hub, local wheels)', () => {
       KIAPI_DATA_DIR: dataDir,
       KIAPI_ACTIVATE_PLATFORM: 'linux-cuda',
       KIAPI_PIP_ARGS: pipArgs,
+      KIAPI_ENGINE_LOCK: lock,
       HF_ENDPOINT: hub.url,
       HF_HOME: hfHome,
       KIAPI_QWEN_IMAGE_MODEL: models.image ?? 'kiapi-test/unused-image',
@@ -77,7 +95,9 @@ void describe('kiapi activate (fake Hub, local wheels)', () => {
   before(async () => {
     hub = await startFakeHub();
     dataDir = temp('kiapi-act-data-');
-    pipArgs = `--no-index --find-links ${wheelDir()}`;
+    const wheels = wheelDir();
+    pipArgs = `--no-index --find-links ${wheels}`;
+    lock = wheelLock(wheels);
     engineRun = await runCli(['activate', '--engine'], env(temp('kiapi-hf-'), {}), 300_000);
   });
 
@@ -89,13 +109,20 @@ void describe('kiapi activate (fake Hub, local wheels)', () => {
   void it('makes the engine venv from a local wheel directory, and reuses it', async () => {
     assert.equal(engineRun.code, 0, engineRun.stdout + engineRun.stderr);
     assert.match(engineRun.stdout, /engine: created venv/);
-    assert.match(engineRun.stdout, /pip install mflux==0\.18\.0 huggingface_hub>=1\.1\.6,<2\.0 mlx\[cuda13\] /);
+    // From the lock: everything at its locked version without resolving (mflux's torch never
+    // looked at), then the worker held to the lock.
+    assert.match(engineRun.stdout, /engine: installing mflux==0\.24\.0 from the cuda13 lock .*lock\.txt/);
+    assert.ok(engineRun.stdout.includes(`engine: pip install --no-deps --only-binary=:all: -r ${lock}`), engineRun.stdout);
+    assert.ok(engineRun.stdout.includes(`engine: pip install -c ${lock} `), engineRun.stdout);
+    const stamp = JSON.parse(fs.readFileSync(path.join(dataDir, 'venv', 'kiapi-engine.json'), 'utf8')) as { flavour: string; lock: string };
+    assert.deepEqual([stamp.flavour, stamp.lock], ['cuda13', lock]);
     assert.ok(fs.existsSync(path.join(dataDir, 'venv', 'bin', 'python')));
     const s = await status(env(temp('kiapi-hf-'), {}));
     const shown = JSON.stringify(s.engine);
     assert.equal(s.engine.ready, true, shown);
     assert.equal(s.engine.source, 'venv', shown);
-    assert.equal(s.engine.versions?.mflux, '0.18.0', shown);
+    assert.equal(s.engine.versions?.mflux, '0.24.0', shown);
+    assert.deepEqual(s.engine.mflux, { found: '0.24.0', supported: '0.24.0', matches: true, note: null }, shown);
     assert.equal(s.engine.versions?.mlx, '0.31.2', shown);
     assert.equal(s.engine.versions?.huggingface_hub, HUB_TEST_VERSION, shown);
     assert.equal(s.engine.versions?.worker_installed, '0.1.0', shown);
@@ -103,6 +130,43 @@ void describe('kiapi activate (fake Hub, local wheels)', () => {
     assert.equal(again.code, 0, again.stdout + again.stderr);
     assert.match(again.stdout, /engine: ready at /, again.stdout + again.stderr);
     assert.doesNotMatch(again.stdout, /pip install/);
+    // A changed lock (an update of worker/locks) installs again.
+    fs.appendFileSync(lock, '# changed\n');
+    const changed = await runCli(['activate', '--engine'], env(temp('kiapi-hf-'), {}), 300_000);
+    assert.equal(changed.code, 0, changed.stdout + changed.stderr);
+    assert.match(changed.stdout, /engine: pip install --no-deps/);
+  });
+
+  void it('a repo mflux pins is downloaded at the pinned commit, recorded with it, and ready only there', async () => {
+    const repo = 'Qwen/Qwen-Image-Edit-2509';
+    const pinned = 'd3968ef930e841f4c73640fb8afa3b306a78167e';
+    hub.addRepo({ id: repo, commit: pinned, files: smallFiles('pinned') });
+    const hf = temp('kiapi-hf-');
+    const e = env(hf, { edit: repo });
+    const r = await runCli(['activate', '--model', 'qwen/edit-2509'], e);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const infos = hub.requests.filter((q) => q.path.startsWith(`/api/models/${repo}`)).map((q) => q.path);
+    assert.ok(infos.some((p) => p.startsWith(`/api/models/${repo}/revision/${pinned}`)), JSON.stringify(infos));
+    assert.ok(!infos.some((p) => p.includes('/revision/main')), JSON.stringify(infos));
+    const record = readRecord(dataDir, repo);
+    assert.deepEqual([record?.revision, record?.commit], [pinned, pinned]);
+    assert.equal(fs.existsSync(path.join(hf, 'hub', 'models--Qwen--Qwen-Image-Edit-2509', 'refs', 'main')), false);
+    const edit = (await status(e)).models.find((m) => m.name === 'edit-2509')!;
+    assert.equal(edit.ready, true, edit.detail);
+    assert.equal(edit.revision, pinned);
+    assert.equal(edit.path, snapshotDir(hf, repo, pinned));
+
+    // Another cache holding only another commit of that repo (e.g. `hf download` of main).
+    const other = temp('kiapi-hf-');
+    const otherCommit = fakeCommit('another');
+    const repoDir = path.join(other, 'hub', 'models--Qwen--Qwen-Image-Edit-2509');
+    fs.mkdirSync(path.join(repoDir, 'snapshots', otherCommit), { recursive: true });
+    fs.writeFileSync(path.join(repoDir, 'snapshots', otherCommit, 'model_index.json'), '{}');
+    fs.mkdirSync(path.join(repoDir, 'refs'));
+    fs.writeFileSync(path.join(repoDir, 'refs', 'main'), otherCommit);
+    const stale = (await status(env(other, { edit: repo }))).models.find((m) => m.name === 'edit-2509')!;
+    assert.equal(stale.ready, false);
+    assert.equal(stale.detail, `${repo} is cached at ${otherCommit.slice(0, 12)}…, the engine loads ${pinned.slice(0, 12)}…; run kiapi activate`);
   });
 
   void it('downloads a public repo, verifies it, records it; status says ready; a rerun downloads nothing', async () => {

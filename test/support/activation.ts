@@ -5,7 +5,8 @@
  * The wheel directory holds the fake mflux and mlx (built by worker/tests/fake_wheels.py with
  * zipfile, no network) plus huggingface_hub with its dependencies and setuptools (the worker's
  * build backend), fetched once with `pip download` into `.cache/` (gitignored; PyPI is reachable
- * in CI) and reused by later runs.
+ * in CI) and reused by later runs. `lock.txt` in it is the engine lock of that directory (every
+ * package but setuptools at its version), for KIAPI_ENGINE_LOCK.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -52,7 +53,19 @@ export function wheelDir(): string {
   }
   const r = spawnSync('python3', [path.join(PACKAGE_ROOT, 'worker', 'tests', 'fake_wheels.py'), dir], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`building the fake wheels failed:\n${r.stderr}`);
+  const pins = fs
+    .readdirSync(dir)
+    .map((name) => /^([A-Za-z0-9_.]+?)-([0-9][^-]*?)(?:-.*\.whl|\.tar\.gz)$/.exec(name))
+    .filter((m): m is RegExpExecArray => m !== null && m[1]!.toLowerCase() !== 'setuptools')
+    .map((m) => `${m[1]!.replaceAll('_', '-').toLowerCase()}==${m[2]}`)
+    .sort();
+  fs.writeFileSync(wheelLock(dir), `# test lock of ${dir}\n${pins.join('\n')}\n`);
   return dir;
+}
+
+/** The lock `wheelDir` writes beside its wheels. */
+export function wheelLock(dir: string): string {
+  return path.join(dir, 'lock.txt');
 }
 
 /** The test runner's KIAPI_* / HF_* / PIP_* settings must not leak into the child. */

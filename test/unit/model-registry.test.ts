@@ -16,6 +16,7 @@ function spec(family: string, name: string, aliases: string[] = []): ModelSpec {
     default: true,
     features: ['text'],
     repo: `org/${family}-${name}`,
+    revision: null,
     weightGb: 1,
     peakHeadroomGb: 1,
     priority: 0,

@@ -37,7 +37,7 @@ class RecordingEngine implements Engine {
 }
 
 function spec(name: string, weightGb: number, priority = 0, headroom = 2): ModelSpec {
-  return { name, aliases: [], family: 'fam', domain: 'image', default: false, features: [], repo: `org/${name}`, weightGb, peakHeadroomGb: headroom, priority, defaultQuantize: null, diskGb: 1, gated: false };
+  return { name, aliases: [], family: 'fam', domain: 'image', default: false, features: [], repo: `org/${name}`, revision: null, weightGb, peakHeadroomGb: headroom, priority, defaultQuantize: null, diskGb: 1, gated: false };
 }
 
 const model = (s: ModelSpec, quantize: number | null = null): TaskModel => ({ family: s.family, name: s.name, repo: s.repo, quantize });

@@ -6,11 +6,16 @@ thread); ``loaded_keys`` is also read by the main thread for ``stats``.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
+import re
+import shutil
+import tempfile
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -29,7 +34,16 @@ from kiapi_worker.engine_api import (
 )
 from kiapi_worker.errors import BAD_REQUEST, NOT_LOADED, PROTOCOL, WorkerError
 
-__all__ = ["CALL_SHAPES", "MfluxBackend", "ProgressHook", "RunControl", "generate_kwargs", "init_kwargs"]
+__all__ = [
+    "CALL_SHAPES",
+    "LoadOutcome",
+    "LoraStaging",
+    "MfluxBackend",
+    "ProgressHook",
+    "RunControl",
+    "generate_kwargs",
+    "init_kwargs",
+]
 
 log = logging.getLogger("kiapi_worker")
 
@@ -92,6 +106,16 @@ class LoadedModel:
     shape: ModelShape
     model: Any
     hook: ProgressHook
+    weight_gb: float = 0.0
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    """``load_s``: construction and materialisation (0 for a key already loaded); ``weight_gb``: the
+    growth of MLX active memory the build caused, measured around it (gc before and after)."""
+
+    load_s: float
+    weight_gb: float
 
 
 @dataclass(frozen=True)
@@ -112,12 +136,18 @@ def _shaped(values: dict[str, Any], keywords: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def init_kwargs(request: LoadRequest, model_config: Any) -> dict[str, Any]:
-    """Constructor keywords; empty LoRA lists become None as mflux's defaults are."""
+def init_kwargs(
+    request: LoadRequest, model_config: Any, lora_paths: list[str] | None = None
+) -> dict[str, Any]:
+    """Constructor keywords; empty LoRA lists become None as mflux's defaults are.
+
+    ``lora_paths`` replaces the request's paths (the loadable names ``LoraStaging`` gives them).
+    """
+    paths = list(lora_paths) if lora_paths is not None else [lora.path for lora in request.loras]
     values = {
         "quantize": request.quantize,
         "model_path": request.repo,
-        "lora_paths": [lora.path for lora in request.loras] or None,
+        "lora_paths": paths or None,
         "lora_scales": [lora.scale for lora in request.loras] or None,
         "model_config": model_config,
     }
@@ -165,12 +195,14 @@ def _check_task(task: Task) -> list[str]:
 
 
 def _check_lora_file(path: str) -> None:
-    """Refuse a LoRA that mflux would print a message about, skip, and then succeed without.
+    """Refuse a LoRA file that is missing or is not safetensors before mflux is asked to load it.
 
     A safetensors file starts with an 8-byte little-endian length and that many bytes of JSON.
+    Messages name the file by its base name (a Files API id), never by the server's directories.
     """
+    name = os.path.basename(path)
     if not os.path.isfile(path):
-        raise WorkerError(BAD_REQUEST, f"LoRA file not found: {path}")
+        raise WorkerError(BAD_REQUEST, f"LoRA file not found: {name}")
     try:
         with open(path, "rb") as handle:
             prefix = handle.read(8)
@@ -182,8 +214,152 @@ def _check_lora_file(path: str) -> None:
             raise ValueError("header is not an object")
     except (OSError, ValueError) as exc:
         raise WorkerError(
-            BAD_REQUEST, f"LoRA file is not a readable safetensors file: {path} ({exc})"
+            BAD_REQUEST,
+            f"LoRA file is not a readable safetensors file: {name} ({exc}); pass a LoRA adapter in "
+            ".safetensors format",
         ) from exc
+
+
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+class LoraStaging:
+    """Gives mflux a path it can load for each LoRA, for the duration of one load.
+
+    ``mx.load`` picks the format from the text after the last '.' of the whole path, so a Files
+    API blob (``<data>/files/file_abc123``, no extension) fails to load: mflux 0.18 printed a
+    message, skipped the LoRA and generated without it; mflux 0.24 raises. A path that does not end
+    in ``.safetensors`` is therefore handed over as a ``.safetensors``-named symlink to the blob (a
+    hard link, or a copy, where symlinks are refused) in a private temporary directory (mode 0700)
+    made for that load. mflux reads LoRA files only while it builds the model, so ``release``
+    removes the directory when the load ends; ``close`` (shutdown, and interpreter exit as a
+    fallback) removes any still there, so only a worker killed mid-load leaves one behind.
+    """
+
+    def __init__(self) -> None:
+        self._live: set[str] = set()
+        self._lock = threading.Lock()
+        atexit.register(self.close)
+
+    def stage(self, paths: Iterable[str]) -> tuple[list[str], dict[str, str]]:
+        """``(paths for mflux, {path for mflux: display name})``; call ``release`` with the first."""
+        staged: list[str] = []
+        names: dict[str, str] = {}
+        load_dir: str | None = None
+        try:
+            for index, path in enumerate(paths, start=1):
+                name = os.path.basename(path)
+                if path.endswith(SAFETENSORS_SUFFIX):
+                    loadable = path
+                else:
+                    if load_dir is None:
+                        load_dir = tempfile.mkdtemp(prefix=f"kiapi-worker-{os.getpid()}-lora-")
+                        with self._lock:
+                            self._live.add(load_dir)
+                    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100] or "lora"
+                    loadable = os.path.join(load_dir, f"{index}-{safe}{SAFETENSORS_SUFFIX}")
+                    _link(os.path.abspath(path), loadable)
+                staged.append(loadable)
+                names[loadable] = name
+        except BaseException:
+            if load_dir is not None:
+                self._remove(load_dir)
+            raise
+        return staged, names
+
+    def release(self, staged: Iterable[str]) -> None:
+        """Remove the links ``stage`` made (never the caller's own files)."""
+        for directory in {os.path.dirname(path) for path in staged}:
+            self._remove(directory)
+
+    def close(self) -> None:
+        with self._lock:
+            directories = list(self._live)
+        for directory in directories:
+            self._remove(directory)
+
+    def _remove(self, directory: str) -> None:
+        with self._lock:
+            if directory not in self._live:
+                return
+            self._live.discard(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _link(target: str, link: str) -> None:
+    try:
+        os.symlink(target, link)
+        return
+    except OSError:
+        pass
+    try:
+        os.link(target, link)
+    except OSError:
+        shutil.copyfile(target, link)
+
+
+# mflux 0.24's LoRA loader (mflux/models/common/lora) raises instead of skipping; its messages.
+_LORA_PACKAGE = os.sep + os.path.join("lora", "")
+_NO_LAYER = "No LoRA layers were applied"
+_UNREADABLE = "Failed to load LoRA file"
+_PARTIAL = "could not be applied"
+
+
+def _lora_in_traceback(exc: BaseException, names: dict[str, str]) -> str | None:
+    """The LoRA mflux was applying when ``exc`` was raised, from the loader's own frame."""
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        if _LORA_PACKAGE in frame.f_code.co_filename:
+            lora_file = frame.f_locals.get("lora_file")
+            if isinstance(lora_file, str) and lora_file in names:
+                return lora_file
+    return None
+
+
+def lora_load_error(exc: BaseException, names: dict[str, str], model: str) -> WorkerError | None:
+    """A ``bad_request`` naming the LoRA for an exception mflux raised while applying one, else None.
+
+    ``names`` maps each path given to mflux to the name to show; ``model`` names the model. Paths
+    in mflux's text are replaced by those names, so no server directory reaches the client.
+    """
+    if not names or not isinstance(exc, (ValueError, NotImplementedError, OSError)):
+        return None
+    text = str(exc)
+    culprit = _lora_in_traceback(exc, names)
+    if culprit is None:
+        culprit = next((path for path in names if path in text or os.path.basename(path) in text), None)
+    if culprit is None:
+        return None
+    for path, name in names.items():
+        text = text.replace(path, name).replace(os.path.basename(path), name)
+    name = names[culprit]
+    if _NO_LAYER in text:
+        hint = text[text.find("Key endings seen") :].split(". ", 1)[0] if "Key endings seen" in text else ""
+        message = (
+            f"LoRA {name} matches no layer of {model}: it was made for another model or names its "
+            f"layers in a way mflux does not read; pass a LoRA trained for {model}"
+        )
+        return WorkerError(BAD_REQUEST, f"{message} ({hint})" if hint else message)
+    if _UNREADABLE in text or isinstance(exc, OSError):
+        reason = text.split(": ", 1)[1] if _UNREADABLE in text and ": " in text else text
+        return WorkerError(
+            BAD_REQUEST,
+            f"LoRA {name} could not be loaded ({reason}); pass a LoRA adapter in .safetensors format",
+        )
+    if _PARTIAL in text:
+        return WorkerError(BAD_REQUEST, f"LoRA {name} does not fit {model}: {text}")
+    return WorkerError(BAD_REQUEST, f"LoRA {name} cannot be applied to {model}: {text}")
+
+
+def materialise(model: Any) -> None:
+    """Evaluate every parameter of a freshly built model, so the load, not the first run, pays.
+
+    mflux models are ``mlx.nn.Module``s whose vae, transformer(s) and text encoder are attributes
+    (module children), so ``parameters()`` is the whole weight tree; the initializers leave most
+    of it lazy (only a baked LoRA evaluates the transformer).
+    """
+    parameters = getattr(model, "parameters", None)
+    if callable(parameters):
+        memory.evaluate(parameters())
 
 
 class MfluxBackend:
@@ -193,35 +369,59 @@ class MfluxBackend:
         self._engine = engine
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
+        self._loras = LoraStaging()
 
     def loaded_keys(self) -> list[str]:
         with self._lock:
             return list(self._models)
 
-    def load(self, request: LoadRequest) -> float:
-        """Construct the model for ``request.key``; return seconds taken (0 if already loaded)."""
+    def builds(self) -> list[dict[str, Any]]:
+        """``[{"key", "weight_gb"}]`` of every resident model, in load order (read by ``stats``)."""
         with self._lock:
-            if request.key in self._models:
-                return 0.0
+            return [{"key": key, "weight_gb": entry.weight_gb} for key, entry in self._models.items()]
+
+    def load(self, request: LoadRequest) -> LoadOutcome:
+        """Build the model for ``request.key`` and evaluate its weights; a loaded key is a no-op."""
+        with self._lock:
+            existing = self._models.get(request.key)
+        if existing is not None:
+            return LoadOutcome(load_s=0.0, weight_gb=existing.weight_gb)
         for lora in request.loras:
             _check_lora_file(lora.path)
         shape = request.shape
         model_config = getattr(self._engine.model_config, shape.config_factory)()
-        kwargs = init_kwargs(request, model_config)
-        model_class = self._engine.model_classes[shape.operation]
+        memory.release_cached()  # settle what earlier work left, so the delta below is this build's
+        before = memory.active_bytes()
         started = time.perf_counter()
+        lora_paths, lora_names = self._loras.stage(lora.path for lora in request.loras)
+        failure: BaseException | None = None
+        model: Any = None
         try:
-            model = model_class(**kwargs)
-        except BaseException:
-            memory.release_cached()  # whatever a half-built model allocated
-            raise
+            model = self._engine.model_classes[shape.operation](
+                **init_kwargs(request, model_config, lora_paths)
+            )
+            materialise(model)
+        except BaseException as exc:
+            failure = lora_load_error(exc, lora_names, f"{shape.family}/{shape.name}") or exc
+            if failure is exc:
+                log.warning("load of %s failed", request.key, exc_info=exc)
+            # Drop the traceback: its frames hold the half-built model, which must be freed now.
+            failure.__traceback__ = failure.__context__ = failure.__cause__ = None
+        finally:
+            self._loras.release(lora_paths)
+        if failure is not None:
+            model = None  # a model built but not evaluated goes too
+            memory.release_cached()
+            raise failure
         load_s = time.perf_counter() - started
+        memory.release_cached()  # loading temporaries (conversion, quantization, LoRA bake)
+        weight_gb = round(max(0, memory.active_bytes() - before) / memory.GIB, 3)
         hook = ProgressHook(self._engine.stop_exception)
         getattr(getattr(model, CALLBACKS_ATTRIBUTE), REGISTER_METHOD)(hook)
         with self._lock:
-            self._models[request.key] = LoadedModel(shape=shape, model=model, hook=hook)
-        log.info("loaded %s (%s) in %.2f s", request.key, shape.class_name, load_s)
-        return load_s
+            self._models[request.key] = LoadedModel(shape=shape, model=model, hook=hook, weight_gb=weight_gb)
+        log.info("loaded %s (%s) in %.2f s, %.3f GiB", request.key, shape.class_name, load_s, weight_gb)
+        return LoadOutcome(load_s=load_s, weight_gb=weight_gb)
 
     def unload(self, key: str) -> float:
         """Drop the model and free its buffers; return the GiB of active memory released."""
@@ -236,6 +436,17 @@ class MfluxBackend:
         freed = max(0.0, round(before - memory.active_gb(), 3))
         log.info("unloaded %s, freed %.3f GiB", key, freed)
         return freed
+
+    def close(self) -> None:
+        """Drop every model and wait for MLX's queued work; for the engine thread at shutdown."""
+        with self._lock:
+            self._models.clear()
+        memory.release_cached()
+        memory.synchronize()
+
+    def remove_staged_files(self) -> None:
+        """Remove the private LoRA link directory (any thread; at exit)."""
+        self._loras.close()
 
     def run(self, request: RunRequest, control: RunControl) -> RunOutcome:
         """Generate one image into ``request.output_path`` (PNG)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 import platform
 from dataclasses import dataclass
 from types import ModuleType
@@ -18,6 +19,9 @@ from kiapi_worker.engine_api import (
     MODEL_CONFIG_MODULE,
     STOP_EXCEPTION,
 )
+from kiapi_worker.pins import MFLUX_VERSION
+
+log = logging.getLogger("kiapi_worker.engine")
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,25 @@ def import_engine() -> Engine:
     except Exception as exc:
         raise EngineUnavailable(f"importing mflux failed: {type(exc).__name__}: {exc}") from exc
     mlx_version = getattr(mx, "__version__", None) or _version("mlx", None)
+    found = _version(MFLUX_DISTRIBUTION, mflux)
+    if found != MFLUX_VERSION:
+        # Another mflux still runs (every name the adapter uses was just imported), but kiapi is
+        # tested against MFLUX_VERSION only, and another release may load other weight revisions.
+        log.warning(
+            "mflux %s is installed; kiapi supports %s (untested combination: the worker runs anyway)",
+            found,
+            MFLUX_VERSION,
+        )
     return Engine(
         model_classes=classes,
         model_config=model_config,
         stop_exception=stop_exception,
         versions={
             "python": platform.python_version(),
-            "mflux": _version(MFLUX_DISTRIBUTION, mflux),
+            "mflux": found,
+            # The release the adapter is written and tested against (pins.MFLUX_VERSION); the
+            # server and kiapi status report a difference.
+            "mflux_supported": MFLUX_VERSION,
             "mlx": str(mlx_version),
             "device": memory.device_name(),
         },

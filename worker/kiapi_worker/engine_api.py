@@ -123,6 +123,21 @@ ALLOWED_SCHEDULERS = (
 # The distribution name whose metadata carries mflux's version (mflux has no __version__).
 MFLUX_DISTRIBUTION = "mflux"
 
+# The Hugging Face commit mflux loads each of our default repos from: mflux pins built-in repos by
+# repo id (``ModelRevisions.PINNED``) and, offline, needs exactly that snapshot in the cache. A repo
+# that is not listed (Qwen/Qwen-Image, or any repo a model setting names) loads ``main``.
+# ``kiapi activate`` downloads these revisions and the server's readiness check asks for them; the
+# contract test compares this table with the pinned release's source.
+REVISIONS_MODULE = "mflux.models.common.resolution.model_revisions"
+REVISIONS_CLASS = "ModelRevisions"
+REVISIONS_ATTRIBUTE = "PINNED"
+PINNED_REVISIONS: dict[str, str] = {
+    "Qwen/Qwen-Image-Edit-2509": "d3968ef930e841f4c73640fb8afa3b306a78167e",
+    "ideogram-ai/ideogram-4-fp8": "ee79a7237b519f1402ceacf952f30c8a31ec5073",
+}
+# Default repos of ours that mflux deliberately does not pin (checked too, so a new pin is noticed).
+UNPINNED_REPOS: tuple[str, ...] = ("Qwen/Qwen-Image",)
+
 
 def shape_for_model(family: str, name: str) -> ModelShape | None:
     """The shape serving a (family, name) pair, or None for a model the worker does not know."""

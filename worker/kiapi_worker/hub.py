@@ -1,9 +1,10 @@
 """Hugging Face downloads for ``kiapi activate``, reported as JSON lines on stdout.
 
-``python -m kiapi_worker.hub plan --repo R [--repo R2 ...] [--revision main] [--gated R ...]``
+``python -m kiapi_worker.hub plan --repo R [--repo R2 ...] [--revision REV] [--gated R ...]``
     Before any byte is downloaded: can each repo be read with the user's token, which commit is it,
     which files does it hold and which of them are already in the cache. One ``plan`` or ``issue``
-    event per repo, then ``end``.
+    event per repo, then ``end``. Without ``--revision`` each repo is planned at the revision the
+    engine loads: the commit mflux pins for it (``engine_api.PINNED_REVISIONS``), else ``main``.
 
 ``python -m kiapi_worker.hub download --repo R --revision main --commit C``
     Downloads commit C into the standard Hugging Face cache with ``hf_hub_download`` (one call per
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kiapi_worker.engine_api import PINNED_REVISIONS
 from kiapi_worker.protocol import claim_protocol_stream
 
 Emit = Callable[[dict[str, Any]], None]
@@ -158,14 +160,22 @@ def _probe_file(files: list[RepoFile]) -> RepoFile | None:
     return min(candidates, key=lambda f: f.size) if candidates else None
 
 
-def plan(repos: list[str], revision: str, gated: set[str], emit: Emit) -> int:
-    """Access, commit and file list of each repo; nothing is downloaded."""
+def engine_revision(repo: str) -> str:
+    """The revision the engine loads ``repo`` from: mflux's pinned commit, else ``main``."""
+    return PINNED_REVISIONS.get(repo, "main")
+
+
+def plan(repos: list[str], revision: str | None, gated: set[str], emit: Emit) -> int:
+    """Access, commit and file list of each repo at ``revision`` (None: the engine's revision of
+    each, see ``engine_revision``); nothing is downloaded."""
     from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_url
 
     api = HfApi()
     token = _token()
     cache_dir = constants.HF_HUB_CACHE
+    asked = revision
     for repo in repos:
+        revision = asked or engine_revision(repo)
         try:
             info = api.model_info(repo, revision=revision, files_metadata=True)
             files = files_of(info)
@@ -495,7 +505,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plan", help="check access and list files; downloads nothing")
     p.add_argument("--repo", action="append", required=True)
-    p.add_argument("--revision", default="main")
+    p.add_argument("--revision", default=None, help="default: the revision the engine loads")
     p.add_argument("--gated", action="append", default=[], help="repos known to be gated")
     d = sub.add_parser("download", help="download one snapshot into the cache and verify it")
     d.add_argument("--repo", required=True)

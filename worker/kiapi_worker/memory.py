@@ -47,6 +47,11 @@ def _gib(value: int | None) -> float | None:
     return None if value is None else round(value / GIB, 3)
 
 
+def active_bytes() -> int:
+    """Memory held by live MLX arrays (model weights, activations), in bytes; 0 without mlx."""
+    return _bytes("get_active_memory") or 0
+
+
 def active_gb() -> float:
     """Memory held by live MLX arrays (model weights, activations)."""
     return _gib(_bytes("get_active_memory")) or 0.0
@@ -76,6 +81,25 @@ def release_cached() -> None:
     """
     gc.collect()
     function = _function("clear_cache")
+    if function is not None:
+        function()
+
+
+def evaluate(tree: Any) -> None:
+    """Compute every array in ``tree`` (nested dicts, lists and tuples, as ``parameters()`` gives).
+
+    MLX is lazy: weights loaded from disk, quantized or merged with a LoRA are only a graph until
+    something evaluates them, and only then do they occupy memory. Without mlx this does nothing.
+    """
+    mx = _mlx_core()
+    function = getattr(mx, "eval", None) if mx is not None else None
+    if callable(function):
+        function(tree)
+
+
+def synchronize() -> None:
+    """Wait for the work queued on the current thread's MLX stream (no-op when unavailable)."""
+    function = _function("synchronize")
     if function is not None:
         function()
 

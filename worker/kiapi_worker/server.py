@@ -8,6 +8,7 @@ flight is answered ``busy`` rather than queued.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -15,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from kiapi_worker import memory
 from kiapi_worker.backend import PROGRESS_LABEL, MfluxBackend, RunControl
@@ -48,6 +49,7 @@ class _Job:
     command_id: str
     work: Callable[[], Reply]
     control: RunControl | None
+    answer: bool = True
 
 
 class EngineThread:
@@ -84,8 +86,21 @@ class EngineThread:
     def wait_idle(self, timeout: float) -> bool:
         return self._idle.wait(timeout)
 
-    def close(self) -> None:
-        self._jobs.put(None)
+    def finish(self, teardown: Callable[[], None], timeout: float) -> bool:
+        """Run ``teardown`` as the last job, unanswered; False if it did not end within ``timeout``.
+
+        The thread itself is kept (see ``_stop``): it waits for jobs that never come.
+        """
+        done = threading.Event()
+
+        def work() -> Reply:
+            try:
+                teardown()
+            finally:
+                done.set()
+            return {}
+
+        return self.submit(_Job("", work, None, answer=False)) and done.wait(timeout)
 
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -94,7 +109,8 @@ class EngineThread:
             with self._lock:
                 self._current = None
             try:
-                self._writer.send(reply)
+                if job.answer:
+                    self._writer.send(reply)
             except StreamClosed:
                 log.warning("server went away before reply to %s", job.command_id)
             finally:
@@ -144,12 +160,13 @@ class Worker:
         request = parse_load(command.body, command.id)
 
         def work() -> Reply:
-            load_s = self._backend.load(request)
+            outcome = self._backend.load(request)
             return {
                 "id": command.id,
                 "type": "loaded",
                 "key": request.key,
-                "load_s": round(load_s, 2),
+                "load_s": round(outcome.load_s, 2),
+                "weight_gb": outcome.weight_gb,
                 "active_gb": memory.active_gb(),
             }
 
@@ -206,6 +223,7 @@ class Worker:
                 "peak_gb": memory.peak_gb(),
                 "cache_gb": memory.cache_gb(),
                 "loaded": self._backend.loaded_keys(),
+                "builds": self._backend.builds(),
             }
         )
         return True
@@ -237,16 +255,40 @@ def _shutdown_grace_s() -> float:
         return DEFAULT_SHUTDOWN_GRACE_S
 
 
-def _stop(engine: EngineThread) -> int:
-    """Cancel what is running, give it a moment to answer, then exit 0."""
+def _stop(engine: EngineThread, backend: MfluxBackend) -> NoReturn:
+    """Cancel what is running, let the engine thread tear down, then end the process with 0.
+
+    Never returns. The process ends with ``os._exit``, not by returning through the interpreter's
+    finalisation: MLX's Python binding keeps per-thread state (the thread's random key, made by
+    any ``mx.random`` call such as the initialisation of ``mlx.nn`` layers) in a C++ thread_local
+    whose destructor takes the GIL when the thread ends. A thread's C++ destructors run after its
+    Python part has ended, so they can meet the main thread finalising the interpreter; Python
+    then calls ``pthread_exit`` inside ``PyGILState_Ensure``, the unwind reaches that noexcept
+    destructor, and libstdc++ aborts ("terminate called without an active exception", SIGABRT),
+    after the ack was sent. The engine thread (a daemon) is therefore never let to end: it drops
+    every model and synchronizes MLX as its last job, and ``os._exit`` then skips finalisation and
+    C++ static destructors altogether; protocol replies are unbuffered ``os.write``s, and the log
+    streams are flushed first.
+    """
     engine.cancel()
-    engine.close()
     grace = _shutdown_grace_s()
     if engine.wait_idle(grace):
-        return EXIT_OK
-    log.warning("engine still busy after %.1f s; exiting without waiting", grace)
-    sys.stderr.flush()
-    os._exit(EXIT_OK)  # a hung engine thread must not keep the process alive
+        if not engine.finish(backend.close, grace):
+            log.warning("engine teardown still running after %.1f s; exiting without waiting", grace)
+    else:
+        log.warning("engine still busy after %.1f s; exiting without waiting", grace)
+    backend.remove_staged_files()  # os._exit skips atexit
+    _exit_process(EXIT_OK)
+
+
+def _exit_process(code: int) -> NoReturn:
+    """Flush the log streams and end the process now (no finalisation, no atexit, see ``_stop``)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+    os._exit(code)
 
 
 def main() -> int:
@@ -260,7 +302,8 @@ def main() -> int:
         return EXIT_INIT_FAILED
     writer.send({"type": "ready", **engine.versions})
     engine_thread = EngineThread(writer, engine.stop_exception)
-    worker = Worker(writer, MfluxBackend(engine), engine_thread)
+    backend = MfluxBackend(engine)
+    worker = Worker(writer, backend, engine_thread)
     try:
         for raw in read_lines(sys.stdin.buffer):
             if not worker.handle(raw):
@@ -269,4 +312,4 @@ def main() -> int:
         log.warning("server closed the protocol stream")
     except KeyboardInterrupt:
         log.warning("interrupted")
-    return _stop(engine_thread)
+    _stop(engine_thread, backend)

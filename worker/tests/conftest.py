@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,8 +15,8 @@ def spawn() -> Iterator[Callable[..., WorkerProcess]]:
     """Start workers for a test; every one is killed and reaped when the test ends."""
     started: list[WorkerProcess] = []
 
-    def start(env: dict[str, str] | None = None, with_fake: bool = True) -> WorkerProcess:
-        process = WorkerProcess(env, with_fake=with_fake)
+    def start(env: dict[str, str] | None = None, with_fake: bool = True, **options: Any) -> WorkerProcess:
+        process = WorkerProcess(env, with_fake=with_fake, **options)
         started.append(process)
         return process
 

@@ -1,7 +1,8 @@
 """Installable wheels of the fake ``mflux`` and ``mlx`` (``tests/fake_mflux``), written with zipfile alone.
 
-``kiapi activate`` runs ``pip install mflux==<pin> mlx[...] <worker>``; the TypeScript tests point it at
-a local wheel directory (``KIAPI_PIP_ARGS='--no-index --find-links DIR'``). A wheel is a zip holding
+``kiapi activate`` installs a lock (``pip install --no-deps -r <lock>``, then the worker); the TypeScript
+tests point it at a local wheel directory (``KIAPI_PIP_ARGS='--no-index --find-links DIR'``) and a
+lock of that directory (``KIAPI_ENGINE_LOCK``). A wheel is a zip holding
 the package and a ``<name>-<version>.dist-info`` with METADATA, WHEEL and RECORD, so no build backend
 and no network are needed to make one.
 

@@ -8,6 +8,7 @@ gated preflight, checksum failures removing the damaged file, stale partial file
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import pytest
 
 from fake_wheels import build_fake_wheels
 from kiapi_worker import hub
+from kiapi_worker.engine_api import PINNED_REVISIONS
 
 
 class FakeResponse:
@@ -88,6 +90,7 @@ class FakeHub:
         self.chunk = 250
         self.before_chunk: Any = None
         self.errors = _errors_module()
+        self.info_revisions: list[tuple[str, str]] = []
 
     def module(self) -> types.ModuleType:
         fake = self
@@ -100,11 +103,11 @@ class FakeHub:
         class HfApi:
             def model_info(self, repo: str, revision: str, files_metadata: bool) -> Any:
                 assert files_metadata
+                fake.info_revisions.append((repo, revision))
                 if fake.info_error:
                     raise fake.info_error
-                return types.SimpleNamespace(
-                    sha="d" * 40, siblings=FILES, gated="manual" if fake.gated else False
-                )
+                sha = revision if re.fullmatch(r"[0-9a-f]{40}", revision) else "d" * 40
+                return types.SimpleNamespace(sha=sha, siblings=FILES, gated="manual" if fake.gated else False)
 
             def verify_repo_checksums(self, repo: str, revision: str) -> Any:
                 return types.SimpleNamespace(mismatches=fake.mismatches, missing_paths=[])
@@ -150,6 +153,24 @@ def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeHub:
 def _events() -> tuple[list[dict[str, Any]], Any]:
     events: list[dict[str, Any]] = []
     return events, events.append
+
+
+def test_plan_asks_for_the_revision_the_engine_loads(fake: FakeHub) -> None:
+    """A repo mflux pins is planned (and so downloaded) at the pinned commit; others at main."""
+    edit = "Qwen/Qwen-Image-Edit-2509"
+    events, emit = _events()
+    assert hub.plan([edit, "Qwen/Qwen-Image", "org/repo"], None, set(), emit) == 0
+    assert fake.info_revisions == [
+        (edit, PINNED_REVISIONS[edit]),
+        ("Qwen/Qwen-Image", "main"),
+        ("org/repo", "main"),
+    ]
+    plans = [e for e in events if e["event"] == "plan"]
+    pinned = PINNED_REVISIONS[edit]
+    assert (plans[0]["revision"], plans[0]["commit"]) == (pinned, pinned)
+    fake.info_revisions.clear()
+    hub.plan([edit], "main", set(), _events()[1])  # an explicit revision wins
+    assert fake.info_revisions == [(edit, "main")]
 
 
 def test_plan_lists_files_and_marks_cached_blobs(fake: FakeHub) -> None:
@@ -362,14 +383,14 @@ def test_main_without_huggingface_hub_says_what_to_do(monkeypatch: pytest.Monkey
 
 def test_fake_wheels_install_with_pip(tmp_path: Path) -> None:
     wheels = build_fake_wheels(tmp_path / "wheels")
-    assert sorted(w.name for w in wheels) == ["mflux-0.18.0-py3-none-any.whl", "mlx-0.31.2-py3-none-any.whl"]
+    assert sorted(w.name for w in wheels) == ["mflux-0.24.0-py3-none-any.whl", "mlx-0.31.2-py3-none-any.whl"]
     with zipfile.ZipFile(wheels[0]) as archive:
         names = archive.namelist()
         assert "mflux/__init__.py" in names
         assert not any("__pycache__" in n for n in names)
         assert (
             "Requires-Dist: huggingface_hub>=1.1.6,<2.0"
-            in archive.read("mflux-0.18.0.dist-info/METADATA").decode()
+            in archive.read("mflux-0.24.0.dist-info/METADATA").decode()
         )
     target = tmp_path / "site"
     done = subprocess.run(
@@ -403,4 +424,4 @@ def test_fake_wheels_install_with_pip(tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
-    assert check.stdout.split() == ["0.18.0", "0.31.2"], check.stderr
+    assert check.stdout.split() == ["0.24.0", "0.31.2"], check.stderr

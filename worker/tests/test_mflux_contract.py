@@ -24,12 +24,17 @@ from kiapi_worker.engine_api import (
     IN_LOOP_METHOD,
     MODEL_CONFIG_CLASS,
     MODEL_CONFIG_MODULE,
+    PINNED_REVISIONS,
     REGISTER_METHOD,
+    REVISIONS_ATTRIBUTE,
+    REVISIONS_CLASS,
+    REVISIONS_MODULE,
     STOP_EXCEPTION,
     STOP_EXCEPTION_BASES,
+    UNPINNED_REPOS,
     ModelShape,
 )
-from kiapi_worker.pins import MFLUX_VERSION
+from kiapi_worker.pins import ENGINE_REQUIRES_PYTHON, MFLUX_VERSION
 from mflux_source import MfluxSource, decorator_names, method, parameters
 
 SHAPES = list(CALL_SHAPES.values())
@@ -67,6 +72,45 @@ def _called_name(call: ast.Call) -> str | None:
 def test_sdist_is_the_pinned_release(mflux_source: MfluxSource) -> None:
     assert mflux_source.pkg_info is not None, "sdist has no PKG-INFO"
     assert f"\nVersion: {MFLUX_VERSION}\n" in mflux_source.pkg_info
+
+
+def test_requires_python_is_the_engine_pin(mflux_source: MfluxSource) -> None:
+    """kiapi activate picks the venv's Python by pins.ENGINE_REQUIRES_PYTHON."""
+    assert mflux_source.pkg_info is not None
+    assert f"\nRequires-Python: {ENGINE_REQUIRES_PYTHON}\n" in mflux_source.pkg_info
+
+
+def _pinned_revisions(mflux_source: MfluxSource) -> dict[str, str]:
+    _, cls = mflux_source.find_class(REVISIONS_MODULE, REVISIONS_CLASS)
+    for node in cls.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        if isinstance(target, ast.Name) and target.id == REVISIONS_ATTRIBUTE and node.value is not None:
+            value = ast.literal_eval(node.value)
+            assert isinstance(value, dict)
+            return value
+    raise AssertionError(f"{REVISIONS_CLASS} has no {REVISIONS_ATTRIBUTE} table in mflux {MFLUX_VERSION}")
+
+
+def test_pinned_revisions_are_the_ones_mflux_loads(mflux_source: MfluxSource) -> None:
+    """kiapi activate downloads, and readiness asks for, the commit mflux loads offline."""
+    pinned = _pinned_revisions(mflux_source)
+    assert {repo: pinned.get(repo) for repo in PINNED_REVISIONS} == PINNED_REVISIONS
+    assert PINNED_REVISIONS["Qwen/Qwen-Image-Edit-2509"] == "d3968ef930e841f4c73640fb8afa3b306a78167e"
+    assert PINNED_REVISIONS["ideogram-ai/ideogram-4-fp8"] == "ee79a7237b519f1402ceacf952f30c8a31ec5073"
+    for repo in UNPINNED_REPOS:
+        assert repo not in pinned, f"mflux {MFLUX_VERSION} now pins {repo}: add it to PINNED_REVISIONS"
+
+
+def test_model_resolution_uses_the_pins(mflux_source: MfluxSource) -> None:
+    """Loading a repo id looks its commit up in the table (so the table is what decides)."""
+    users = [
+        path
+        for path, text in mflux_source.files.items()
+        if path.startswith("mflux/models/common/") and f"{REVISIONS_CLASS}.get(" in text
+    ]
+    assert users, f"nothing in mflux/models/common calls {REVISIONS_CLASS}.get any more"
 
 
 @pytest.mark.parametrize("path", REFERENCE_FILES)
@@ -155,7 +199,16 @@ def test_generation_context_calls_in_loop_with_our_keywords(mflux_source: MfluxS
     assert calls, f"GenerationContext.in_loop does not call {IN_LOOP_METHOD}"
     for call in calls:
         assert not call.args, f"{IN_LOOP_METHOD} is now called with positional arguments"
-        assert tuple(keyword.arg for keyword in call.keywords) == IN_LOOP_KEYWORDS
+        assert tuple(keyword.arg for keyword in call.keywords if keyword.arg) == IN_LOOP_KEYWORDS
+        if any(keyword.arg is None for keyword in call.keywords):
+            # mflux 0.24 adds `denoised` (**extra) only for callbacks that declare it; ours does not.
+            constants = {
+                node.value
+                for node in ast.walk(context)
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            }
+            assert "denoised" in constants, "call_in_loop gets new **keywords that are not opt-in"
+            assert "denoised" not in inspect.signature(ProgressHook.call_in_loop).parameters
 
 
 def test_progress_hook_accepts_what_mflux_passes() -> None:

@@ -48,7 +48,8 @@ def test_ready_reports_versions_and_device(spawn: Spawn) -> None:
     assert ready == {
         "type": "ready",
         "python": platform.python_version(),
-        "mflux": "0.18.0",
+        "mflux": "0.24.0",
+        "mflux_supported": "0.24.0",
         "mlx": "0.31.2",
         "device": "gpu",
     }
@@ -419,7 +420,7 @@ def test_unknown_scheduler_is_refused_before_mflux(spawn: Spawn, tmp_path: Path,
 def test_unusable_lora_file_fails_the_load(
     spawn: Spawn, tmp_path: Path, fake_log: Path, content: bytes | None, message: str
 ) -> None:
-    """mflux would print, skip the LoRA and succeed; the worker refuses instead."""
+    """Refused before mflux is asked; the message names the file, not the server's directories."""
     worker = spawn({"FAKE_MFLUX_LOG": str(fake_log)})
     worker.ready()
     lora = tmp_path / "lora.safetensors"
@@ -428,8 +429,48 @@ def test_unusable_lora_file_fails_the_load(
     [error] = worker.exchange(load_command("1", "t", loras=[{"path": str(lora), "scale": 1.0}]))
     assert error["code"] == "bad_request"
     assert message in error["message"]
-    assert str(lora) in error["message"]
+    assert "lora.safetensors" in error["message"]
+    assert str(tmp_path) not in error["message"]
     assert _calls(fake_log, "init") == []
+
+
+@pytest.mark.parametrize("directory", ["files", "data.v2/files"])
+def test_extensionless_lora_blob_is_loaded(
+    spawn: Spawn, tmp_path: Path, fake_log: Path, directory: str
+) -> None:
+    """A Files API blob has no extension; MLX's loader infers the format from the whole path's last
+    '.', so mflux 0.24 fails on the blob itself (0.18 skipped it and generated without it)."""
+    blob = tmp_path / directory / "file_abc123"
+    blob.parent.mkdir(parents=True)
+    write_safetensors(blob)
+    worker = spawn({"FAKE_MFLUX_LOG": str(fake_log)})
+    worker.ready()
+    [loaded] = worker.exchange(load_command("1", "k", loras=[{"path": str(blob), "scale": 0.5}]))
+    assert loaded["type"] == "loaded", loaded
+    [init] = _calls(fake_log, "init")
+    [given] = init["kwargs"]["lora_paths"]
+    assert given.endswith("file_abc123.safetensors")
+    assert init["kwargs"]["lora_scales"] == [0.5]
+    assert not Path(given).parent.exists(), "the link and its directory go once the model is built"
+    assert blob.exists()
+
+
+def test_lora_matching_no_layer_is_refused(spawn: Spawn, tmp_path: Path) -> None:
+    """mflux 0.24 raises when a LoRA applies to no layer; the answer names the file and the model."""
+    blob = tmp_path / "files" / "file_nolayer"
+    blob.parent.mkdir()
+    write_safetensors(blob, keys=["model.diffusion_model.input_blocks.0.weight"])
+    worker = spawn({"FAKE_MFLUX_WEIGHT_GB": "1"})
+    worker.ready()
+    [error] = worker.exchange(load_command("1", "k", loras=[{"path": str(blob), "scale": 1.0}]))
+    assert error["code"] == "bad_request"
+    assert error["message"].startswith("LoRA file_nolayer matches no layer of qwen/image")
+    assert "Key endings seen in the file" in error["message"]
+    assert str(tmp_path) not in error["message"]
+    assert ".safetensors" not in error["message"], "the staged link's name stays private"
+    [stats] = worker.exchange({"id": "s", "cmd": "stats"})
+    assert stats["loaded"] == []
+    assert stats["builds"] == []
 
 
 def test_run_on_unloaded_key_is_not_loaded(spawn: Spawn, tmp_path: Path) -> None:
@@ -466,6 +507,26 @@ def test_loading_a_loaded_key_constructs_once(spawn: Spawn, fake_log: Path) -> N
     assert again["type"] == "loaded"
     assert again["load_s"] == 0
     assert len(_calls(fake_log, "init")) == 1
+
+
+def test_load_materialises_weights_and_reports_their_size(spawn: Spawn) -> None:
+    """mflux leaves weights lazy; the worker evaluates them at load and measures the growth."""
+    worker = spawn({"FAKE_MFLUX_WEIGHT_GB": "1.5", "FAKE_MFLUX_LOAD_S": "0.05"})
+    worker.ready()
+    [loaded] = worker.exchange(load_command("1", "a"))
+    assert loaded["weight_gb"] == pytest.approx(1.5, abs=0.001)
+    assert loaded["active_gb"] == pytest.approx(1.5, abs=0.001)
+    assert loaded["load_s"] >= 0.05
+    [loaded] = worker.exchange(load_command("2", "b", **IDEOGRAM))
+    assert loaded["weight_gb"] == pytest.approx(1.5, abs=0.001)
+    assert loaded["active_gb"] == pytest.approx(3.0, abs=0.001)
+    [again] = worker.exchange(load_command("3", "a"))
+    assert (again["load_s"], again["weight_gb"]) == (0, pytest.approx(1.5, abs=0.001))
+    [stats] = worker.exchange({"id": "s", "cmd": "stats"})
+    assert stats["builds"] == [
+        {"key": "a", "weight_gb": pytest.approx(1.5, abs=0.001)},
+        {"key": "b", "weight_gb": pytest.approx(1.5, abs=0.001)},
+    ]
 
 
 def test_unload_frees_memory_and_stats_report_it(spawn: Spawn, tmp_path: Path) -> None:
@@ -519,6 +580,15 @@ def test_bad_lines_get_protocol_errors_and_the_worker_goes_on(spawn: Spawn) -> N
 def test_shutdown_acks_and_exits_zero(spawn: Spawn) -> None:
     worker = spawn()
     worker.ready()
+    assert worker.exchange({"id": "1", "cmd": "shutdown"}) == [{"id": "1", "type": "ack"}]
+    assert worker.wait() == 0
+
+
+def test_shutdown_with_models_loaded_exits_zero(spawn: Spawn, tmp_path: Path) -> None:
+    worker = spawn()
+    worker.ready()
+    _loaded(worker, "a")
+    _split(worker.exchange(run_command("r", "a", tmp_path / "o.png", steps=1)))
     assert worker.exchange({"id": "1", "cmd": "shutdown"}) == [{"id": "1", "type": "ack"}]
     assert worker.wait() == 0
 

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from kiapi_worker import memory
-from kiapi_worker.backend import ProgressHook, RunControl, generate_kwargs, init_kwargs, trim_prompt_cache
+from kiapi_worker.backend import (
+    LoraStaging,
+    ProgressHook,
+    RunControl,
+    generate_kwargs,
+    init_kwargs,
+    lora_load_error,
+    materialise,
+    trim_prompt_cache,
+)
 from kiapi_worker.commands import parse_load, parse_task
 from kiapi_worker.engine_api import CALL_SHAPES, OMIT_WHEN_NULL
 from kiapi_worker.errors import classify
@@ -188,3 +199,130 @@ def test_prompt_cache_is_trimmed_oldest_first() -> None:
 
 def test_prompt_cache_trim_tolerates_models_without_one() -> None:
     assert trim_prompt_cache(SimpleNamespace()) == 0
+
+
+# --- LoRA files and mflux 0.24's LoRA errors ------------------------------------------------
+
+
+def test_lora_staging_links_only_paths_mlx_cannot_load(tmp_path) -> None:
+    blob = tmp_path / "v1.2" / "file_a b"
+    blob.parent.mkdir()
+    blob.write_bytes(b"x")
+    named = tmp_path / "style.safetensors"
+    named.write_bytes(b"y")
+    staging = LoraStaging()
+    paths, names = staging.stage([str(blob), str(named)])
+    assert paths[1] == str(named)
+    assert paths[0].endswith("/1-file_a_b.safetensors")
+    assert Path(paths[0]).read_bytes() == b"x"
+    assert names == {paths[0]: "file_a b", paths[1]: "style.safetensors"}
+    directory = Path(paths[0]).parent
+    assert directory.stat().st_mode & 0o077 == 0, "private to this process"
+    staging.release(paths)
+    assert not directory.exists()
+    assert named.exists()
+    assert blob.exists()
+    again, _ = staging.stage([str(blob)])
+    assert Path(again[0]).parent != directory
+    assert staging.stage([str(named)]) == ([str(named)], {str(named): "style.safetensors"})
+    staging.close()
+    assert not Path(again[0]).parent.exists()
+    staging.close()
+
+
+def test_lora_staging_falls_back_to_a_copy(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise OSError("not here")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    monkeypatch.setattr(os, "link", refuse)
+    blob = tmp_path / "file_c"
+    blob.write_bytes(b"z")
+    staging = LoraStaging()
+    [path], _ = staging.stage([str(blob)])
+    assert not Path(path).is_symlink()
+    assert Path(path).read_bytes() == b"z"
+    staging.close()
+
+
+STAGED = "/tmp/kiapi-worker-1-loras-x/1/1-file_abc.safetensors"
+NAMES = {STAGED: "file_abc", "/data/named.safetensors": "named.safetensors"}
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (
+            ValueError(
+                f"Failed to load LoRA file {STAGED}: [load] Could not infer file format from extension"
+            ),
+            "LoRA file_abc could not be loaded ([load] Could not infer file format from extension); "
+            "pass a LoRA adapter in .safetensors format",
+        ),
+        (
+            ValueError(
+                "No LoRA layers were applied from 1-file_abc.safetensors. Key endings seen in the file: "
+                "['out.weight']. This model's mapping expects endings like lora_A/lora_B."
+            ),
+            "LoRA file_abc matches no layer of qwen/image: it was made for another model or names its "
+            "layers in a way mflux does not read; pass a LoRA trained for qwen/image "
+            "(Key endings seen in the file: ['out.weight'])",
+        ),
+        (
+            ValueError(
+                "2 of the 5 layers named by named.safetensors could not be applied (a, b); each reason "
+                "is printed above. The adapter and this model do not match."
+            ),
+            "LoRA named.safetensors does not fit qwen/image: 2 of the 5 layers named by named.safetensors "
+            "could not be applied (a, b); each reason is printed above. The adapter and this model do not "
+            "match.",
+        ),
+        (
+            FileNotFoundError(f"LoRA file not found: '{STAGED}'. File does not exist."),
+            "LoRA file_abc could not be loaded (LoRA file not found: 'file_abc'. File does not exist.); "
+            "pass a LoRA adapter in .safetensors format",
+        ),
+    ],
+)
+def test_lora_errors_name_the_lora_not_its_path(exc: BaseException, expected: str) -> None:
+    error = lora_load_error(exc, NAMES, "qwen/image")
+    assert error is not None
+    assert (error.code, error.message) == ("bad_request", expected)
+    assert "/tmp/" not in error.message
+    assert "/data/" not in error.message
+
+
+def test_lora_error_found_from_the_loaders_frame() -> None:
+    """A message that names no file (e.g. two keys mapping to one slot) is tied to the LoRA that
+    mflux's loader (a file under .../lora/) was applying, read from that frame's ``lora_file``."""
+    source = (
+        "def _apply_single_lora(lora_file):\n    raise ValueError('LoRA keys a and b both map to x.lora_A')\n"
+    )
+    namespace: dict = {}
+    exec(compile(source, "/site-packages/mflux/models/common/lora/mapping/lora_loader.py", "exec"), namespace)
+    with pytest.raises(ValueError, match="both map to") as caught:
+        namespace["_apply_single_lora"](STAGED)
+    error = lora_load_error(caught.value, NAMES, "qwen/image")
+    assert error is not None
+    assert (
+        error.message
+        == "LoRA file_abc cannot be applied to qwen/image: LoRA keys a and b both map to x.lora_A"
+    )
+
+
+def test_other_load_errors_are_left_alone() -> None:
+    assert lora_load_error(ValueError("bad quantize"), NAMES, "qwen/image") is None
+    assert lora_load_error(RuntimeError(f"boom {STAGED}"), NAMES, "qwen/image") is None
+    assert lora_load_error(ValueError(f"x {STAGED}"), {}, "qwen/image") is None
+
+
+def test_materialise_evaluates_the_parameter_tree() -> None:
+    import mlx.core as mx
+
+    weights = [mx.FakeArray(1024), mx.FakeArray(2048)]
+    model = SimpleNamespace(parameters=lambda: {"vae": {"w": weights[0]}, "transformer": [{"w": weights[1]}]})
+    before = mx.get_active_memory()
+    materialise(model)
+    assert all(weight.evaluated for weight in weights)
+    assert mx.get_active_memory() - before == 3072
+    materialise(SimpleNamespace())  # a model without parameters() is left as it is

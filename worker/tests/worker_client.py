@@ -25,13 +25,21 @@ TERMINAL_TYPES = {"loaded", "unloaded", "result", "error", "stats", "ack"}
 class WorkerProcess:
     """One worker process; every stdout line must be JSON or the test fails."""
 
-    def __init__(self, env: dict[str, str] | None = None, with_fake: bool = True) -> None:
-        path = [str(WORKER_DIR)] + ([str(FAKE_DIR)] if with_fake else [])
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        with_fake: bool = True,
+        python: str | None = None,
+        path_entries: Iterable[str] = (),
+    ) -> None:
+        """``python``: the interpreter (default: this one); ``path_entries`` follow the worker's
+        directory (and the fake's, with ``with_fake``) on PYTHONPATH."""
+        path = [str(WORKER_DIR)] + ([str(FAKE_DIR)] if with_fake else []) + list(path_entries)
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("FAKE_MFLUX_")}
         full_env.update({"PYTHONPATH": os.pathsep.join(path), "PYTHONDONTWRITEBYTECODE": "1"})
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kiapi_worker"],
+            [python or sys.executable, "-m", "kiapi_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -221,10 +229,21 @@ def write_png(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def write_safetensors(path: Path) -> Path:
-    """A minimal well-formed safetensors file (header only, no tensors)."""
-    header = json.dumps({"__metadata__": {"format": "pt"}}).encode("utf-8")
-    path.write_bytes(len(header).to_bytes(8, "little") + header)
+def write_safetensors(
+    path: Path, keys: Iterable[str] = ("transformer_blocks.0.attn.to_q.lora_A.weight",)
+) -> Path:
+    """A small well-formed safetensors file: one 1x1 float32 tensor (zero) per key.
+
+    The default key is a LoRA matrix, so the fake mflux (like mflux 0.24) applies it; keys without
+    ``lora`` in them make a file that matches no layer.
+    """
+    names = list(keys)
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    for index, name in enumerate(names):
+        header[name] = {"dtype": "F32", "shape": [1, 1], "data_offsets": [4 * index, 4 * index + 4]}
+    raw = json.dumps(header).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the format pads the header to a multiple of 8
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + bytes(4 * len(names)))
     return path
 
 

@@ -5,6 +5,7 @@
  */
 import { defineOperation, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';
 import { InputError, RuleError } from '../../core/errors.js';
+import { pinnedRevision } from '../../core/models/revisions.js';
 import type { ImageTask } from '../../engines/engine.js';
 import { runImageJob } from '../shared/image-job.js';
 import { resolveSeed, snapshot } from '../shared/params.js';
@@ -154,6 +155,7 @@ export function ideogram4Capability(env: Record<string, string | undefined>): Ca
         default: true,
         features: ['text'],
         repo: s.modelRepo,
+        revision: pinnedRevision(s.modelRepo),
         weightGb: 26.0,
         peakHeadroomGb: 4.0,
         priority: 0,

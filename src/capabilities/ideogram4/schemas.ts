@@ -53,7 +53,7 @@ export function generateRequestSchema(s: Ideogram4Settings) {
           nullable(Type.Integer(), {
             title: 'Quantize',
             description:
-              'Quantization bits, one of {3, 4, 5, 6, 8}. Omit to use the resident model. Only the VAE of Ideogram 4 can be quantized, so this rarely helps; a differing value uses a separately built model (kept resident for reuse).',
+              'Quantization bits, one of {3, 4, 5, 6, 8}. Omit to use the resident model. Quantizes the whole model: both transformers and the text encoder (their FP8 weights are re-quantized to this many bits) and the attention layers of the VAE, which lowers memory but changes the image and can be slower than FP8 on some backends. A differing value uses a separately built model (kept resident for reuse).',
           }),
         ),
         strict_caption_validation: Type.Optional(

@@ -1,5 +1,6 @@
 /** Qwen model variants (reference §8.2). */
 import type { ModelSpec } from '../../core/models/model-spec.js';
+import { pinnedRevision } from '../../core/models/revisions.js';
 import type { QwenSettings } from './settings.js';
 
 export function qwenModels(s: QwenSettings): ModelSpec[] {
@@ -15,13 +16,14 @@ export function qwenModels(s: QwenSettings): ModelSpec[] {
     gated: false,
   };
   return [
-    { ...common, name: 'image', aliases: ['qwen-image', 'Qwen/Qwen-Image'], default: true, repo: s.imageModel },
+    { ...common, name: 'image', aliases: ['qwen-image', 'Qwen/Qwen-Image'], default: true, repo: s.imageModel, revision: pinnedRevision(s.imageModel) },
     {
       ...common,
       name: 'edit-2509',
       aliases: ['qwen-edit', 'qwen-image-edit', 'Qwen/Qwen-Image-Edit-2509'],
       default: false,
       repo: s.editModel,
+      revision: pinnedRevision(s.editModel),
     },
   ];
 }

@@ -127,7 +127,7 @@ export function editRequestSchema(s: QwenSettings) {
           minItems: 1,
           title: 'Images',
           description:
-            'One or more reference images (Files-API file ids, http(s) URLs, or data URLs) to edit / compose under the prompt. At least one is required. The engine conditions on all of them at one small shared size (the last image sets the aspect ratio); its vision-language encoder reads only the first.',
+            'One or more reference images (Files-API file ids, http(s) URLs, or data URLs) to edit / compose under the prompt. At least one is required. Every image is resized to the output size and encoded into the latents the model starts from; the vision-language encoder reads only the first image, scaled to about 384×384 with its aspect ratio kept.',
         }),
         width: Type.Optional(c.width),
         height: Type.Optional(c.height),

@@ -12,6 +12,11 @@ export interface ModelSpec {
   features: string[];
   /** Hugging Face repo id or a local directory with the weights. */
   repo: string;
+  /**
+   * The commit the engine loads `repo` from (mflux's pin, see revisions.ts), or null when it loads
+   * `main` (or `repo` is a local directory). Activation downloads it; readiness asks for it.
+   */
+  revision: string | null;
   /** Resident weight estimate in GiB (the budget uses it until a load is measured). */
   weightGb: number;
   /** Extra GiB a run needs on top of the weights (activations, VAE decode). */

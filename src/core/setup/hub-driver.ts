@@ -113,12 +113,15 @@ function runHub(ctx: HubContext, args: string[], onEvent: (e: Record<string, unk
   });
 }
 
-/** Access, commit and file list of each repo; downloads nothing. */
-export async function planRepos(ctx: HubContext, repos: { repo: string; gated: boolean }[], revision = 'main'): Promise<PlanResult> {
+/**
+ * Access, commit and file list of each repo; downloads nothing. Without `revision` each repo is
+ * planned at the revision the engine loads (hub.py: mflux's pinned commit, else `main`).
+ */
+export async function planRepos(ctx: HubContext, repos: { repo: string; gated: boolean }[], revision?: string): Promise<PlanResult> {
   const result: PlanResult = { plans: [], issues: [], hasToken: false };
   // Set from the event callback; an object so the compiler does not narrow it to its initial value.
   const state: { ended: boolean; fatal: string | null } = { ended: false, fatal: null };
-  const args = ['plan', '--revision', revision];
+  const args = ['plan', ...(revision ? ['--revision', revision] : [])];
   for (const r of repos) {
     args.push('--repo', r.repo);
     if (r.gated) args.push('--gated', r.repo);

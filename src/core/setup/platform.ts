@@ -69,6 +69,7 @@ export function assertEngineSupported(info: PlatformInfo): void {
       'It needs macOS on Apple Silicon (MLX), or Linux with an NVIDIA GPU and its driver loaded ' +
       '(`nvidia-smi` works; kiapi installs mlx[cuda13]).\n' +
       'The preview engine keeps working here (`kiapi run`), and weights kept elsewhere can be used on a ' +
-      'supported machine by pointing KIAPI_QWEN_IMAGE_MODEL (etc.) at their directory.',
+      'supported machine by pointing KIAPI_QWEN_IMAGE_MODEL (etc.) at their directory.\n' +
+      'On Linux without a GPU, KIAPI_ACTIVATE_PLATFORM=linux-cpu installs MLX for the CPU instead (it works, but an image takes very long).',
   );
 }

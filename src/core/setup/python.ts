@@ -1,8 +1,15 @@
 /**
- * The Python the engine's venv is made from. mflux needs Python >= 3.10 with `venv` and `ensurepip`
- * (Debian ships those separately as python3-venv), and on macOS a native arm64 build (MLX has no
- * x86_64 wheels). Each way this can be wrong gets its own message saying what to install.
+ * The Python the engine's venv is made from: a version mflux accepts (its Requires-Python) and the
+ * engine lock covers, with `venv` and `ensurepip` (Debian ships those separately as python3-venv),
+ * and on macOS a native arm64 build (MLX has no x86_64 wheels). Each way this can be wrong gets its
+ * own message saying what to install.
+ *
+ * The versions are data in worker/kiapi_worker/pins.py (`ENGINE_REQUIRES_PYTHON`, `LOCK_PYTHONS`),
+ * read from its text here because this runs before any Python is known (a unit test checks the
+ * reading against `python -m kiapi_worker.pins`).
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { SetupError } from '../errors.js';
 import { runProcess } from './process.js';
 import type { PlatformKind } from './setup-settings.js';
@@ -15,16 +22,45 @@ export interface BasePython {
   machine: string;
 }
 
-export const MIN_PYTHON: readonly [number, number] = [3, 10];
-const MIN_TEXT = `${MIN_PYTHON[0]}.${MIN_PYTHON[1]}`;
+/** The Pythons the engine can be built from. */
+export interface EnginePython {
+  /** mflux's Requires-Python, e.g. `>=3.11`. */
+  requires: string;
+  /** Its lower bound, e.g. `[3, 11]`. */
+  min: readonly [number, number];
+  /** The `major.minor` versions the engine lock is resolved for, e.g. `['3.11', '3.12', '3.13']`. */
+  versions: string[];
+}
 
-// Tried in order when KIAPI_ACTIVATE_PYTHON is unset: `python3` first, then newer-to-older
-// versioned names, because macOS's /usr/bin/python3 is often 3.9 while Homebrew's 3.12 sits beside it.
-const CANDIDATES = ['python3', 'python3.13', 'python3.12', 'python3.11', 'python3.10'];
+/** Reads `ENGINE_REQUIRES_PYTHON` and `LOCK_PYTHONS` from worker/kiapi_worker/pins.py. */
+export function readEnginePython(workerDir: string): EnginePython {
+  const file = path.join(workerDir, 'kiapi_worker', 'pins.py');
+  const text = fs.readFileSync(file, 'utf8');
+  const requires = /^ENGINE_REQUIRES_PYTHON = "(>=(\d+)\.(\d+))"$/m.exec(text);
+  const lock = /^LOCK_PYTHONS = \(([^)]*)\)$/m.exec(text);
+  if (!requires || !lock) throw new Error(`${file}: ENGINE_REQUIRES_PYTHON or LOCK_PYTHONS is missing or not a literal`);
+  const versions = [...lock[1]!.matchAll(/"(\d+\.\d+)"/g)].map((m) => m[1]!);
+  return { requires: requires[1]!, min: [Number(requires[2]), Number(requires[3])], versions };
+}
 
-const INSTALL_HINT =
-  'Install one: macOS `brew install python@3.12` (or python.org); Debian/Ubuntu `sudo apt install python3 python3-venv`. ' +
-  'Then put it first on PATH or set KIAPI_ACTIVATE_PYTHON=/path/to/python3.';
+/** `3.11, 3.12 or 3.13`. */
+function versionList(engine: EnginePython): string {
+  const v = engine.versions;
+  return v.length > 1 ? `${v.slice(0, -1).join(', ')} or ${v[v.length - 1]}` : (v[0] ?? '?');
+}
+
+/** What the messages say is needed. */
+export function pythonNeeded(engine: EnginePython): string {
+  return `Python ${engine.requires.replace('>=', '>= ')} (${versionList(engine)}: mflux needs ${engine.requires}, the engine lock covers these)`;
+}
+
+function installHint(engine: EnginePython): string {
+  const newest = engine.versions[engine.versions.length - 1] ?? '3';
+  return (
+    `Install one: macOS \`brew install python@${newest}\` (or python.org); Debian 12+/Ubuntu 24.04+ \`sudo apt install python3 python3-venv\` ` +
+    `(older releases: python${engine.versions[0] ?? '3'} from the deadsnakes PPA). Then put it first on PATH or set KIAPI_ACTIVATE_PYTHON=/path/to/python3.`
+  );
+}
 
 const INSPECT = [
   'import importlib.util, json, platform, sys',
@@ -55,29 +91,35 @@ async function inspect(command: string): Promise<Inspected> {
   }
 }
 
-function atLeast(version: string): boolean {
+/** Whether `version` (e.g. `3.12.4`) is one the engine can be built from. */
+export function pythonFits(version: string, engine: EnginePython): boolean {
   const [major = 0, minor = 0] = version.split('.').map(Number);
-  return major > MIN_PYTHON[0] || (major === MIN_PYTHON[0] && minor >= MIN_PYTHON[1]);
+  const atLeast = major > engine.min[0] || (major === engine.min[0] && minor >= engine.min[1]);
+  return atLeast && engine.versions.includes(`${major}.${minor}`);
 }
 
 /** Finds a usable Python or throws a SetupError that says what is missing. */
-export async function findBasePython(explicit: string | null, platform: PlatformKind): Promise<BasePython> {
-  const candidates = explicit ? [explicit] : CANDIDATES;
-  const tooOld: string[] = [];
+export async function findBasePython(explicit: string | null, platform: PlatformKind, engine: EnginePython): Promise<BasePython> {
+  // Tried in order when KIAPI_ACTIVATE_PYTHON is unset: `python3` first, then newer-to-older
+  // versioned names, because macOS's /usr/bin/python3 is often 3.9 while Homebrew's 3.12 sits beside it.
+  const candidates = explicit ? [explicit] : ['python3', ...[...engine.versions].reverse().map((v) => `python${v}`)];
+  const needed = pythonNeeded(engine);
+  const hint = installHint(engine);
+  const unfit: string[] = [];
   for (const command of candidates) {
     const inspected = await inspect(command);
     if (inspected.kind === 'missing') {
       if (explicit) {
         throw new SetupError(
-          `KIAPI_ACTIVATE_PYTHON=${explicit}: no such program. kiapi activate needs Python >= ${MIN_TEXT} to build the engine. ${INSTALL_HINT}`,
+          `KIAPI_ACTIVATE_PYTHON=${explicit}: no such program. kiapi activate needs ${needed} to build the engine. ${hint}`,
         );
       }
       continue;
     }
     if (inspected.kind === 'broken') throw new SetupError(`cannot run Python: ${inspected.message}`);
     const found = inspected.info;
-    if (!atLeast(found.version)) {
-      tooOld.push(`${command} is Python ${found.version} (${found.executable})`);
+    if (!pythonFits(found.version, engine)) {
+      unfit.push(`${command} is Python ${found.version} (${found.executable})`);
       continue;
     }
     if (!found.venv || !found.ensurepip) {
@@ -94,8 +136,8 @@ export async function findBasePython(explicit: string | null, platform: Platform
     }
     return { command, executable: found.executable, version: found.version, machine: found.machine };
   }
-  if (tooOld.length > 0) {
-    throw new SetupError(`kiapi activate needs Python >= ${MIN_TEXT}; found only: ${tooOld.join('; ')}. ${INSTALL_HINT}`);
+  if (unfit.length > 0) {
+    throw new SetupError(`kiapi activate needs ${needed}; found only: ${unfit.join('; ')}. ${hint}`);
   }
-  throw new SetupError(`python3 was not found on PATH. kiapi activate needs Python >= ${MIN_TEXT} to build the engine. ${INSTALL_HINT}`);
+  throw new SetupError(`python3 was not found on PATH. kiapi activate needs ${needed} to build the engine. ${hint}`);
 }

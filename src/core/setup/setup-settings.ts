@@ -5,15 +5,18 @@
  */
 import { EnvReader } from '../config.js';
 
-export type PlatformKind = 'darwin-arm64' | 'linux-cuda' | 'other';
+/** `linux-cpu` (MLX on the CPU) is never detected: it is for tests and machines without a GPU, by choice. */
+export type PlatformKind = 'darwin-arm64' | 'linux-cuda' | 'linux-cpu' | 'other';
 
 export interface SetupSettings {
   /** `auto` detects the platform; anything else is taken as said (tests, advanced). */
   platform: 'auto' | PlatformKind;
   /** Extra pip arguments for both installs, e.g. `--no-index --find-links DIR`. */
   pipArgs: string[];
-  /** The Python the venv is made from; null = `python3` on PATH (then python3.13 … 3.10). */
+  /** The Python the venv is made from; null = `python3` on PATH (then the versioned names the lock covers). */
   python: string | null;
+  /** A lock file to install instead of worker/locks/<flavour>.txt (a mirror with other builds, tests). */
+  lock: string | null;
 }
 
 export function readSetupSettings(env: Record<string, string | undefined>): SetupSettings {
@@ -21,14 +24,21 @@ export function readSetupSettings(env: Record<string, string | undefined>): Setu
   const s: SetupSettings = {
     platform: r.choice(
       'KIAPI_ACTIVATE_PLATFORM',
-      ['auto', 'darwin-arm64', 'linux-cuda', 'other'] as const,
+      ['auto', 'darwin-arm64', 'linux-cuda', 'linux-cpu', 'other'] as const,
       'auto',
-      '(tests/advanced) the platform kind kiapi activate assumes instead of detecting it',
+      '(tests/advanced) the platform kind kiapi activate assumes instead of detecting it; linux-cpu installs MLX for the CPU (slow; no GPU needed)',
     ),
     pipArgs: splitArgs(
       r.optionalString('KIAPI_PIP_ARGS', '(tests/advanced) extra pip arguments for kiapi activate, e.g. --no-index --find-links DIR') ?? '',
     ),
-    python: r.optionalString('KIAPI_ACTIVATE_PYTHON', 'Python >= 3.10 that kiapi activate builds the engine venv from (unset: python3 on PATH)'),
+    python: r.optionalString(
+      'KIAPI_ACTIVATE_PYTHON',
+      "the Python kiapi activate builds the engine venv from, a version the engine lock covers (worker/kiapi_worker/pins.py; unset: python3 on PATH)",
+    ),
+    lock: r.optionalString(
+      'KIAPI_ENGINE_LOCK',
+      '(tests/advanced) a pip lock file (name==version lines) kiapi activate installs instead of worker/locks/<flavour>.txt',
+    ),
   };
   r.check();
   return s;

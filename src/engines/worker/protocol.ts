@@ -11,7 +11,13 @@ const Id = Type.String();
 export const ReadyMsg = Type.Object({
   type: Type.Literal('ready'),
   python: Type.String(),
+  /** The mflux found in the worker's Python. */
   mflux: Type.String(),
+  /**
+   * The mflux release kiapi supports (worker/kiapi_worker/pins.py). When it differs from `mflux`
+   * the worker still runs (an untested combination) and logs a warning.
+   */
+  mflux_supported: Type.String(),
   mlx: Type.String(),
   device: Type.String(),
 });

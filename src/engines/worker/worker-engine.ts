@@ -161,6 +161,12 @@ export class WorkerEngine implements Engine {
         this.info = proc.info;
         this.starting = null;
         this.opts.log.info({ pid: proc.pid, ...proc.info }, 'mflux worker ready');
+        if (proc.info.mflux !== proc.info.mflux_supported) {
+          this.opts.log.warn(
+            { found: proc.info.mflux, supported: proc.info.mflux_supported, python: this.opts.python },
+            `mflux ${proc.info.mflux} found, kiapi supports ${proc.info.mflux_supported}: the engine runs, but this combination is untested (run \`kiapi activate\` for the supported engine)`,
+          );
+        }
         proc.onExitOnce((err) => {
           if (this.proc === proc) this.proc = null;
           if (this.closing) this.opts.log.debug('mflux worker stopped');

@@ -20,7 +20,10 @@ export interface WorkerProcessOptions {
 
 export interface ReadyInfo {
   python: string;
+  /** The mflux version found in the engine's Python. */
   mflux: string;
+  /** The mflux version this kiapi is written and tested against. */
+  mflux_supported: string;
   mlx: string;
   device: string;
 }

@@ -131,6 +131,31 @@ def weight_bytes() -> int:
     return int(env_float("FAKE_MFLUX_WEIGHT_GB", 1.0) * GIB)
 
 
+def real_mlx() -> bool:
+    """True when the real MLX is imported (tests that put only ``mflux/`` on the path)."""
+    return not hasattr(mx, "FakeArray")
+
+
+def lazy_weights(nbytes: int) -> Any:
+    """Weights as mflux's initializers leave them: an unevaluated array, no memory held yet.
+
+    With the real MLX the array is random, as ``mlx.nn`` layers initialise theirs (that also gives
+    the building thread MLX's per-thread random state, as building a real model does).
+    """
+    if real_mlx():
+        return mx.random.uniform(shape=(max(nbytes // 4, 1),))
+    return mx.FakeArray(nbytes)
+
+
+def allocate(nbytes: int) -> Any:
+    """Memory held at once (a generation's activations)."""
+    if real_mlx():
+        buffer = mx.zeros((max(nbytes // 4, 1),))
+        mx.eval(buffer)
+        return buffer
+    return mx.FakeBuffer(nbytes)
+
+
 def initialize(
     model: Any,
     *,
@@ -153,24 +178,46 @@ def initialize(
     model.tiling_config = None
     model.tokenizers = {}
     model.lora_paths, model.lora_scales = _resolve_loras(lora_paths, lora_scales)
-    model._weights = mx.FakeBuffer(weight_bytes())
+    # mflux models are mlx.nn.Modules whose weights stay lazy after construction;
+    # parameters() is the tree that mx.eval materialises.
+    weights = lazy_weights(weight_bytes())
+    model._weights = weights
+    model.parameters = lambda: {"transformer": {"weight": weights}}
     # Real module graphs can hold reference cycles; this one makes gc.collect() necessary.
     model._self_reference = model
     say(f"loaded {type(model).__name__} from {model.model_path} (quantize={quantize})")
 
 
+# Tensor names mflux 0.24's LoRA mappings read (lora_A/lora_B, lora_up/lora_down, lora.up, LoKr).
+_ADAPTER_MARKERS = ("lora", "lokr")
+
+
 def _resolve_loras(
     paths: list[str] | None, scales: list[float] | None
 ) -> tuple[list[str] | None, list[float] | None]:
-    """Like mflux: a missing file is printed and skipped, scales are padded with 1.0 or cut."""
+    """Like mflux 0.24's LoRALoader: a LoRA that is missing, that ``mx.load`` cannot read, or that
+    applies to no layer raises (0.18 printed and skipped); scales are padded with 1.0 or cut."""
     if not paths:
         return [], []
-    kept = []
     for path in paths:
-        if Path(path).exists():
-            kept.append(path)
-        else:
-            say(f"LoRA file not found: {path}")
+        if not Path(path).exists():
+            raise FileNotFoundError(
+                f"LoRA file not found: '{path}'. File does not exist and is not in the LoRA library."
+            )
+        say(f"Applying LoRA: {Path(path).name}")
+        try:
+            weights = dict(mx.load(path, return_metadata=True)[0].items())
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            raise ValueError(f"Failed to load LoRA file {path}: {e}") from e
+        if not any(marker in key.lower() for key in weights for marker in _ADAPTER_MARKERS):
+            seen_endings = sorted({".".join(k.split(".")[-2:]) for k in weights})[:8]
+            raise ValueError(
+                f"No LoRA layers were applied from {Path(path).name}. "
+                f"Key endings seen in the file: {seen_endings}. This model's mapping expects "
+                f"endings like lora_A/lora_B, lora_up/lora_down or lora.up/lora.down (with or "
+                f"without a trailing .weight) under its module paths."
+            )
+    kept = list(paths)
     scales = list(scales or [])
     scales = (scales + [1.0] * len(kept))[: len(kept)]
     return kept, scales
@@ -180,7 +227,7 @@ class Activations:
     """Memory a generation holds while it runs (so peak > active after it ends)."""
 
     def __enter__(self) -> Activations:
-        self._buffer: Any = mx.FakeBuffer(max(weight_bytes() // 10, 1 << 20))
+        self._buffer: Any = allocate(max(weight_bytes() // 10, 1 << 20))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -39,6 +39,7 @@ class Ideogram4:
         model_config: ModelConfig = ModelConfig.ideogram4_fp8(),
         lora_paths: list[str] | None = None,
         lora_scales: list[float] | None = None,
+        bake_lora: bool = True,
     ):
         _fake.initialize(
             self,
@@ -61,6 +62,9 @@ class Ideogram4:
         preset: str | None = None,
         strict_caption_validation: bool = False,
         warn_on_caption_issues: bool = True,
+        cfg_end: float | None = None,
+        pid_decode: bool = False,
+        pid_degrade_sigma: float = 0.0,
     ) -> GeneratedImage:
         prompt = resolve_prompt(
             prompt,

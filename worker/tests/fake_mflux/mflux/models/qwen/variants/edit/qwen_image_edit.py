@@ -20,6 +20,7 @@ class QwenImageEdit:
         model_path: str | None = None,
         lora_paths: list[str] | None = None,
         lora_scales: list[float] | None = None,
+        bake_lora: bool = True,
         model_config: ModelConfig = ModelConfig.qwen_image_edit(),
     ):
         _fake.initialize(

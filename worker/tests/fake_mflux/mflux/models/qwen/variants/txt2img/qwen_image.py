@@ -19,6 +19,7 @@ class QwenImage:
         model_path: str | None = None,
         lora_paths: list[str] | None = None,
         lora_scales: list[float] | None = None,
+        bake_lora: bool = True,
         model_config: ModelConfig = ModelConfig.qwen_image(),
     ):
         _fake.initialize(
@@ -43,6 +44,8 @@ class QwenImage:
         image_strength: float | None = None,
         scheduler: str = "linear",
         negative_prompt: str | None = None,
+        pid_decode: bool = False,
+        pid_degrade_sigma: float = 0.0,
     ) -> GeneratedImage:
         _fake.raise_if_requested()
         config = Config(
