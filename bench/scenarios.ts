@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fakeMfluxEnv, readFakeCalls } from '../test/support/fake-mflux.js';
+import { realEngineEnv } from '../test/real-engine/support.js';
 import { spawnServer, tempDir } from '../test/support/server.js';
 import { fmt, hammer, percentile } from './stats.js';
 
@@ -129,8 +130,9 @@ async function engine(): Promise<Figures> {
     }
     ratios.sort((a, b) => a - b);
 
-    const header = Buffer.from('{"__metadata__":{}}    ');
-    const lora = Buffer.concat([Buffer.alloc(8), header]);
+    // A minimal adapter: one lora_A tensor of one float (kiapi checks a LoRA before queueing it).
+    const header = Buffer.from('{"a.lora_A.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}');
+    const lora = Buffer.concat([Buffer.alloc(8), header, Buffer.alloc(4)]);
     lora.writeBigUInt64LE(BigInt(header.length), 0);
     const form = new FormData();
     form.append('file', new Blob([lora]), 'style.safetensors');
@@ -149,6 +151,55 @@ async function engine(): Promise<Figures> {
       '5 identical LoRA requests: model loads': String(loraLoads),
       '5 identical LoRA requests: total s': fmt(loraSeconds),
     };
+  } finally {
+    await server.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The real engine (mflux + MLX from the CPU lock) on the tiny checkpoints of the real-engine lane
+ * (`KIAPI_REAL_ENGINE_PYTHON` etc., set by `bash test/real-engine/run.sh` — see BENCHMARKS.md for
+ * the command): sync 64×64 2-step latency against the time `generate_image` itself took, the
+ * server's added milliseconds, and each build's load time and measured size.
+ */
+async function realEngine(): Promise<Figures> {
+  const dataDir = tempDir('kiapi-bench-real-');
+  const server = await spawnServer({ ...realEngineEnv(), KIAPI_DATA_DIR: dataDir, KIAPI_LOG_LEVEL: 'warn' }, 120_000);
+  try {
+    const gen = `${server.url}/v1/image/qwen/generate`;
+    const body = { prompt: 'bench', width: 64, height: 64, steps: 2 };
+    const loadStart = performance.now();
+    await (await generate(gen, { ...body, seed: 0 }, 'application/json')).json();
+    const firstS = (performance.now() - loadStart) / 1000;
+    const ratios: number[] = [];
+    const added: number[] = [];
+    const engineS: number[] = [];
+    for (let i = 1; i <= 20; i++) {
+      const t = performance.now();
+      const job = (await (await generate(gen, { ...body, seed: i }, 'application/json')).json()) as { result: { timings: { total_s: number } } };
+      const total = (performance.now() - t) / 1000;
+      const inside = job.result.timings.total_s;
+      engineS.push(inside);
+      ratios.push(total / inside);
+      added.push((total - inside) * 1000);
+    }
+    const edit = `${server.url}/v1/image/qwen/edit`;
+    const png = Buffer.from(await (await generate(gen, { ...body, seed: 99 })).arrayBuffer());
+    await (await generate(edit, { ...body, images: [{ data_url: `data:image/png;base64,${png.toString('base64')}` }] }, 'application/json')).json();
+    await (await generate(`${server.url}/v1/image/ideogram4/generate`, { prompt: 'bench', width: 256, height: 256, preset: 'V4_TURBO_12' }, 'application/json')).json();
+    const health = (await (await fetch(`${server.url}/health`)).json()) as { memory: { loaded: { key: string; weight_gb: number }[] } };
+    const q = (xs: number[], p: number) => percentile([...xs].sort((a, b) => a - b), p);
+    const figures: Figures = {
+      'first request incl. load, s': fmt(firstS, 2),
+      'generate_image time, s (median of 20)': fmt(q(engineS, 50), 3),
+      'end-to-end / generate_image (median of 20)': fmt(q(ratios, 50), 3),
+      'end-to-end / generate_image (p90 of 20)': fmt(q(ratios, 90), 3),
+      'server added ms per job (median of 20)': fmt(q(added, 50), 1),
+      'server added ms per job (p90 of 20)': fmt(q(added, 90), 1),
+    };
+    for (const m of health.memory.loaded) figures[`measured GiB of build ${m.key}`] = fmt(m.weight_gb, 3);
+    return figures;
   } finally {
     await server.stop();
     fs.rmSync(dataDir, { recursive: true, force: true });
@@ -304,4 +355,4 @@ async function load(): Promise<Figures> {
   }
 }
 
-export const scenarios: Record<string, () => Promise<Figures>> = { overhead, engine, load };
+export const scenarios: Record<string, () => Promise<Figures>> = { overhead, engine, load, 'real-engine': realEngine };

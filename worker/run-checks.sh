@@ -18,7 +18,10 @@ run() {
   echo "run-checks: $*"
   "$@" || status=1
 }
+# The real-engine lane's Python (tiny checkpoints, patches) follows the worker's rules.
 run "$venv/bin/ruff" check worker
 run "$venv/bin/ruff" format --check worker
+run "$venv/bin/ruff" check --config worker/pyproject.toml test/real-engine
+run "$venv/bin/ruff" format --check --config worker/pyproject.toml test/real-engine
 run "$venv/bin/python" -m pytest worker/tests -q
 exit "$status"

@@ -6,6 +6,7 @@
 #   npm run build && bash test/real-engine/run.sh metal     # or: cuda13
 #
 # Needs the build (dist/), Python >= 3.11 and PyPI the first time (the venv is cached).
+# `bash test/real-engine/run.sh cpu --bench` runs the real-engine benchmark on the same fixtures.
 set -euo pipefail
 
 flavour="${1:-cpu}"
@@ -28,5 +29,9 @@ export KIAPI_REAL_ENGINE_PYTHON="$python"
 export KIAPI_REAL_ENGINE_FLAVOUR="$flavour"
 export KIAPI_TINY_HUB="$work/hub"
 export KIAPI_TINY_MODELS_JSON="$work/models.json"
+if [[ "${tests[0]}" == "--bench" ]]; then
+  node dist/bench/run.js real-engine
+  exit
+fi
 # One file at a time: each test server runs a worker that uses both cores.
 node --test --test-concurrency=1 --test-timeout=600000 "${tests[@]}"
