@@ -21,14 +21,16 @@ export function fileRoutes(app: FastifyInstance, ctx: AppContext): void {
     try {
       for await (const part of req.parts()) {
         if (part.type === 'file' && part.fieldname === 'file' && !saved) {
+          // busboy stops passing bytes at the limit but ends the file stream only when the part
+          // ends, so an upload without a Content-Length would be read to its end before the 413.
+          // Failing the stream at the limit answers at once (and closes the connection).
+          part.file.once('limit', () => part.file.destroy(tooLarge(ctx.config.maxUploadBytes)));
           saved = await ctx.files.saveStream(
             part.file,
             { filename: part.filename || 'upload', contentType: statedType(part.mimetype), purpose: 'the upload' },
             ctx.config.maxUploadBytes,
           );
-          if (part.file.truncated) {
-            throw new TooLargeError(`upload is larger than the ${ctx.config.maxUploadBytes} byte limit (KIAPI_MAX_UPLOAD_BYTES)`);
-          }
+          if (part.file.truncated) throw tooLarge(ctx.config.maxUploadBytes);
         } else if (part.type === 'file') {
           part.file.resume(); // drain parts we do not keep so the request can finish
         }
@@ -188,6 +190,10 @@ function uploadError(err: unknown, connectionGone: boolean): unknown {
     );
   }
   return err;
+}
+
+function tooLarge(maxBytes: number): TooLargeError {
+  return new TooLargeError(`upload is larger than the ${maxBytes} byte limit (KIAPI_MAX_UPLOAD_BYTES); nothing was stored`);
 }
 
 function missingFile(msg: string) {
