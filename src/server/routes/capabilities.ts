@@ -28,9 +28,6 @@ export function capabilityRoutes(app: FastifyInstance, ctx: AppContext): void {
   }
 }
 
-/** The longest delay a Node timer takes (~24.8 days); a job still unfinished then is waited for again. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 interface SubmitBody {
   mode?: 'sync' | 'async';
 }
@@ -60,26 +57,12 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
   const prepared = await op.prepare(body, ctx.services, gone.signal);
   let job;
   try {
-    job = ctx.queue.submit(op.jobType, prepared.params, prepared.run);
+    // The inputs stay on disk until the job is done, whoever deletes their file meanwhile.
+    const release = prepared.release?.bind(prepared);
+    job = ctx.queue.submit(op.jobType, prepared.params, prepared.run, release ? () => void release() : undefined);
   } catch (err) {
     await prepared.discard();
     throw err;
-  }
-  // The inputs stay on disk until the job is done, whoever deletes their file meanwhile.
-  if (prepared.release) {
-    const release = prepared.release.bind(prepared);
-    const jobId = job.id;
-    const releaseWhenDone = (): void => {
-      let waiting: Promise<unknown>;
-      try {
-        waiting = ctx.queue.wait(jobId, MAX_TIMER_MS);
-      } catch {
-        void release(); // the record is gone: so is the job
-        return;
-      }
-      void waiting.then((outcome) => (outcome ? void release() : releaseWhenDone()));
-    };
-    releaseWhenDone();
   }
   if (body.mode === 'async') return reply.code(202).send({ job_id: job.id, type: job.type, status: job.status });
 
