@@ -2,6 +2,7 @@
  * `kiapi run`: start the server. SIGINT/SIGTERM stop accepting, give the running job
  * KIAPI_SHUTDOWN_GRACE_S to finish, persist state and exit; a second signal exits at once.
  */
+import http from 'node:http';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import type { Config } from '../core/config.js';
@@ -34,7 +35,17 @@ async function serve(config: Config, env: Record<string, string | undefined>): P
   const log = pino({ level: config.logLevel, base: undefined });
   const ctx = await createContext(config, log, { env });
   const app = await buildApp(ctx);
-  await app.listen({ host: config.host, port: config.port });
+  try {
+    await app.listen({ host: config.host, port: config.port });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EADDRINUSE' && code !== 'EACCES') throw err;
+    const line = code === 'EACCES' ? portDenied(config) : await portInUse(config);
+    await Promise.all([ctx.queue.close(0), app.close()]);
+    await ctx.close();
+    console.error(`kiapi: ${line}`);
+    return 1;
+  }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
@@ -64,5 +75,48 @@ async function serve(config: Config, env: Record<string, string | undefined>): P
     };
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+}
+
+/** One line for a port that is taken: which, whether it is a kiapi, and how to choose another. */
+async function portInUse(config: Config): Promise<string> {
+  const who = (await isKiapiAt(config.host, config.port))
+    ? 'another kiapi server is already listening there (with another data dir)'
+    : 'another program is listening there';
+  return `port ${config.port} on ${config.host} is already in use: ${who}; choose another port with --port or KIAPI_PORT`;
+}
+
+function portDenied(config: Config): string {
+  return `not allowed to listen on port ${config.port} on ${config.host}; choose a port above 1023 with --port or KIAPI_PORT`;
+}
+
+/** Asks GET /health on the port: a kiapi answers with its engine and queue. */
+function isKiapiAt(host: string, port: number): Promise<boolean> {
+  const probeHost = host === '0.0.0.0' ? '127.0.0.1' : host === '::' ? '::1' : host;
+  return new Promise((resolve) => {
+    // A ref'd timer (AbortSignal.timeout's is not): the process must not exit mid-probe.
+    const timer = setTimeout(() => {
+      req.destroy();
+      resolve(false);
+    }, 2000);
+    const req = http.get({ host: probeHost, port, path: '/health', agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d.length < 65536 ? d : ''));
+      res.on('end', () => {
+        clearTimeout(timer);
+        try {
+          const body = JSON.parse(text) as Record<string, unknown>;
+          resolve(res.statusCode === 200 && body.status === 'ok' && typeof body.engine === 'object' && 'queue_len' in body);
+        } catch {
+          resolve(false);
+        }
+      });
+      res.on('error', () => resolve(false));
+    });
+    req.on('error', () => {
+      clearTimeout(timer);
+      resolve(false);
+    });
   });
 }

@@ -29,6 +29,8 @@ export interface PreparedJob {
   run: JobHandler;
   /** Undo what preparation stored (resolved inputs) when the job is not queued after all. */
   discard(): Promise<void>;
+  /** Let go of the job's inputs (file holds) once it reached a final state. */
+  release?(): Promise<void>;
 }
 
 export interface OperationDef<S extends TSchema = TSchema> {

@@ -111,3 +111,20 @@ export class EngineError extends KiapiError {
 export class SetupError extends KiapiError {
   readonly status = 503;
 }
+
+/**
+ * 403: the request is refused whatever it carries: a Host that is not this server's (DNS
+ * rebinding) or a cross-site browser request that would change state. The message names the
+ * setting that allows it.
+ */
+export class ForbiddenError extends KiapiError {
+  readonly status = 403;
+}
+
+/**
+ * Client input quoted in a message: at most `max` characters, so an answer (and the log) never
+ * echoes a megabyte the client sent.
+ */
+export function clip(text: string, max = 200): string {
+  return text.length > max ? `${text.slice(0, max)}…(${text.length} chars)` : text;
+}

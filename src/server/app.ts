@@ -4,17 +4,22 @@
  */
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import multipart from '@fastify/multipart';
 import type { AppContext } from './context.js';
 import { installAuth } from './auth.js';
 import { installErrorHandler } from './error-handler.js';
+import { MAX_JSON_DEPTH, jsonDepthExceeds } from './json-depth.js';
+import { installRequestGuard } from './request-guard.js';
+import { installEarlyUploadLimit } from './upload-limit.js';
 import { installMethodNotAllowed } from './method-not-allowed.js';
 import { capabilityRoutes } from './routes/capabilities.js';
 import { docsRoutes } from './routes/docs.js';
 import { fileDocs, fileRoutes } from './routes/files.js';
 import { healthDocs, healthRoutes } from './routes/health.js';
 import { jobDocs, jobRoutes } from './routes/jobs.js';
+
+const MAX_PARAM_CHARS = 200;
 
 export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   // Typed as Fastify's logger so the instance type stays the default one routes are written for.
@@ -39,6 +44,17 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
         ? { connectionsCheckingInterval: Math.max(100, Math.min(30_000, Math.floor(requestTimeoutMs / 4))), headersTimeout: Math.min(60_000, requestTimeoutMs) }
         : {},
     clientErrorHandler: (err, socket) => clientError(err, socket, ctx.server.requestTimeoutS),
+    // Ids are ~40 characters; a longer path segment is answered by the router before any route
+    // runs, which Fastify did with its own body. These keep every error body `{"detail": ...}`.
+    routerOptions: { maxParamLength: MAX_PARAM_CHARS },
+    frameworkErrors: (err, _req, res) => {
+      const reply = res as unknown as FastifyReply;
+      if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+        void reply.code(414).send({ detail: `a path segment is longer than ${MAX_PARAM_CHARS} characters; ids are much shorter, check the URL` });
+        return;
+      }
+      void reply.code(400).send({ detail: 'malformed URL: a path segment is not valid percent-encoding' });
+    },
     ajv: {
       customOptions: {
         // No type coercion: Ajv's would turn null into 0 inside nullable unions ({"seed": null} →
@@ -58,39 +74,48 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   // Fastify parses text/plain bodies into a string by default, which then failed schema
   // validation (422) while every other non-JSON type got 415; no route takes text.
   app.removeContentTypeParser('text/plain');
-  // An empty body is no body, whatever its Content-Type: clients send `Content-Type:
-  // application/json` with nothing after it on cancel and DELETE, which take no body. Routes
-  // that need one still answer 422 "the request body is empty" from their schema.
-  const parseJson = app.getDefaultJsonParser('error', 'error');
-  const emptyOrJson: typeof parseJson = (req, body, done) => {
+  // Every JSON body is checked for depth first (json-depth.ts), then parsed by Fastify's parser
+  // (which refuses __proto__ / constructor poisoning). An empty body is no body, whatever its
+  // Content-Type: clients send `Content-Type: application/json` with nothing after it on cancel
+  // and DELETE, which take no body; routes that need one still answer 422 from their schema.
+  const jsonParser = app.getDefaultJsonParser('error', 'error');
+  const boundedJson: typeof jsonParser = (req, body, done) => {
     if (body === '') {
       done(null, undefined);
       return;
     }
-    void parseJson(req, body, done);
+    if (typeof body === 'string' && jsonDepthExceeds(body)) {
+      done(Object.assign(new Error(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`), { code: 'KIAPI_JSON_TOO_DEEP', statusCode: 422 }), undefined);
+      return;
+    }
+    void jsonParser(req, body, done);
   };
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, emptyOrJson);
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, boundedJson);
   // The original parses JSON when Content-Type is absent; so do we.
   app.addContentTypeParser('*', { parseAs: 'string' }, (req, body, done) => {
     if (req.headers['content-type'] && body !== '') {
       done(Object.assign(new Error('unsupported content type'), { code: 'FST_ERR_CTP_INVALID_MEDIA_TYPE', statusCode: 415 }));
       return;
     }
-    try {
-      done(null, body === '' ? undefined : JSON.parse(body as string));
-    } catch (err) {
-      done(Object.assign(err as Error, { statusCode: 422 }));
+    if (body === '') {
+      done(null, undefined);
+      return;
     }
+    void boundedJson(req, body as string, done);
   });
-  app.addContentTypeParser(/^application\/[a-z0-9.+-]*\+json/i, { parseAs: 'string' }, emptyOrJson);
+  app.addContentTypeParser(/^application\/[a-z0-9.+-]*\+json/i, { parseAs: 'string' }, boundedJson);
 
   await app.register(multipart, {
     limits: { fileSize: ctx.config.maxUploadBytes, files: 4, parts: 20, fields: 16 },
   });
 
   installErrorHandler(app, ctx.config);
+  // Before auth: a rebinding or cross-site request is refused whatever token it carries.
+  installRequestGuard(app, ctx.server);
   installAuth(app, ctx.config.authToken);
+  installResponseHeaders(app, ctx.config.authToken !== null);
+  installEarlyUploadLimit(app, ctx.config.maxUploadBytes);
   installMethodNotAllowed(app);
 
   healthRoutes(app, ctx);
@@ -99,6 +124,20 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   capabilityRoutes(app, ctx);
   docsRoutes(app, ctx, [...healthDocs, ...fileDocs, ...jobDocs]);
   return app;
+}
+
+/**
+ * Headers on every answer. `nosniff`: a stored file is served with the type it was stored with
+ * and a browser must not guess another (an "image" that sniffs as HTML). With a token configured,
+ * answers are private to whoever presented it: `no-store` keeps them out of shared and browser
+ * caches (a download's default `public, max-age=0` included).
+ */
+function installResponseHeaders(app: FastifyInstance, tokenConfigured: boolean): void {
+  app.addHook('onSend', async (_req, reply, payload) => {
+    void reply.header('x-content-type-options', 'nosniff');
+    if (tokenConfigured) void reply.header('cache-control', 'no-store');
+    return payload;
+  });
 }
 
 /**

@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { CapabilityRegistry, type CapabilityServices } from '../core/capability.js';
 import { ConfigError, defaultMemoryBudgetGb, type Config } from '../core/config.js';
+import { lockDataDir, type DataDirLock } from '../core/data-dir-lock.js';
 import { openDb, type Db } from '../core/db.js';
 import { FileStore } from '../core/files/file-store.js';
 import { InputResolver } from '../core/files/input-resolver.js';
@@ -51,9 +52,29 @@ const PRUNE_EVERY_MS = 3600_000;
 
 export async function createContext(config: Config, log: Logger, opts: ContextOptions = {}): Promise<AppContext> {
   // Read first: a bad value stops start-up before anything is opened.
-  const server = readServerSettings(opts.env ?? process.env);
-  fs.mkdirSync(config.dataDir, { recursive: true });
-  const db = openDb(config.dataDir);
+  const server = readServerSettings(opts.env ?? process.env, config.host);
+  // Before anything in the data dir is read or changed: start-up recovery below would otherwise
+  // fail another running server's jobs and delete its temp files.
+  const lock = lockDataDir(config.dataDir);
+  let db: Db | null = null;
+  try {
+    db = openDb(config.dataDir);
+    return await openContext(config, log, opts, server, db, lock);
+  } catch (err) {
+    db?.close();
+    lock.release();
+    throw err;
+  }
+}
+
+async function openContext(
+  config: Config,
+  log: Logger,
+  opts: ContextOptions,
+  server: ServerSettings,
+  db: Db,
+  lock: DataDirLock,
+): Promise<AppContext> {
   const files = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
   const jobs = new JobStore(db);
 
@@ -121,6 +142,7 @@ export async function createContext(config: Config, log: Logger, opts: ContextOp
       await queue.close(config.shutdownGraceS * 1000);
       await runtime.close();
       db.close();
+      lock.release();
     },
   };
 }

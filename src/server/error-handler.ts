@@ -4,7 +4,8 @@
  * anything else → 500 whose body hides internals (the log has the stack).
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { isKiapiError } from '../core/errors.js';
+import { clip, isKiapiError } from '../core/errors.js';
+import { MAX_JSON_DEPTH } from './json-depth.js';
 
 export interface ValidationIssue {
   type: string;
@@ -22,31 +23,48 @@ interface AjvIssue {
 
 export function installErrorHandler(app: FastifyInstance, limits: { maxBodyBytes: number; maxUploadBytes: number }): void {
   app.setNotFoundHandler((req, reply) => {
-    void reply.code(404).send({ detail: `Not Found: ${req.method} ${req.url.split('?')[0]}` });
+    void reply.code(404).send({ detail: `Not Found: ${req.method} ${clip(req.url.split('?')[0] ?? '', 200)}` });
   });
 
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
-    // Refused before its body was read (too large, disk full, a broken upload): the rest of the
-    // body is not worth reading, so the connection closes after this answer, and says so, so no
-    // client reuses a connection the server is about to close.
-    if (!req.raw.complete) void reply.header('connection', 'close');
-    if (isKiapiError(err)) {
-      if (err.status >= 500) req.log.error({ err }, err.message);
-      return reply.code(err.status).headers(err.headers).send({ detail: err.message });
+    try {
+      return handle(err, req, reply, limits);
+    } catch (handlerErr) {
+      // The handler must answer whatever the error carries (it once overflowed the stack on a
+      // deeply nested body and Fastify answered with its own body).
+      req.log.error({ err: handlerErr, cause: err }, 'error handler failed');
+      return reply.code(500).send({ detail: 'internal server error (see the kiapi server log)' });
     }
-    if (err.validation) {
-      const where = err.validationContext === 'params' ? 'path' : (err.validationContext ?? 'body');
-      return reply.code(422).send({ detail: toIssues(err.validation, where, req) });
-    }
-    const mapped = mapFrameworkError(err, limits);
-    if (mapped) return reply.code(mapped.status).send({ detail: mapped.detail });
-    if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
-      return reply.code(err.statusCode).send({ detail: err.message });
-    }
-    req.log.error({ err }, 'unhandled error');
-    return reply.code(500).send({ detail: 'internal server error (see the kiapi server log)' });
   });
 }
+
+function handle(err: FastifyError, req: FastifyRequest, reply: FastifyReply, limits: { maxBodyBytes: number; maxUploadBytes: number }): FastifyReply {
+  // Refused before its body was read (too large, disk full, a broken upload): the rest of the
+  // body is not worth reading, so the connection closes after this answer, and says so, so no
+  // client reuses a connection the server is about to close.
+  if (!req.raw.complete) void reply.header('connection', 'close');
+  if (isKiapiError(err)) {
+    if (err.status >= 500) req.log.error({ err }, err.message);
+    return reply.code(err.status).headers(err.headers).send({ detail: clip(err.message, MAX_DETAIL_CHARS) });
+  }
+  if (err.validation) {
+    const where = err.validationContext === 'params' ? 'path' : (err.validationContext ?? 'body');
+    return reply.code(422).send({ detail: toIssues(err.validation, where, req) });
+  }
+  const mapped = mapFrameworkError(err, limits);
+  if (mapped) return reply.code(mapped.status).send({ detail: mapped.detail });
+  if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
+    return reply.code(err.statusCode).send({ detail: clip(err.message, MAX_DETAIL_CHARS) });
+  }
+  req.log.error({ err }, 'unhandled error');
+  return reply.code(500).send({ detail: 'internal server error (see the kiapi server log)' });
+}
+
+/**
+ * Messages quote client input clipped to a few hundred characters where they are made; this
+ * bound is the backstop for a message that quotes several inputs.
+ */
+const MAX_DETAIL_CHARS = 2000;
 
 function mapFrameworkError(
   err: FastifyError,
@@ -57,6 +75,11 @@ function mapFrameworkError(
       return { status: 413, detail: `request body is larger than the ${limits.maxBodyBytes} byte limit (KIAPI_MAX_BODY_BYTES); upload large inputs with POST /v1/files and pass their file_id` };
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
       return { status: 415, detail: 'unsupported Content-Type; send the body as application/json (uploads: multipart/form-data to /v1/files)' };
+    case 'KIAPI_JSON_TOO_DEEP':
+      return {
+        status: 422,
+        detail: [{ type: 'json_too_deep', loc: ['body'], msg: `the JSON body is nested deeper than ${MAX_JSON_DEPTH} levels; no kiapi request needs that many, send a flatter body` }],
+      };
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return { status: 422, detail: [{ type: 'missing', loc: ['body'], msg: 'Field required: the request body is empty; send a JSON object' }] };
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
@@ -150,6 +173,12 @@ function valueAt(root: unknown, path: (string | number)[]): unknown {
 
 function truncate(v: unknown): unknown {
   if (typeof v === 'string' && v.length > 200) return `${v.slice(0, 200)}…`;
-  if (typeof v === 'object' && v !== null && JSON.stringify(v).length > 500) return '[object omitted: too large]';
+  if (typeof v === 'object' && v !== null) {
+    try {
+      if (JSON.stringify(v).length > 500) return '[object omitted: too large]';
+    } catch {
+      return '[object omitted: too large]';
+    }
+  }
   return v;
 }

@@ -1,5 +1,5 @@
 /**
- * Slow and stalled clients, with short timeouts (KIAPI_IDLE_TIMEOUT_S=1, KIAPI_REQUEST_TIMEOUT_S=3):
+ * Slow and stalled clients, with short timeouts (KIAPI_IDLE_TIMEOUT_S=2, KIAPI_REQUEST_TIMEOUT_S=5):
  * - an upload that stalls is cut after the idle timeout; its temp file is removed, nothing listed;
  * - an upload that trickles (never idle, never done) is answered 408 after the request timeout;
  * - a client that stops reading a large download is cut after the idle timeout and the server's
@@ -7,6 +7,9 @@
  * - meanwhile other clients are served normally (/health, a generation, a download);
  * - a sync generation longer than the idle timeout is not cut: the wait is not a stall.
  * The server runs in-process, so the test can look at its open file descriptors (/proc/self/fd).
+ * Robust on a loaded machine: every wait is for a condition, and the test's own pacing (a byte
+ * every 200 ms) keeps a 10× margin to the idle timeout. Nothing large goes over HTTP within the
+ * short request timeout (the large download is stored directly), which once made this file flaky.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -22,7 +25,7 @@ let s: TestServer;
 const sockets: net.Socket[] = [];
 
 before(async () => {
-  s = await startServer({ KIAPI_IDLE_TIMEOUT_S: '1', KIAPI_REQUEST_TIMEOUT_S: '3', KIAPI_PREVIEW_STEP_MS: '50' });
+  s = await startServer({ KIAPI_IDLE_TIMEOUT_S: '2', KIAPI_REQUEST_TIMEOUT_S: '5', KIAPI_PREVIEW_STEP_MS: '50' });
 });
 
 after(async () => {
@@ -114,7 +117,7 @@ void describe('slow uploads', () => {
     const head = multipartHead('trickle.bin');
     sock.write(uploadRequestHead(head.length + MIB));
     sock.write(head);
-    // A byte every 200 ms keeps the connection busy (idle timeout 1 s) but never finishes the body.
+    // A byte every 200 ms keeps the connection busy (idle timeout 2 s) but never finishes the body.
     const deadline = Date.now() + 30_000;
     while (!sock.destroyed && !sock.closed && answer === '' && Date.now() < deadline) {
       sock.write(Buffer.from('x'));
@@ -132,9 +135,11 @@ void describe('slow uploads', () => {
 void describe('slow readers', () => {
   void it('a client that stops reading a large download is cut after KIAPI_IDLE_TIMEOUT_S; the file handle is released', async () => {
     // Large enough to fill every socket buffer between the server and a client that reads nothing.
-    const form = new FormData();
-    form.append('file', new Blob([Buffer.alloc(64 * MIB, 9)]), 'large.bin');
-    const record = (await (await fetch(`${s.url}/v1/files`, { method: 'POST', body: form })).json()) as FileRecordJson;
+    // Stored directly, not uploaded: a 64 MiB upload on a loaded machine could outlast the 5 s
+    // request timeout this server runs with, and uploads are not what this test is about.
+    const source = path.join(s.config.tmpDir, 'large-source.part');
+    fs.writeFileSync(source, Buffer.alloc(64 * MIB, 9));
+    const record: FileRecordJson = await s.ctx.files.saveFile(source, { filename: 'large.bin', contentType: 'application/octet-stream' });
     assert.equal(record.size, 64 * MIB);
     const blob = path.join(s.config.filesRoot, record.file_id);
 
@@ -158,15 +163,15 @@ void describe('slow readers', () => {
 
 void describe('long sync waits are not stalls', () => {
   void it('a sync generation that takes longer than KIAPI_IDLE_TIMEOUT_S still gets its image', async () => {
-    // 40 steps × 50 ms = 2 s with no byte on the connection, twice the idle timeout.
-    const res = await sendJson<JobJson>('POST', `${s.url}/v1/image/qwen/generate`, generateBody({ steps: 40, seed: 11 }), { accept: 'application/json' });
+    // 80 steps × 50 ms = 4 s with no byte on the connection, twice the idle timeout.
+    const res = await sendJson<JobJson>('POST', `${s.url}/v1/image/qwen/generate`, generateBody({ steps: 80, seed: 11 }), { accept: 'application/json' });
     assert.equal(res.status, 200, res.bytes.toString());
     assert.equal(res.json.status, 'succeeded');
-    assert.ok((res.json.finished_at ?? 0) - (res.json.started_at ?? 0) > 1, 'the job ran longer than the idle timeout');
+    assert.ok((res.json.finished_at ?? 0) - (res.json.started_at ?? 0) > 2, 'the job ran longer than the idle timeout');
   });
 
   void it('the raw-bytes answer of a long sync generation arrives whole', async () => {
-    const res = await fetch(`${s.url}/v1/image/qwen/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(generateBody({ steps: 40, seed: 12 })) });
+    const res = await fetch(`${s.url}/v1/image/qwen/generate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(generateBody({ steps: 80, seed: 12 })) });
     assert.equal(res.status, 200);
     const bytes = Buffer.from(await res.arrayBuffer());
     assert.equal(bytes.subarray(1, 4).toString('latin1'), 'PNG');

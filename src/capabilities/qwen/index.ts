@@ -4,10 +4,10 @@
  * inputs are resolved, all before the job is queued.
  */
 import { defineOperation, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';
-import { InputError, RuleError } from '../../core/errors.js';
+import { InputError, RuleError, clip } from '../../core/errors.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
 import type { ImageTask, LoraInput } from '../../engines/engine.js';
-import { resolveInputs, runImageJob, type InputRequest } from '../shared/image-job.js';
+import { resolveInputs, runImageJob, type InputRequest, type ResolvedInputs } from '../shared/image-job.js';
 import { resolveSeed, snapshot } from '../shared/params.js';
 import { checkCap, checkInputCount, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../shared/rules.js';
 import { qwenDescription } from './description.js';
@@ -65,7 +65,7 @@ function checkCommon(
   checkInputCount('loras', loras.length, maxInputs);
   const scheduler = body.scheduler ?? 'linear';
   if (!(SCHEDULERS as readonly string[]).includes(scheduler)) {
-    throw new RuleError(`scheduler '${scheduler}' is not supported; use one of: ${SCHEDULERS.join(', ')}`);
+    throw new RuleError(`scheduler '${clip(scheduler, 100)}' is not supported; use one of: ${SCHEDULERS.join(', ')}`);
   }
   return { spec, width, height, steps, guidance: body.guidance ?? defaults.guidance, quantize: body.quantize ?? spec.defaultQuantize };
 }
@@ -97,38 +97,42 @@ async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: Ca
   }
   checkInputCount('init_image and loras', (body.init_image ? 1 : 0) + (body.loras ?? []).length, services.config.maxInputsPerRequest);
   checkPromptLength(body.prompt, services.config.maxPromptChars);
+  checkPromptLength(body.negative_prompt, services.config.maxPromptChars, 'negative_prompt');
   services.runtime.assertReady(spec);
 
   const requests: InputRequest[] = [];
   if (body.init_image) requests.push({ kind: 'init_image', ref: body.init_image, expect: 'image' });
   requests.push(...loraRequests(body));
   const resolved = await resolveInputs(services, requests, signal);
-  const init = body.init_image ? resolved.inputs[0] : undefined;
-  const loras = await resolvedLoras(services, body, resolved.inputs.slice(init ? 1 : 0));
+  // Anything that fails from here on must not leave the stored inputs behind.
+  return undoOnFailure(resolved, async () => {
+    const init = body.init_image ? resolved.inputs[0] : undefined;
+    const loras = await resolvedLoras(services, body, resolved.inputs.slice(init ? 1 : 0));
 
-  const seed = resolveSeed(body.seed);
-  const imageStrength = init ? (strength ?? s.defaultImageStrength) : null;
-  const task: ImageTask = {
-    operation: 'qwen.generate',
-    model: { family: 'qwen', name: spec.name, repo: spec.repo, quantize: c.quantize },
-    prompt: body.prompt,
-    negativePrompt: body.negative_prompt ?? null,
-    width: c.width,
-    height: c.height,
-    seed,
-    steps: c.steps,
-    guidance: c.guidance,
-    scheduler: body.scheduler ?? 'linear',
-    loras,
-    ...(init ? { initImage: { fileId: init.fileId, path: init.path }, imageStrength } : {}),
-  };
-  return qwenJob(services, spec, c, body, task, () => resolved.discard(), {
-    request: { init_image: snapshot(body.init_image ?? null), image_strength: body.image_strength ?? null },
-    result: {
-      kind: init ? 'img2img' : 'txt2img',
-      init_image_file_id: init?.fileId ?? null,
-      image_strength: imageStrength,
-    },
+    const seed = resolveSeed(body.seed);
+    const imageStrength = init ? (strength ?? s.defaultImageStrength) : null;
+    const task: ImageTask = {
+      operation: 'qwen.generate',
+      model: { family: 'qwen', name: spec.name, repo: spec.repo, quantize: c.quantize },
+      prompt: body.prompt,
+      negativePrompt: body.negative_prompt ?? null,
+      width: c.width,
+      height: c.height,
+      seed,
+      steps: c.steps,
+      guidance: c.guidance,
+      scheduler: body.scheduler ?? 'linear',
+      loras,
+      ...(init ? { initImage: { fileId: init.fileId, path: init.path }, imageStrength } : {}),
+    };
+    return qwenJob(services, spec, c, body, task, resolved, {
+      request: { init_image: snapshot(body.init_image ?? null), image_strength: body.image_strength ?? null },
+      result: {
+        kind: init ? 'img2img' : 'txt2img',
+        init_image_file_id: init?.fileId ?? null,
+        image_strength: imageStrength,
+      },
+  });
   });
 }
 
@@ -140,33 +144,46 @@ async function prepareEdit(s: QwenSettings, body: EditBody, services: Capability
   checkInputCount('images', body.images.length, services.config.maxInputsPerRequest);
   checkInputCount('images and loras', body.images.length + (body.loras ?? []).length, services.config.maxInputsPerRequest);
   checkPromptLength(body.prompt, services.config.maxPromptChars);
+  checkPromptLength(body.negative_prompt, services.config.maxPromptChars, 'negative_prompt');
   services.runtime.assertReady(spec);
 
   const requests: InputRequest[] = body.images.map((ref, i) => ({ kind: `images[${i}]`, ref: ref, expect: 'image' }));
   requests.push(...loraRequests(body));
   const resolved = await resolveInputs(services, requests, signal);
-  const images = resolved.inputs.slice(0, body.images.length).map((i) => ({ fileId: i.fileId, path: i.path }));
-  const loras = await resolvedLoras(services, body, resolved.inputs.slice(body.images.length));
+  return undoOnFailure(resolved, async () => {
+    const images = resolved.inputs.slice(0, body.images.length).map((i) => ({ fileId: i.fileId, path: i.path }));
+    const loras = await resolvedLoras(services, body, resolved.inputs.slice(body.images.length));
 
-  const seed = resolveSeed(body.seed);
-  const task: ImageTask = {
-    operation: 'qwen.edit',
-    model: { family: 'qwen', name: spec.name, repo: spec.repo, quantize: c.quantize },
-    prompt: body.prompt,
-    negativePrompt: body.negative_prompt ?? null,
-    width: c.width,
-    height: c.height,
-    seed,
-    steps: c.steps,
-    guidance: c.guidance,
-    scheduler: body.scheduler ?? 'linear',
-    loras,
-    images,
-  };
-  return qwenJob(services, spec, c, body, task, () => resolved.discard(), {
-    request: { images: snapshot(body.images) },
-    result: { kind: 'edit', image_file_ids: images.map((i) => i.fileId) },
+    const seed = resolveSeed(body.seed);
+    const task: ImageTask = {
+      operation: 'qwen.edit',
+      model: { family: 'qwen', name: spec.name, repo: spec.repo, quantize: c.quantize },
+      prompt: body.prompt,
+      negativePrompt: body.negative_prompt ?? null,
+      width: c.width,
+      height: c.height,
+      seed,
+      steps: c.steps,
+      guidance: c.guidance,
+      scheduler: body.scheduler ?? 'linear',
+      loras,
+      images,
+    };
+    return qwenJob(services, spec, c, body, task, resolved, {
+      request: { images: snapshot(body.images) },
+      result: { kind: 'edit', image_file_ids: images.map((i) => i.fileId) },
   });
+  });
+}
+
+/** Runs the rest of a preparation; on any failure the resolved inputs are undone. */
+async function undoOnFailure(resolved: ResolvedInputs, rest: () => Promise<PreparedJob>): Promise<PreparedJob> {
+  try {
+    return await rest();
+  } catch (err) {
+    await resolved.discard();
+    throw err;
+  }
 }
 
 /**
@@ -179,7 +196,7 @@ function qwenJob(
   c: Common,
   body: GenerateBody | EditBody,
   task: ImageTask,
-  discard: () => Promise<void>,
+  resolved: ResolvedInputs,
   inputs: { request: Record<string, unknown>; result: Record<string, unknown> & { kind: string } },
 ): PreparedJob {
   const format = body.format ?? 'png';
@@ -204,7 +221,8 @@ function qwenJob(
   const { kind, ...inputIds } = inputs.result;
   return {
     params,
-    discard,
+    discard: () => resolved.discard(),
+    release: () => resolved.release(),
     run: (ctx) =>
       runImageJob(
         services,

@@ -36,7 +36,7 @@ function commonFields(s: QwenSettings, guidanceDefault: number, stepsDefault: nu
   return {
     negative_prompt: nullable(Type.String(), {
       title: 'Negative Prompt',
-      description: 'Optional text describing what to avoid in the image.',
+      description: 'Optional text describing what to avoid in the image. At most KIAPI_MAX_PROMPT_CHARS characters, like `prompt`.',
     }),
     width: nullable(Type.Integer(), {
       title: 'Width',
@@ -88,7 +88,7 @@ export function generateRequestSchema(s: QwenSettings) {
         init_image: Type.Optional(
           Type.Union([FileRef, Type.Null()], {
             description:
-              'Optional input image (Files-API file id, http(s) URL, or data URL). When set, `/generate` runs img2img seeded from this image; omit for plain txt2img.',
+              'Optional input image (Files-API file id, http(s) URL, or data URL). When set, `/generate` runs img2img seeded from this image; omit for plain txt2img. Must be a png, jpeg, webp or gif image (SVG and other formats are refused with 400); it is decoded in full before the job is queued.',
           }),
         ),
         image_strength: Type.Optional(
@@ -127,7 +127,7 @@ export function editRequestSchema(s: QwenSettings) {
           minItems: 1,
           title: 'Images',
           description:
-            'One or more reference images (Files-API file ids, http(s) URLs, or data URLs) to edit / compose under the prompt. At least one is required. Every image is resized to the output size and encoded into the latents the model starts from; the vision-language encoder reads only the first image, scaled to about 384×384 with its aspect ratio kept.',
+            'One or more reference images (Files-API file ids, http(s) URLs, or data URLs) to edit / compose under the prompt. At least one is required. Every image is resized to the output size and encoded into the latents the model starts from; the vision-language encoder reads only the first image, scaled to about 384×384 with its aspect ratio kept. Each must be a png, jpeg, webp or gif image (SVG and other formats are refused with 400); each is decoded in full before the job is queued.',
         }),
         width: Type.Optional(c.width),
         height: Type.Optional(c.height),

@@ -6,9 +6,10 @@
  * removed and nothing partial is listed.
  */
 import fsp from 'node:fs/promises';
+import { sep } from 'node:path';
 import sharp from 'sharp';
 import type { CapabilityServices } from '../../core/capability.js';
-import { InputError } from '../../core/errors.js';
+import { InputError, clip, isKiapiError } from '../../core/errors.js';
 import { diskFullError, isDiskFull } from '../../core/files/disk-full.js';
 import { assertLoraFile } from '../../core/files/safetensors.js';
 import type { FileRefValue } from '../../core/files/file-ref.js';
@@ -27,38 +28,77 @@ export interface InputRequest {
 
 export interface ResolvedInputs {
   inputs: ResolvedInput[];
-  /** Deletes files this request stored (url / data_url inputs). */
+  /** Deletes files this request stored (url / data_url inputs) and lets go of the others. */
   discard(): Promise<void>;
+  /** Lets go of the inputs once their job is done (they were held from resolution on). */
+  release(): Promise<void>;
 }
 
+/**
+ * Resolves every input, holding each on disk from the moment it is resolved (FileStore.hold), so
+ * a file deleted while its job waits in the queue is still there when the job runs. On any
+ * failure the inputs this request stored are deleted again.
+ */
 export async function resolveInputs(
   services: CapabilityServices,
   requests: InputRequest[],
   signal: AbortSignal,
 ): Promise<ResolvedInputs> {
   const inputs: ResolvedInput[] = [];
-  const discard = () => services.files.discard(inputs.filter((i) => i.created).map((i) => i.fileId));
+  const releases: (() => Promise<void>)[] = [];
+  const release = async () => {
+    for (const r of releases) await r();
+  };
+  const discard = async () => {
+    await release();
+    await services.files.discard(inputs.filter((i) => i.created).map((i) => i.fileId));
+  };
   try {
     for (const req of requests) {
       const input = await services.inputs.resolve(req.ref, req.kind, signal);
       inputs.push(input);
-      if (req.expect === 'image') await assertImage(input.path, req.kind);
+      releases.push(services.files.hold([input.fileId]));
+      if (req.expect === 'image') await assertImage(input.path, input.fileId, req.kind);
       else await assertLoraFile(input.path, req.kind);
     }
   } catch (err) {
     await discard();
     throw err;
   }
-  return { inputs, discard };
+  return { inputs, discard, release };
 }
 
-async function assertImage(path: string, kind: string): Promise<void> {
+/** The image formats inputs may have (what every engine decodes); SVG, TIFF, HEIF, PDF… are refused. */
+export const INPUT_IMAGE_FORMATS = ['png', 'jpeg', 'webp', 'gif'] as const;
+
+/**
+ * Decodes the whole image before the job is queued, within sharp's pixel limit, so a truncated
+ * or undecodable file is a 400 now and not an engine failure later. Only the documented formats
+ * pass: an SVG passed the old header check, then cost seconds of worker time and answered 500.
+ */
+async function assertImage(path: string, fileId: string, kind: string): Promise<void> {
+  let format: string | undefined;
   try {
     const meta = await sharp(path).metadata();
-    if (!meta.width || !meta.height) throw new Error('no dimensions');
-  } catch (err) {
-    throw new InputError(`${kind} is not a readable image (png, jpeg, webp or gif): ${(err as Error).message}`);
+    format = meta.format;
+  } catch {
+    format = undefined;
   }
+  if (!format || !(INPUT_IMAGE_FORMATS as readonly string[]).includes(format)) {
+    throw new InputError(`${kind} is not a readable image (png, jpeg, webp or gif): ${fileId} is ${format ? `an image in ${format} format` : 'none of them'}`);
+  }
+  try {
+    await sharp(path, { failOn: 'error', limitInputPixels: MAX_INPUT_PIXELS }).stats();
+  } catch (err) {
+    throw new InputError(`${kind} is not a readable image (png, jpeg, webp or gif): ${fileId} is a ${format} file that cannot be decoded (${clip(firstLine((err as Error).message), 200)})`);
+  }
+}
+
+/** sharp's own default bound (about 16383 × 16383), said here so it is a decision, not an accident. */
+const MAX_INPUT_PIXELS = 0x3fff * 0x3fff;
+
+function firstLine(text: string): string {
+  return (text.split('\n')[0] ?? '').replace(/\/[^\s:]+/g, '…');
 }
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
@@ -79,6 +119,7 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
   const enginePng = services.files.tempPath('.png');
   const encoded = services.files.tempPath(`.${EXT[job.format]}`);
   try {
+    await assertInputsPresent(job.task);
     const out = await services.runtime.run(job.spec, job.task, ctx, enginePng);
     ctx.progress(1, 'saving');
     const info = await encode(enginePng, encoded, job.format, job.quality);
@@ -97,6 +138,8 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
   } catch (err) {
     // The engine and sharp write into the temp dir; the store names its own directory.
     if (isDiskFull(err)) throw diskFullError(err, 'the image', services.files.tmpDir);
+    // Job errors are answered and stored: they name files by id, never by their path on disk.
+    if (err instanceof Error && !isKiapiError(err)) err.message = withoutPaths(err.message, services);
     throw err;
   } finally {
     await fsp.rm(enginePng, { force: true });
@@ -115,4 +158,30 @@ async function encode(src: string, dest: string, format: ImageFormat, quality: n
     case 'webp':
       return img.webp({ quality }).toFile(dest);
   }
+}
+
+/**
+ * Inputs are held while their job is queued, but a file removed from disk by hand would reach
+ * the engine as a missing path (which answered 500 with the absolute path). Said here, by id.
+ */
+async function assertInputsPresent(task: ImageTask): Promise<void> {
+  const inputs = [
+    ...(task.initImage ? [{ kind: 'init_image', ...task.initImage }] : []),
+    ...(task.images ?? []).map((i, n) => ({ kind: `images[${n}]`, ...i })),
+    ...task.loras.map((l, n) => ({ kind: `loras[${n}]`, fileId: l.fileId, path: l.path })),
+  ];
+  for (const input of inputs) {
+    try {
+      await fsp.access(input.path);
+    } catch {
+      throw new InputError(`${input.kind} (${input.fileId}) is no longer on disk; upload it again and resubmit the request`);
+    }
+  }
+}
+
+/** Blob paths become their file id, other paths under the data dir `<data dir>/…`. */
+function withoutPaths(message: string, services: CapabilityServices): string {
+  let out = message.replaceAll(`${services.files.root}${sep}`, '');
+  for (const dir of [services.files.tmpDir, services.config.dataDir]) out = out.replaceAll(dir, '<data dir>');
+  return out;
 }

@@ -18,9 +18,9 @@ export function checkQuantize(q: number | null | undefined, allowed: readonly nu
 }
 
 /** Not in the original (it had no limit); keeps the job table and the engine's tokenizer sane. */
-export function checkPromptLength(prompt: string, max: number): void {
-  if (prompt.length > max) {
-    throw new RuleError(`prompt is ${prompt.length} characters; at most ${max} are allowed (KIAPI_MAX_PROMPT_CHARS)`);
+export function checkPromptLength(prompt: string | null | undefined, max: number, field = 'prompt'): void {
+  if (prompt && prompt.length > max) {
+    throw new RuleError(`${field} is ${prompt.length} characters; at most ${max} are allowed (KIAPI_MAX_PROMPT_CHARS)`);
   }
 }
 

@@ -47,8 +47,14 @@ const MAX_FILENAME_CHARS = 200;
  * carry a path, control characters or unbounded length. Undefined when nothing usable is left.
  */
 export function cleanFilename(name: string): string | undefined {
-  // eslint-disable-next-line no-control-regex -- stripping control characters is the point
-  const cleaned = name.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').replace(/[/\\]/g, '_').trim();
+  const cleaned = name
+    // eslint-disable-next-line no-control-regex -- stripping control characters is the point
+    .replace(/[\u0000-\u001f\u007f-\u009f]/g, '')
+    // Format characters (bidi overrides and isolates, zero-width marks) and line/paragraph
+    // separators: a name shown with U+202E "gnp.exe" reads as "exe.png".
+    .replace(/[\p{Cf}\u2028\u2029]/gu, '')
+    .replace(/[/\\]/g, '_')
+    .trim();
   if (cleaned === '' || cleaned === '.' || cleaned === '..') return undefined;
   const chars = Array.from(cleaned);
   if (chars.length <= MAX_FILENAME_CHARS) return cleaned;

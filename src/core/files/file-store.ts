@@ -17,7 +17,7 @@ import { pipeline } from 'node:stream/promises';
 import { Transform, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Db } from '../db.js';
-import { InputError, NotFoundError, TooLargeError } from '../errors.js';
+import { InputError, NotFoundError, TooLargeError, clip } from '../errors.js';
 import { diskFullError, isDiskFull } from './disk-full.js';
 import { isFileId, newFileId } from '../ids.js';
 import { sanitizeFilename, sniffImageType, typeFromExtension } from './content-type.js';
@@ -62,6 +62,10 @@ export class FileStore {
   private readonly selectByJob;
   private readonly selectDigest;
   private readonly updateDigest;
+  /** Inputs of queued and running jobs: file id → number of holders. */
+  private readonly holds = new Map<string, number>();
+  /** Held files whose record was deleted: their blob goes when the last holder lets go. */
+  private readonly deferred = new Set<string>();
 
   constructor(
     private readonly db: Db,
@@ -191,7 +195,7 @@ export class FileStore {
   /** For FileRef resolution: unknown ids are the client's mistake (400), named by input. */
   getForInput(fileId: string, kind: string): FileRecord {
     if (!isFileId(fileId)) {
-      throw new InputError(`${kind} file_id '${fileId}' is not a file id (expected file_ followed by hex digits)`);
+      throw new InputError(`${kind} file_id '${clip(fileId, 100)}' is not a file id (expected file_ followed by hex digits)`);
     }
     const row = this.selectOne.get(fileId);
     if (!row) throw new InputError(`unknown ${kind} file_id '${fileId}'`);
@@ -230,7 +234,7 @@ export class FileStore {
   async delete(fileId: string): Promise<void> {
     this.get(fileId);
     this.deleteOne.run(fileId);
-    await fsp.rm(this.blobPath(fileId), { force: true });
+    await this.removeBlob(fileId);
   }
 
   /** Deletes without complaint; used to undo inputs stored for a request that was then rejected. */
@@ -238,8 +242,40 @@ export class FileStore {
     for (const id of fileIds) {
       if (!isFileId(id)) continue;
       this.deleteOne.run(id);
-      await fsp.rm(this.blobPath(id), { force: true });
+      await this.removeBlob(id);
     }
+  }
+
+  /**
+   * Keeps the blobs of `fileIds` on disk until the returned function is called: the inputs of a
+   * queued job. Deleting a held file removes its record at once (the Files API no longer lists
+   * it) but its bytes only when the job is done, so a job never loses an input it was accepted
+   * with. Releasing twice is harmless.
+   */
+  hold(fileIds: string[]): () => Promise<void> {
+    for (const id of fileIds) this.holds.set(id, (this.holds.get(id) ?? 0) + 1);
+    let released = false;
+    return async () => {
+      if (released) return;
+      released = true;
+      for (const id of fileIds) {
+        const n = (this.holds.get(id) ?? 1) - 1;
+        if (n > 0) {
+          this.holds.set(id, n);
+          continue;
+        }
+        this.holds.delete(id);
+        if (this.deferred.delete(id)) await fsp.rm(this.blobPath(id), { force: true });
+      }
+    };
+  }
+
+  private async removeBlob(fileId: string): Promise<void> {
+    if (this.holds.has(fileId)) {
+      this.deferred.add(fileId);
+      return;
+    }
+    await fsp.rm(this.blobPath(fileId), { force: true });
   }
 
   /**

@@ -9,6 +9,7 @@ import { diskFullError, isDiskFull } from './disk-full.js';
 import type { FileRefValue } from './file-ref.js';
 import type { FileRecord, FileStore } from './file-store.js';
 import { fetchUrlToFile, writeDataUrlToFile } from './remote-input.js';
+import { redactUserInfo } from './url-safety.js';
 
 export interface ResolvedInput {
   fileId: string;
@@ -85,17 +86,4 @@ function refType(ref: FileRefValue, kind: string): 'file_id' | 'url' | 'data_url
   if (typeof ref.url === 'string') return 'url';
   if (typeof ref.data_url === 'string') return 'data_url';
   throw new InputError(`${kind} must have one of file_id, url or data_url`);
-}
-
-function redactUserInfo(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.username || u.password) {
-      u.username = '';
-      u.password = '';
-    }
-    return u.toString();
-  } catch {
-    return url;
-  }
 }

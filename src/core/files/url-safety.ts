@@ -46,18 +46,24 @@ const MAX_URL_IN_MESSAGE = 200;
 
 /** Shorten and strip credentials so neither a huge URL nor a password ends up in logs or responses. */
 export function urlForMessage(raw: string): string {
-  let text = raw;
+  const text = redactUserInfo(raw);
+  return text.length > MAX_URL_IN_MESSAGE ? `${text.slice(0, MAX_URL_IN_MESSAGE)}…` : text;
+}
+
+/**
+ * The URL without its `user:password@` part, for everything kiapi stores or answers (job params,
+ * file meta, messages). A string that does not parse loses anything that looks like userinfo.
+ */
+export function redactUserInfo(raw: string): string {
   try {
     const u = new URL(raw);
-    if (u.username !== '' || u.password !== '') {
-      u.username = '';
-      u.password = '';
-      text = u.href;
-    }
+    if (u.username === '' && u.password === '') return raw;
+    u.username = '';
+    u.password = '';
+    return u.href;
   } catch {
-    // Unparseable input is shown as given (after truncation); there are no credentials to find.
+    return raw.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1');
   }
-  return text.length > MAX_URL_IN_MESSAGE ? `${text.slice(0, MAX_URL_IN_MESSAGE)}…` : text;
 }
 
 /**

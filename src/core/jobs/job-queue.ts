@@ -40,6 +40,7 @@ export class JobQueue {
   private running: Entry | null = null;
   private runningDone: Promise<void> = Promise.resolve();
   private readonly waiters = new Map<string, Set<(o: JobOutcome) => void>>();
+  private readonly settled = new Map<string, () => void>();
   private closed = false;
   /** Recent job durations, for the Retry-After estimate of a full queue. */
   private readonly recentSeconds: number[] = [];
@@ -74,8 +75,12 @@ export class JobQueue {
     return this.running && !FINISHED.has(this.running.job.status) ? this.running : null;
   }
 
-  /** Records a queued job and schedules it. Throws BusyError when the queue is full. */
-  submit(type: string, params: Record<string, unknown>, handler: JobHandler): JobRecord {
+  /**
+   * Records a queued job and schedules it. Throws BusyError when the queue is full. `onSettled`
+   * runs once the job reaches a final state however it gets there (run, canceled while queued,
+   * failed at shutdown): it lets go of what the job holds, such as its input files.
+   */
+  submit(type: string, params: Record<string, unknown>, handler: JobHandler, onSettled?: () => void): JobRecord {
     if (this.closed) throw new UnavailableError('the server is shutting down; submit the request again once it is back');
     if (this.pending.length >= this.maxQueue) {
       throw new BusyError(
@@ -84,6 +89,7 @@ export class JobQueue {
       );
     }
     const job = this.store.create(type, params);
+    if (onSettled) this.settled.set(job.id, onSettled);
     this.pending.push({ job, handler, controller: new AbortController() });
     queueMicrotask(() => this.pump());
     return job;
@@ -242,6 +248,13 @@ export class JobQueue {
     } catch (err) {
       // A deleted record cannot be updated; the waiters below still learn the outcome.
       this.log.warn({ err, job_id: job.id }, 'could not persist the final job state');
+    }
+    const onSettled = this.settled.get(job.id);
+    this.settled.delete(job.id);
+    try {
+      onSettled?.();
+    } catch (err) {
+      this.log.warn({ err, job_id: job.id }, 'releasing what the job held failed');
     }
     const outcome: JobOutcome = { job, error: extra.cause };
     for (const waiter of [...(this.waiters.get(job.id) ?? [])]) waiter(outcome);

@@ -1,5 +1,5 @@
 /** Model variants and their registry: resolve by name, alias or repo; default when omitted. */
-import { InputError } from '../errors.js';
+import { InputError, clip } from '../errors.js';
 
 export interface ModelSpec {
   /** Variant name clients pass as `model` (e.g. `image`, `edit-2509`, `fp8`). */
@@ -74,7 +74,7 @@ export class ModelRegistry {
       : (specs.find((s) => s.default) ?? specs[0]);
     if (!found) {
       const available = specs.map((s) => `'${s.name}'`).sort();
-      const shown = name === null || name === undefined ? 'None' : `'${name}'`;
+      const shown = name === null || name === undefined ? 'None' : `'${clip(name, 100)}'`;
       throw new InputError(`unknown ${family} model ${shown}; available: [${available.join(', ')}]`);
     }
     return found;

@@ -57,7 +57,9 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
   const prepared = await op.prepare(body, ctx.services, gone.signal);
   let job;
   try {
-    job = ctx.queue.submit(op.jobType, prepared.params, prepared.run);
+    // The inputs stay on disk until the job is done, whoever deletes their file meanwhile.
+    const release = prepared.release?.bind(prepared);
+    job = ctx.queue.submit(op.jobType, prepared.params, prepared.run, release ? () => void release() : undefined);
   } catch (err) {
     await prepared.discard();
     throw err;

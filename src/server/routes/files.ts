@@ -21,14 +21,16 @@ export function fileRoutes(app: FastifyInstance, ctx: AppContext): void {
     try {
       for await (const part of req.parts()) {
         if (part.type === 'file' && part.fieldname === 'file' && !saved) {
+          // busboy stops passing bytes at the limit but ends the file stream only when the part
+          // ends, so an upload without a Content-Length would be read to its end before the 413.
+          // Failing the stream at the limit answers at once (and closes the connection).
+          part.file.once('limit', () => part.file.destroy(tooLarge(ctx.config.maxUploadBytes)));
           saved = await ctx.files.saveStream(
             part.file,
             { filename: part.filename || 'upload', contentType: statedType(part.mimetype), purpose: 'the upload' },
             ctx.config.maxUploadBytes,
           );
-          if (part.file.truncated) {
-            throw new TooLargeError(`upload is larger than the ${ctx.config.maxUploadBytes} byte limit (KIAPI_MAX_UPLOAD_BYTES)`);
-          }
+          if (part.file.truncated) throw tooLarge(ctx.config.maxUploadBytes);
         } else if (part.type === 'file') {
           part.file.resume(); // drain parts we do not keep so the request can finish
         }
@@ -190,6 +192,10 @@ function uploadError(err: unknown, connectionGone: boolean): unknown {
   return err;
 }
 
+function tooLarge(maxBytes: number): TooLargeError {
+  return new TooLargeError(`upload is larger than the ${maxBytes} byte limit (KIAPI_MAX_UPLOAD_BYTES); nothing was stored`);
+}
+
 function missingFile(msg: string) {
   return Object.assign(new Error(msg), { statusCode: 422, code: 'FST_NO_FORM_DATA' });
 }
@@ -217,7 +223,8 @@ export const fileDocs: CommonRoute[] = [
       '200': { description: 'The stored file record.', schema: FileRecordSchema, links: fileLinks('$response.body#/file_id') },
       '400': { description: 'Malformed multipart body (no boundary, truncated data, broken part headers, too many parts).' },
       '408': { description: 'The upload did not arrive within KIAPI_REQUEST_TIMEOUT_S.' },
-      '413': { description: 'Upload larger than KIAPI_MAX_UPLOAD_BYTES.' },
+      '403': { description: 'A cross-site browser request (Origin not in KIAPI_ALLOWED_ORIGINS) or a Host that is not served (KIAPI_ALLOWED_HOSTS).' },
+      '413': { description: 'Upload larger than KIAPI_MAX_UPLOAD_BYTES: refused before the body is read when its Content-Length says so, cut off at the limit otherwise; the connection is closed.' },
       '422': { description: 'Not multipart/form-data, or no `file` field.' },
       '507': { description: 'The disk was full while the upload was saved; nothing was stored. The message names the directory to free space in.' },
     },
