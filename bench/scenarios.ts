@@ -175,12 +175,14 @@ async function realEngine(): Promise<Figures> {
     const ratios: number[] = [];
     const added: number[] = [];
     const engineS: number[] = [];
+    const e2eS: number[] = [];
     for (let i = 1; i <= 20; i++) {
       const t = performance.now();
       const job = (await (await generate(gen, { ...body, seed: i }, 'application/json')).json()) as { result: { timings: { total_s: number } } };
       const total = (performance.now() - t) / 1000;
       const inside = job.result.timings.total_s;
       engineS.push(inside);
+      e2eS.push(total);
       ratios.push(total / inside);
       added.push((total - inside) * 1000);
     }
@@ -193,6 +195,8 @@ async function realEngine(): Promise<Figures> {
     const figures: Figures = {
       'first request incl. load, s': fmt(firstS, 2),
       'generate_image time, s (median of 20)': fmt(q(engineS, 50), 3),
+      // Σ over the 20 jobs: the job record rounds the engine time to 10 ms, which this averages out.
+      'end-to-end / generate_image (sum of 20)': fmt(e2eS.reduce((a, b) => a + b, 0) / engineS.reduce((a, b) => a + b, 0), 3),
       'end-to-end / generate_image (median of 20)': fmt(q(ratios, 50), 3),
       'end-to-end / generate_image (p90 of 20)': fmt(q(ratios, 90), 3),
       'server added ms per job (median of 20)': fmt(q(added, 50), 1),

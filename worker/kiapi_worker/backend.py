@@ -507,7 +507,7 @@ def _generate(model: Any, kwargs: dict[str, Any]) -> tuple[Any, float, list[str]
         warnings.simplefilter("always")
         started = time.perf_counter()
         generated = model.generate_image(**kwargs)
-        total_s = round(time.perf_counter() - started, 2)
+        total_s = round(time.perf_counter() - started, 4)
     caught: list[str] = []
     for record in records:
         if issubclass(record.category, UserWarning):

@@ -109,20 +109,9 @@ async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: Ca
     const init = body.init_image ? resolved.inputs[0] : undefined;
     const loras = await resolvedLoras(services, body, resolved.inputs.slice(init ? 1 : 0));
 
-    const seed = resolveSeed(body.seed);
     const imageStrength = init ? (strength ?? s.defaultImageStrength) : null;
     const task: ImageTask = {
-      operation: 'qwen.generate',
-      model: { family: 'qwen', name: spec.name, repo: spec.repo, quantize: c.quantize },
-      prompt: body.prompt,
-      negativePrompt: body.negative_prompt ?? null,
-      width: c.width,
-      height: c.height,
-      seed,
-      steps: c.steps,
-      guidance: c.guidance,
-      scheduler: body.scheduler ?? 'linear',
-      loras,
+      ...qwenTask('qwen.generate', spec, c, body, loras),
       ...(init ? { initImage: { fileId: init.fileId, path: init.path }, imageStrength } : {}),
     };
     return qwenJob(services, spec, c, body, task, resolved, {
@@ -132,7 +121,7 @@ async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: Ca
         init_image_file_id: init?.fileId ?? null,
         image_strength: imageStrength,
       },
-  });
+    });
   });
 }
 
@@ -154,26 +143,29 @@ async function prepareEdit(s: QwenSettings, body: EditBody, services: Capability
     const images = resolved.inputs.slice(0, body.images.length).map((i) => ({ fileId: i.fileId, path: i.path }));
     const loras = await resolvedLoras(services, body, resolved.inputs.slice(body.images.length));
 
-    const seed = resolveSeed(body.seed);
-    const task: ImageTask = {
-      operation: 'qwen.edit',
-      model: { family: 'qwen', name: spec.name, repo: spec.repo, quantize: c.quantize },
-      prompt: body.prompt,
-      negativePrompt: body.negative_prompt ?? null,
-      width: c.width,
-      height: c.height,
-      seed,
-      steps: c.steps,
-      guidance: c.guidance,
-      scheduler: body.scheduler ?? 'linear',
-      loras,
-      images,
-    };
+    const task: ImageTask = { ...qwenTask('qwen.edit', spec, c, body, loras), images };
     return qwenJob(services, spec, c, body, task, resolved, {
       request: { images: snapshot(body.images) },
       result: { kind: 'edit', image_file_ids: images.map((i) => i.fileId) },
+    });
   });
-  });
+}
+
+/** What generate and edit tasks share: the model build, prompt, size, sampling and LoRAs. */
+function qwenTask(operation: string, spec: ModelSpec, c: Common, body: GenerateBody | EditBody, loras: LoraInput[]): ImageTask {
+  return {
+    operation,
+    model: { family: 'qwen', name: spec.name, repo: spec.repo, quantize: c.quantize },
+    prompt: body.prompt,
+    negativePrompt: body.negative_prompt ?? null,
+    width: c.width,
+    height: c.height,
+    seed: resolveSeed(body.seed),
+    steps: c.steps,
+    guidance: c.guidance,
+    scheduler: body.scheduler ?? 'linear',
+    loras,
+  };
 }
 
 /** Runs the rest of a preparation; on any failure the resolved inputs are undone. */

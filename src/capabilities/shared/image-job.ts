@@ -122,7 +122,7 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
     await assertInputsPresent(job.task);
     const out = await services.runtime.run(job.spec, job.task, ctx, enginePng);
     ctx.progress(1, 'saving');
-    const info = await encode(enginePng, encoded, job.format, job.quality);
+    await encode(enginePng, encoded, job.format, job.quality);
     const result = job.buildResult(out);
     const record = await services.files.saveFile(encoded, {
       filename: `${job.family}_${Math.floor(Date.now() / 1000)}.${EXT[job.format]}`,
@@ -132,7 +132,7 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
       jobId: ctx.job.id,
     });
     return {
-      result: { file_id: record.file_id, image_bytes: info.size, ...result },
+      result: { file_id: record.file_id, image_bytes: record.size, ...result },
       artifacts: [record.file_id],
     };
   } catch (err) {
@@ -147,16 +147,23 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
   }
 }
 
-async function encode(src: string, dest: string, format: ImageFormat, quality: number) {
+/**
+ * Writes the requested format. The engine's output is already a lossless PNG: for `png` it is
+ * kept as it is (a rename), which spares a decode and an encode per job.
+ */
+async function encode(src: string, dest: string, format: ImageFormat, quality: number): Promise<void> {
   const img = sharp(src);
   switch (format) {
     case 'png':
-      return img.png().toFile(dest);
+      await fsp.rename(src, dest);
+      return;
     case 'jpeg':
       // JPEG has no alpha; flatten on white like the original's RGB conversion.
-      return img.flatten({ background: '#ffffff' }).jpeg({ quality }).toFile(dest);
+      await img.flatten({ background: '#ffffff' }).jpeg({ quality }).toFile(dest);
+      return;
     case 'webp':
-      return img.webp({ quality }).toFile(dest);
+      await img.webp({ quality }).toFile(dest);
+      return;
   }
 }
 
