@@ -2,7 +2,7 @@
  * `kiapi check`: one small real generation per activated model through the real engine, in this
  * process (the WorkerEngine the server uses, no HTTP, no server needed), with the load and
  * generation times. Images go to `--out DIR` (default `./kiapi-check-<timestamp>`). Exit 1 when
- * any check failed. Prompts and sizes follow the original's checks (reference §6.3).
+ * any check failed. Prompts and sizes follow the original's checks (docs/compatibility.md §6.3).
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -3,7 +3,7 @@
  *
  * `--model/--family/--all`: for each model with an activation record, the recorded revision only
  * (its snapshot, the blobs no other revision links to, refs pointing at it) — other revisions in
- * the cache, from other tools or other settings, stay (the original removed them all: §11.24).
+ * the cache, from other tools or other settings, stay (the original removed them all: docs/compatibility.md §11.24).
  * Weights in a local directory are the user's and are never deleted. `--engine`: the venv.
  * Asks before deleting unless `--yes`; without a terminal `--yes` is required.
  */

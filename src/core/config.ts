@@ -1,5 +1,5 @@
 /**
- * Settings from environment variables. Names follow the original where it had one (reference §7).
+ * Settings from environment variables. Names follow the original where it had one (docs/compatibility.md §7).
  * Every variable is read through an EnvReader, which collects every bad value so start-up can stop
  * with one message naming each variable and what it accepts. Families read their own variables
  * with the same reader (capabilities/<family>/settings.ts), so core knows nothing about them.

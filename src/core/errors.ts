@@ -1,6 +1,6 @@
 /**
  * The few named errors of kiapi. Each carries the HTTP status it maps to; the server has one error
- * handler that turns them into `{"detail": ...}` bodies (reference §4). Anything that is not a
+ * handler that turns them into `{"detail": ...}` bodies (docs/compatibility.md §4). Anything that is not a
  * KiapiError is an internal fault: logged in full, answered as a 500 whose body hides internals.
  */
 export abstract class KiapiError extends Error {
@@ -46,7 +46,7 @@ export class TooLargeError extends KiapiError {
   readonly status = 413;
 }
 
-/** 422: the request is well formed JSON but breaks a capability rule (reference §4.3). */
+/** 422: the request is well formed JSON but breaks a capability rule (docs/compatibility.md §4.3). */
 export class RuleError extends KiapiError {
   readonly status = 422;
 }

@@ -175,7 +175,7 @@ function selectEngine(config: Config, log: Logger, env: NodeJS.ProcessEnv): Engi
   return new PreviewEngine({ stepMs: config.previewStepMs });
 }
 
-/** A warmup name must name one model; unknown or ambiguous names are reported, never guessed (§11.23). */
+/** A warmup name must name one model; unknown or ambiguous names are reported, never guessed (docs/compatibility.md §11.23). */
 function resolveWarmup(name: string, models: ModelRegistry): ModelSpec | string {
   const found = models.find(name);
   if (found.length === 0) return `unknown model '${name}' in KIAPI_WARMUP`;

@@ -1,6 +1,6 @@
 /**
- * Bearer-token auth (KIAPI_AUTH_TOKEN, reference §1.2). The original never accepted the real
- * token (§11.1); kiapi accepts exactly `Bearer <token>` and nothing else.
+ * Bearer-token auth (KIAPI_AUTH_TOKEN, docs/compatibility.md §1.2). The original never accepted the real
+ * token (docs/compatibility.md §11.1); kiapi accepts exactly `Bearer <token>` and nothing else.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';

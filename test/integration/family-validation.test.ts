@@ -1,6 +1,6 @@
 /**
  * Every way a qwen / ideogram4 request is refused before it is queued, with the original's status
- * and message (reference §4.1, §4.3, §8.6 order, §9.3), and — for each refusal — that no job and
+ * and message (docs/compatibility.md §4.1, §4.3, §8.6 order, §9.3), and — for each refusal — that no job and
  * no file was stored. Also what is deliberately accepted: unknown extra fields, explicit nulls,
  * a strict caption that passes, a non-strict bad caption (warnings in the result).
  */
@@ -48,7 +48,7 @@ interface Case {
 }
 
 const QWEN_CASES: Case[] = [
-  // capability rules (422 string), reference §4.3
+  // capability rules (422 string), docs/compatibility.md §4.3
   { name: 'width not a multiple of 16', path: QG, body: () => qg({ width: 70 }), status: 422, detail: 'width and height must be multiples of 16' },
   { name: 'height not a multiple of 16 (edit)', path: QE, body: () => qe({ height: 100 }), status: 422, detail: 'width and height must be multiples of 16' },
   { name: 'width over the cap', path: QG, body: () => qg({ width: 2064 }), status: 422, detail: 'size 2064x64 exceeds the cap 2048x2048' },
@@ -62,13 +62,13 @@ const QWEN_CASES: Case[] = [
   { name: 'five loras (edit)', path: QE, body: () => qe({ loras: [lora, lora, lora, lora, lora] }), status: 422, detail: 'at most 4 loras may be applied' },
   { name: 'image_strength 1.5', path: QG, body: () => qg({ image_strength: 1.5 }), status: 422, detail: 'image_strength must be in 0..1' },
   { name: 'image_strength -0.1', path: QG, body: () => qg({ image_strength: -0.1 }), status: 422, detail: 'image_strength must be in 0..1' },
-  // models (400), reference §4.1
+  // models (400), docs/compatibility.md §4.1
   { name: 'edit variant on /generate', path: QG, body: () => qg({ model: 'edit-2509' }), status: 400, detail: "qwen generate requires model 'image'" },
   { name: 'edit alias on /generate', path: QG, body: () => qg({ model: 'Qwen-Edit' }), status: 400, detail: "qwen generate requires model 'image'" },
   { name: 'image variant on /edit', path: QE, body: () => qe({ model: 'image' }), status: 400, detail: "qwen edit requires model 'edit-2509'" },
   { name: 'unknown model', path: QG, body: () => qg({ model: 'nope' }), status: 400, detail: "unknown qwen model 'nope'; available: ['edit-2509', 'image']" },
   { name: 'unknown model (edit)', path: QE, body: () => qe({ model: 'nope' }), status: 400, detail: "unknown qwen model 'nope'; available: ['edit-2509', 'image']" },
-  // unknown scheduler: a 422 before queueing (the original forwarded it and failed with 500, §11.18)
+  // unknown scheduler: a 422 before queueing (the original forwarded it and failed with 500, docs/compatibility.md §11.18)
   { name: 'unknown scheduler', path: QG, body: () => qg({ scheduler: 'ddim' }), status: 422, detail: /scheduler 'ddim'/ },
   { name: 'dotted scheduler (edit)', path: QE, body: () => qe({ scheduler: 'os.System' }), status: 422, detail: /scheduler 'os\.System'/ },
   // schema (422 list)
@@ -84,7 +84,7 @@ const QWEN_CASES: Case[] = [
   { name: 'mode sometimes', path: QG, body: () => qg({ mode: 'sometimes' }), status: 422, detail: { list: 'mode' } },
   { name: 'fractional width', path: QG, body: () => qg({ width: 64.5 }), status: 422, detail: { list: 'width' } },
   { name: 'init_image without a known type', path: QG, body: () => qg({ init_image: { type: 'ftp', url: 'x' } }), status: 422, detail: { list: 'init_image' } },
-  // order of the checks (§8.6): model → variant → size (positive → 16 → cap) → steps → quantize → loras → strength
+  // order of the checks (docs/compatibility.md §8.6): model → variant → size (positive → 16 → cap) → steps → quantize → loras → strength
   { name: 'order: unknown model before size', path: QG, body: () => qg({ model: 'nope', width: 70 }), status: 400, detail: "unknown qwen model 'nope'; available: ['edit-2509', 'image']" },
   { name: 'order: variant before size', path: QE, body: () => qe({ model: 'image', width: 70 }), status: 400, detail: "qwen edit requires model 'edit-2509'" },
   { name: 'order: positive before multiple of 16', path: QG, body: () => qg({ width: 0, height: 70 }), status: 422, detail: 'width and height must be positive' },
@@ -125,7 +125,7 @@ const IDEOGRAM_CASES: Case[] = [
   { name: 'quality 101', path: IG, body: () => ig({ quality: 101 }), status: 422, detail: { list: 'quality' } },
   { name: 'strict flag null', path: IG, body: () => ig({ strict_caption_validation: null }), status: 422, detail: { list: 'strict_caption_validation' } },
   { name: 'unknown model', path: IG, body: () => ig({ model: 'nope' }), status: 400, detail: "unknown ideogram4 model 'nope'; available: ['fp8']" },
-  // order (§9.3): model → min size → multiple of 16 → cap → quantize → prompt emptiness
+  // order (docs/compatibility.md §9.3): model → min size → multiple of 16 → cap → quantize → prompt emptiness
   { name: 'order: model before size', path: IG, body: () => ig({ model: 'nope', width: 240 }), status: 400, detail: "unknown ideogram4 model 'nope'; available: ['fp8']" },
   { name: 'order: minimum before multiple of 16', path: IG, body: () => ig({ width: 8 }), status: 422, detail: 'width and height must be >= 256x256' },
   { name: 'order: multiple of 16 before cap', path: IG, body: () => ig({ width: 4100 }), status: 422, detail: 'width and height must be multiples of 16' },
@@ -152,7 +152,7 @@ void describe('ideogram4: refused before queueing, nothing stored', () => {
   }
 });
 
-/** A caption with several problems at once (mflux's verifier rules, reference §9.6). */
+/** A caption with several problems at once (mflux's verifier rules, docs/compatibility.md §9.6). */
 function badCaption(): Record<string, unknown> {
   return {
     high_level_description: 7,
@@ -175,7 +175,7 @@ async function describedCaption(): Promise<Record<string, unknown>> {
 }
 
 void describe('ideogram4 caption validation', () => {
-  void it('strict with a bad caption → 400 listing every problem (the original answered 500: §11.5), nothing stored', async () => {
+  void it('strict with a bad caption → 400 listing every problem (the original answered 500: docs/compatibility.md §11.5), nothing stored', async () => {
     const problems = verifyCaption(badCaption());
     assert.ok(problems.length >= 4, `several problems: ${problems.join(' | ')}`);
     const res = await expectRejected(url, IG, ig({ prompt: badCaption(), strict_caption_validation: true }), 400, strictFailureMessage(problems));

@@ -1,6 +1,6 @@
 /**
  * Files API over real HTTP on loopback: upload (content type rules, filename), list, metadata,
- * download (headers, Range, ETag), delete, id validation (reference §1.4, §11.15, §11.16).
+ * download (headers, Range, ETag), delete, id validation (docs/compatibility.md §1.4, §11.15, §11.16).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -136,7 +136,7 @@ void describe('POST /v1/files', () => {
     assert.ok(Array.isArray(res.json.detail));
   });
 
-  void it('a .json upload downloads its own bytes, not metadata (§11.15)', async () => {
+  void it('a .json upload downloads its own bytes, not metadata (docs/compatibility.md §11.15)', async () => {
     const payload = JSON.stringify({ hello: 'world', n: [1, 2, 3] });
     const rec = await upload({ filename: 'data.json', data: payload });
     assert.equal(rec.content_type, 'application/json');

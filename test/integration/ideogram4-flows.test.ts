@@ -1,7 +1,7 @@
 /**
  * ideogram4 over real HTTP with the preview engine: JSON captions (key order kept), plain prompts
  * and their warning, presets (steps and one progress event per step), sync raw / Job JSON / async,
- * output formats, stored artifacts and determinism (reference §1.8, §3.4, §9).
+ * output formats, stored artifacts and determinism (docs/compatibility.md §1.8, §3.4, §9).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';

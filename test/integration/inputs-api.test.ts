@@ -1,8 +1,8 @@
 /**
  * FileRef inputs through the API (qwen generate `init_image`, edit `images`, `loras`): URL safety,
  * size caps, data URLs, file ids (incl. path traversal), and — for every rejected request — that
- * nothing was stored: no file record, no job, no blob, no temp file (reference §3.2, §3.3,
- * §11.16, §11.17). Redirects to private addresses are covered at the fetcher level in
+ * nothing was stored: no file record, no job, no blob, no temp file (docs/compatibility.md §3.2, §3.3,
+ * docs/compatibility.md §11.16, §11.17). Redirects to private addresses are covered at the fetcher level in
  * test/unit/remote-input.test.ts: through the API the first hop must already be public.
  */
 import assert from 'node:assert/strict';

@@ -1,6 +1,6 @@
 /**
  * Jobs API (list, get, delete, cancel, id validation) and the generation endpoints' sync/async
- * contract (reference §1.5, §1.8, §2.6).
+ * contract (docs/compatibility.md §1.5, §1.8, §2.6).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';

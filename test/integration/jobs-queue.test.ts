@@ -1,7 +1,7 @@
 /**
  * The single-flight FIFO queue seen through HTTP with the preview engine: submission order, one
  * job at a time, cancel of queued / running / finished jobs, DELETE of a queued job (it never
- * runs: the original still ran it, reference §2.4, §11.2).
+ * runs: the original still ran it, docs/compatibility.md §2.4, §11.2).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';

@@ -1,7 +1,7 @@
 /**
  * qwen over real HTTP with the preview engine: the original's README flows (sync raw bytes, Job
  * JSON, async + poll + download, img2img by file id and data URL, edit with one and three images),
- * output formats, stored artifacts, determinism and progress (reference §1.8, §3.4, §8).
+ * output formats, stored artifacts, determinism and progress (docs/compatibility.md §1.8, §3.4, §8).
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';

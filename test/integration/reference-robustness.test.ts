@@ -1,10 +1,10 @@
 /**
- * Robustness items of reference §11 that had no test of their own yet:
- * - §11.21 per-request work files: every temp file of a job is gone after it succeeded, failed or
+ * Robustness items of docs/compatibility.md §11 that had no test of their own yet:
+ * - docs/compatibility.md §11.21 per-request work files: every temp file of a job is gone after it succeeded, failed or
  *   was canceled; job params shorten data URLs instead of keeping megabytes;
- * - §11.17 a URL input that times out is a 400 naming the input, in sync mode too (the original
+ * - docs/compatibility.md §11.17 a URL input that times out is a 400 naming the input, in sync mode too (the original
  *   reported "exceeded sync timeout … keeps running", a 504, for a job that had failed);
- * - §11.24 an error that happens to be named ValidationError inside a job is an engine failure
+ * - docs/compatibility.md §11.24 an error that happens to be named ValidationError inside a job is an engine failure
  *   (500, job failed), not a client error (the original matched class names and answered 400).
  */
 import assert from 'node:assert/strict';

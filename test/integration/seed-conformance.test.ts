@@ -1,6 +1,6 @@
 /**
- * The served capability documents keep the seed contract (`/work/shared/seeds/*.openapi.json`, a
- * copy of the original's published documents): every seed path, operation, parameter, response,
+ * The served capability documents keep the contract (`contract/*.openapi.json`, the original
+ * server's published documents; see contract/README.md): every seed path, operation, parameter, response,
  * header and component schema is there with the same shape. The comparator
  * (test/support/openapi-compare.ts) says which additions are harmless; anything else must be listed
  * in the allow-list below with its reason, or the test fails listing every difference.
@@ -13,17 +13,9 @@ import { PACKAGE_ROOT } from '../../src/core/package-info.js';
 import { checkAgainstAllowList, compareOpenApi, formatDifferences, type AllowList } from '../support/openapi-compare.js';
 import { startServer, type TestServer } from '../support/server.js';
 
-/** The seeds live beside the package (`../shared/seeds`); KIAPI_SEEDS_DIR overrides. */
+/** The contract documents are part of the repository. */
 function seedPath(family: string): string {
-  const candidates = [
-    process.env.KIAPI_SEEDS_DIR,
-    path.resolve(PACKAGE_ROOT, '../shared/seeds'),
-  ].filter((p): p is string => typeof p === 'string');
-  for (const dir of candidates) {
-    const file = path.join(dir, `${family}.openapi.json`);
-    if (fs.existsSync(file)) return file;
-  }
-  throw new Error(`seed ${family}.openapi.json not found in ${candidates.join(', ')} (set KIAPI_SEEDS_DIR)`);
+  return path.join(PACKAGE_ROOT, 'contract', `${family}.openapi.json`);
 }
 
 function loadSeed(family: string): Record<string, unknown> {
@@ -35,12 +27,12 @@ function loadSeed(family: string): Record<string, unknown> {
  * Empty today: the served schemas match the seeds structurally. Deliberate changes live only in
  * annotations, which the comparator does not compare:
  * - qwen `scheduler` stays a free string as in the seed (no `enum`), but its description says
- *   unknown names are rejected with 422 (the original forwarded them to mflux → 500, §11.18).
+ *   unknown names are rejected with 422 (the original forwarded them to mflux → 500, docs/compatibility.md §11.18).
  *   Adding the enum would need `components.schemas.GenerateRequest.properties.scheduler.enum`
  *   and `components.schemas.EditRequest.properties.scheduler.enum` here.
- * - `image_strength` is documented the right way round (§11.6) and with its default.
- * - ideogram4 bbox order is documented as [y_min, x_min, y_max, x_max] (§11.3), the example
- *   caption passes strict validation (§11.4), and a strict failure is documented as 400 (§11.5).
+ * - `image_strength` is documented the right way round (docs/compatibility.md §11.6) and with its default.
+ * - ideogram4 bbox order is documented as [y_min, x_min, y_max, x_max] (docs/compatibility.md §11.3), the example
+ *   caption passes strict validation (docs/compatibility.md §11.4), and a strict failure is documented as 400 (docs/compatibility.md §11.5).
  * - `info.version` is the package version (the seeds say 0.1.0).
  * An entry that no longer matches any difference fails the test too, so the list stays true.
  */

@@ -1,5 +1,5 @@
 /**
- * Model lookup across families (KIAPI_WARMUP, reference §11.23): the original resolved a warmup
+ * Model lookup across families (KIAPI_WARMUP, docs/compatibility.md §11.23): the original resolved a warmup
  * name in the first family that knew it; here an ambiguous name returns every match (the server
  * then warns and asks for `<family>/<name>`), and `<family>/<name>` picks exactly one.
  */

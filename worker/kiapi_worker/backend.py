@@ -155,7 +155,7 @@ def init_kwargs(
 
 
 def generate_kwargs(task: Task) -> dict[str, Any]:
-    """``generate_image`` keywords for the task's operation (reference §8.7 and §9.4)."""
+    """``generate_image`` keywords for the task's operation (docs/compatibility.md §8.7 and §9.4)."""
     first_image = task.image_paths[0] if task.image_paths else None
     values = {
         "seed": task.seed,
@@ -489,7 +489,7 @@ PROMPT_CACHE_LIMIT = 16
 def trim_prompt_cache(model: Any, limit: int = PROMPT_CACHE_LIMIT) -> int:
     """Keep mflux's per-model prompt cache bounded; return how many entries were dropped.
 
-    mflux caches encoded prompts on resident models and never evicts them (reference §11.20), so a
+    mflux caches encoded prompts on resident models and never evicts them (docs/compatibility.md §11.20), so a
     long-lived server would grow without bound. Dicts keep insertion order: the oldest go first.
     """
     cache = getattr(model, "prompt_cache", None)

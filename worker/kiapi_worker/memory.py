@@ -77,7 +77,7 @@ def release_cached() -> None:
     """Collect dropped objects, then return MLX's buffer cache to the system.
 
     Callers must drop every reference to the model first: a buffer still referenced is neither
-    collected nor cached, so clearing the cache before that would free nothing (§11.19).
+    collected nor cached, so clearing the cache before that would free nothing (docs/compatibility.md §11.19).
     """
     gc.collect()
     function = _function("clear_cache")

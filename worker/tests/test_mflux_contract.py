@@ -40,7 +40,7 @@ from mflux_source import MfluxSource, decorator_names, method, parameters
 SHAPES = list(CALL_SHAPES.values())
 SHAPE_IDS = [shape.operation for shape in SHAPES]
 
-# Files the reference spec (§10) names; if the release moved one, this says which.
+# Files the compatibility notes (docs/compatibility.md §10) names; if the release moved one, this says which.
 REFERENCE_FILES = (
     "mflux/models/qwen/variants/txt2img/qwen_image.py",
     "mflux/models/qwen/variants/edit/qwen_image_edit.py",

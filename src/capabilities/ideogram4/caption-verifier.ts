@@ -59,7 +59,7 @@ export function prepareCaption(prompt: string | Record<string, unknown>): Prepar
   return { text: dumpCompact(prompt, view), caption: prompt, warnings: verifyWith(prompt, view) };
 }
 
-/** The verifier alone (rules 1-5 of §9.6) on any JSON value; returns warning messages. */
+/** The verifier alone (rules 1-5 of docs/compatibility.md §9.6) on any JSON value; returns warning messages. */
 export function verifyCaption(value: unknown): string[] {
   return verifyWith(value, new PyJsonView());
 }

@@ -1,7 +1,7 @@
 /** The Markdown `info.description` of the Ideogram 4 document. */
 import type { Ideogram4Settings } from './settings.js';
 
-/** A caption that passes mflux's strict validation (the original's own example did not: §11.4). */
+/** A caption that passes mflux's strict validation (the original's own example did not: docs/compatibility.md §11.4). */
 export const EXAMPLE_CAPTION = {
   high_level_description: 'A clean studio photo of a white notebook with the word MFLUX on the cover.',
   style_description: {

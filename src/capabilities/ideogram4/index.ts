@@ -1,7 +1,7 @@
 /**
  * The ideogram4 family: `/generate` with a plain or JSON-caption prompt. The caption is verified
  * in TypeScript before queueing, so a strict failure is a 400 listing every problem (the original
- * answered 500 from inside the engine: §11.5).
+ * answered 500 from inside the engine: docs/compatibility.md §11.5).
  */
 import { defineOperation, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';
 import { InputError, RuleError } from '../../core/errors.js';

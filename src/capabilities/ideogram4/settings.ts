@@ -1,9 +1,9 @@
-/** KIAPI_IDEOGRAM4_* settings (reference §7.4). */
+/** KIAPI_IDEOGRAM4_* settings (docs/compatibility.md §7.4). */
 import { EnvReader } from '../../core/config.js';
 
 export const QUANTIZE_CHOICES = [3, 4, 5, 6, 8] as const;
 
-/** mflux's presets (reference §9.5): steps per preset. */
+/** mflux's presets (docs/compatibility.md §9.5): steps per preset. */
 export const PRESET_STEPS = { V4_DEFAULT_20: 20, V4_QUALITY_48: 48, V4_TURBO_12: 12 } as const;
 export type Preset = keyof typeof PRESET_STEPS;
 
@@ -21,7 +21,7 @@ export interface Ideogram4Settings {
 
 export function readIdeogram4Settings(env: Record<string, string | undefined>): Ideogram4Settings {
   const r = new EnvReader(env);
-  // mflux itself only accepts 256..2048 (reference §10.8), so the settings cannot widen that.
+  // mflux itself only accepts 256..2048 (docs/compatibility.md §10.8), so the settings cannot widen that.
   const dim = { integer: true, min: 256, max: 2048 };
   const s: Ideogram4Settings = {
     modelRepo: r.string('KIAPI_IDEOGRAM4_MODEL_REPO', 'ideogram-ai/ideogram-4-fp8', 'Hugging Face repo (gated) or local directory of variant fp8'),

@@ -1,6 +1,6 @@
 /**
  * The qwen family: `/generate` (txt2img, img2img) and `/edit` (one or more images), pinned to the
- * `image` and `edit-2509` variants. Rules run in the original's order (reference §8.6), then
+ * `image` and `edit-2509` variants. Rules run in the original's order (docs/compatibility.md §8.6), then
  * inputs are resolved, all before the job is queued.
  */
 import { defineOperation, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';

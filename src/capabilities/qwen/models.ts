@@ -1,4 +1,4 @@
-/** Qwen model variants (reference §8.2). */
+/** Qwen model variants (docs/compatibility.md §8.2). */
 import type { ModelSpec } from '../../core/models/model-spec.js';
 import { pinnedRevision } from '../../core/models/revisions.js';
 import type { QwenSettings } from './settings.js';

@@ -1,4 +1,4 @@
-/** KIAPI_QWEN_* settings (reference §7.3). */
+/** KIAPI_QWEN_* settings (docs/compatibility.md §7.3). */
 import { EnvReader } from '../../core/config.js';
 
 export const QUANTIZE_CHOICES = [3, 4, 5, 6, 8] as const;
@@ -17,7 +17,7 @@ export interface QwenSettings {
   generateGuidance: number;
   editSteps: number;
   editGuidance: number;
-  /** Used when `init_image` comes without `image_strength` (the original silently ignored the image: §11.7). */
+  /** Used when `init_image` comes without `image_strength` (the original silently ignored the image: docs/compatibility.md §11.7). */
   defaultImageStrength: number;
 }
 

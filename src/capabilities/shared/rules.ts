@@ -1,4 +1,4 @@
-/** Capability rules the original checks before queueing, with its messages (reference §4.3). */
+/** Capability rules the original checks before queueing, with its messages (docs/compatibility.md §4.3). */
 import { RuleError } from '../../core/errors.js';
 
 export function checkMultiplesOf16(width: number, height: number): void {

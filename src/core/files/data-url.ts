@@ -1,5 +1,5 @@
 /**
- * `data_url` inputs (reference §3.2). Pure parsing: no file system, so the rules can be tested alone.
+ * `data_url` inputs (docs/compatibility.md §3.2). Pure parsing: no file system, so the rules can be tested alone.
  */
 import { InputError, TooLargeError } from '../errors.js';
 

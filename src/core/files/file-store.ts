@@ -1,7 +1,7 @@
 /**
  * The Files API store: records in SQLite, blobs in `filesRoot` named by file id alone. Naming
- * blobs by id (no suffix, no sidecar) removes the original's `.json` collision (§11.15) and means
- * a path is only ever built from an id that passed `isFileId` (§11.16).
+ * blobs by id (no suffix, no sidecar) removes the original's `.json` collision (docs/compatibility.md §11.15) and means
+ * a path is only ever built from an id that passed `isFileId` (docs/compatibility.md §11.16).
  *
  * Writes go to a temp file first and are renamed into place, so a crash or a full disk never
  * leaves a partial blob under a listed id. When the files root is on another filesystem than the

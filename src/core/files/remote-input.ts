@@ -1,5 +1,5 @@
 /**
- * Turning `url` and `data_url` FileRefs into local files (reference §3.2, §3.3, §11 item 17).
+ * Turning `url` and `data_url` FileRefs into local files (docs/compatibility.md §3.2, §3.3, §11.17).
  *
  * Differences from the original, on purpose: redirects are followed by hand and re-checked, the
  * connection is pinned to the address that passed the check, 100.64.0.0/10 is refused, inputs are

@@ -1,5 +1,5 @@
 /**
- * SSRF guard for `url` inputs (reference §3.3, §11 item 17).
+ * SSRF guard for `url` inputs (docs/compatibility.md §3.3, §11.17).
  *
  * The original resolved the host, checked the answers and then let urllib resolve it again and follow
  * redirects unchecked, so DNS rebinding and a single redirect both walked around the check. Here the

@@ -27,7 +27,7 @@ export const AsyncJobResponse = component(
   ),
 );
 
-/** The Job record (reference §2.1 order) with `result` typed as `result` or null. */
+/** The Job record (docs/compatibility.md §2.1 order) with `result` typed as `result` or null. */
 export function jobSchema(name: string, result: TSchema | null): TSchema {
   return component(
     name,

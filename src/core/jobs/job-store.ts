@@ -1,5 +1,5 @@
 /**
- * Job records in SQLite (reference §2.1 fields, in that JSON order). Every state transition is
+ * Job records in SQLite (docs/compatibility.md §2.1 fields, in that JSON order). Every state transition is
  * written at once; progress is written at most every PROGRESS_WRITE_MS (and always on its last
  * update), so a 1000-step preview run does not turn into 1000 disk writes while readers still see
  * live progress from memory.

@@ -2,7 +2,7 @@
  * Removing one revision from the Hugging Face cache without touching the others. The cache layout
  * (huggingface_hub's): `models--org--name/{blobs,snapshots/<commit>,refs/<name>,trees/<commit>.json,
  * .no_exist/<commit>}`, where snapshot files are symlinks into `blobs/` and revisions share blobs.
- * The original deleted every cached revision of a repo (reference §11.24); here only the blobs no
+ * The original deleted every cached revision of a repo (docs/compatibility.md §11.24); here only the blobs no
  * other snapshot links to go, and a ref goes only when it points at the removed commit.
  */
 import fs from 'node:fs';

@@ -1,7 +1,7 @@
 /**
  * The built-in preview engine: no weights, deterministic, fast. It draws the request (prompt,
  * caption layout, init image, edit references) so the whole API can be used and tested without a
- * model; see design.md, "Engines".
+ * model; README.md, "The preview engine", says what it draws.
  */
 import { writeFile } from 'node:fs/promises';
 import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';

@@ -1,6 +1,6 @@
 /**
  * Routes made from each capability registration: its POST operations (the sync/async submission
- * contract of reference §1.8), its model list, OpenAPI document and docs pages.
+ * contract of docs/compatibility.md §1.8), its model list, OpenAPI document and docs pages.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { capabilityPrefix, type OperationDef } from '../../core/capability.js';

@@ -152,7 +152,7 @@ function dropUndefined(o: Record<string, string | undefined>): Record<string, st
  * a stated `text/plain` cannot be told from none. Clients such as Python `requests` send file parts
  * without a type; taking that default at its word stored PNGs as text/plain. So `text/plain` counts
  * as "not stated" (like application/octet-stream) and the store sniffs / goes by the extension,
- * which is what the original did for a part without a type (reference §1.4).
+ * which is what the original did for a part without a type (docs/compatibility.md §1.4).
  */
 function statedType(mimetype: string): string | null {
   return mimetype.toLowerCase() === 'text/plain' ? null : mimetype;

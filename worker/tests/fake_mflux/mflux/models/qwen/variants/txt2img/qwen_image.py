@@ -62,7 +62,7 @@ class QwenImage:
         if config.init_time_step > 0 and config.image_path is not None:
             _fake.image_size(config.image_path)  # mflux loads the init image here
         latents = _fake.FakeLatents(seed, config.width, config.height)
-        # mflux caches encoded prompts under this key and never evicts them (reference §10.11).
+        # mflux caches encoded prompts under this key and never evicts them (docs/compatibility.md §10.11).
         self.prompt_cache.setdefault(f"{prompt}|NEG|{negative_prompt}", object())
 
         ctx = self.callbacks.start(seed=seed, prompt=prompt, config=config)
