@@ -7,6 +7,7 @@ import { activateCommand } from './activate.js';
 import { checkCommand } from './check.js';
 import { configCommand } from './config.js';
 import { deactivateCommand } from './deactivate.js';
+import { commandHelp, OVERVIEW, wantsHelp } from './help.js';
 import { PromptCanceled } from './prompt.js';
 import { runCommand } from './run.js';
 import { statusCommand } from './status.js';
@@ -14,26 +15,15 @@ import { UsageError } from './usage-error.js';
 
 export { UsageError };
 
-const USAGE = `kiapi ${VERSION} — local image-generation API server
 
-Usage:
-  kiapi run [--host H] [--port P] [--data-dir DIR] [--engine auto|preview|mflux]
-  kiapi activate [--model M]... [--family F]... [--all] [--engine] [--yes]
-                                  install the mflux engine and download model weights
-  kiapi deactivate [--model M]... [--family F]... [--all] [--engine] [--yes]
-                                  remove what activate downloaded (and/or the engine)
-  kiapi status [--json]           engine, weights, disk use, running server
-  kiapi check [--model M]... [--out DIR]
-                                  one small real image per activated model, with timings
-  kiapi config init|show|edit|template
-                                  the settings file (keys are the KIAPI_* variable names)
-  kiapi --version | --help
-
-Models (--model): a name, alias, repo or family/name, e.g. qwen/image, edit-2509, fp8.
-Settings come from KIAPI_* environment variables and the settings file (see README.md).`;
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  const page = commandHelp(command);
+  if (page !== undefined && wantsHelp(rest)) {
+    console.log(page);
+    return 0;
+  }
   switch (command) {
     case 'run':
       return runCommand(rest);
@@ -51,18 +41,33 @@ async function main(argv: string[]): Promise<number> {
     case '-V':
       console.log(VERSION);
       return 0;
+    case 'help': {
+      const topic = rest[0];
+      if (topic === undefined) {
+        console.log(OVERVIEW);
+        return 0;
+      }
+      const text = commandHelp(topic);
+      if (text === undefined) throw new UsageError(`no help for '${topic}': not a command`, { showUsage: true });
+      console.log(text);
+      return 0;
+    }
     case undefined:
     case '--help':
     case '-h':
-    case 'help':
-      console.log(USAGE);
+      // Without a command nothing was asked for: the overview, and exit code 2 for scripts.
+      console.log(OVERVIEW);
       return command === undefined ? 2 : 0;
     default:
       throw new UsageError(`unknown command '${command}'`, { showUsage: true });
   }
 }
 
-main(process.argv.slice(2)).then(
+const argv = process.argv.slice(2);
+// A syntax error shows the usage of the command it was made in, or the overview.
+const usageOnError = commandHelp(argv[0]) ?? OVERVIEW;
+
+main(argv).then(
   (code) => {
     process.exitCode = code;
   },
@@ -70,7 +75,7 @@ main(process.argv.slice(2)).then(
     const code = (err as { code?: string }).code;
     if (err instanceof ConfigError || err instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_'))) {
       console.error(`kiapi: ${(err as Error).message}`);
-      if ((err instanceof UsageError && err.showUsage) || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_'))) console.error(USAGE);
+      if ((err instanceof UsageError && err.showUsage) || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_'))) console.error(usageOnError);
       process.exitCode = 2;
     } else if (err instanceof PromptCanceled) {
       console.error('kiapi: canceled');
