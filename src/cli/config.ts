@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../core/config.js';
 import { initSettingsFile, renderTemplate, settingsFilePath, sourceOf, type SettingSource } from '../core/setup/settings-file.js';
-import { loadCliEnvironment, loadSettings, settingsCatalog } from './environment.js';
+import { effectiveDefaults, loadCliEnvironment, loadSettings, settingsCatalog } from './environment.js';
 import { table } from './format.js';
 import { UsageError } from './usage-error.js';
 
@@ -47,9 +47,10 @@ interface Row {
 function show(args: string[]): number {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean' } }, strict: true });
   const cli = loadCliEnvironment();
+  const defaults = effectiveDefaults(cli.env);
   const rows: Row[] = settingsCatalog().map((s) => {
     const source = sourceOf(s.name, cli.processEnv, cli.file);
-    const raw = source === 'default' ? s.default : (cli.env[s.name] ?? null);
+    const raw = source === 'default' ? (defaults.has(s.name) ? (defaults.get(s.name) ?? null) : s.default) : (cli.env[s.name] ?? null);
     const value = raw !== null && SECRETS.has(s.name) && source !== 'default' ? '********' : raw;
     return { name: s.name, value, source, description: s.doc };
   });

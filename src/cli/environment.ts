@@ -37,6 +37,33 @@ export function settingsCatalog(): SettingInfo[] {
   return catalogCache;
 }
 
+/**
+ * Each setting's default as `env` makes it: some defaults derive from other settings (the files
+ * folder is `files/` inside KIAPI_DATA_DIR), so the catalog's defaults, read on an empty
+ * environment, are not what a run with `env` would use. Every reader records the default it used
+ * when it reads, so running them on `env` and reading the catalog gives the derived ones. A reader
+ * that rejects a value still recorded its defaults before throwing.
+ */
+export function effectiveDefaults(env: Env): Map<string, string | null> {
+  // Snapshot the plain defaults first: settingsCatalog() must never see the derived ones.
+  settingsCatalog();
+  const readers: Array<() => unknown> = [
+    () => settingsFilePath(env),
+    () => loadConfig(env),
+    () => readServerSettings(env),
+    () => readSetupSettings(env),
+    () => registerCapabilities(new CapabilityRegistry(new ModelRegistry()), env),
+  ];
+  for (const read of readers) {
+    try {
+      read();
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+    }
+  }
+  return new Map(knownSettings().map((s) => [s.name, s.default]));
+}
+
 /** Reads the settings file and merges it; throws ConfigError (naming the file) for a bad file. */
 export function loadCliEnvironment(processEnv: Env = process.env): CliEnvironment {
   const file = readSettingsFile(settingsFilePath(processEnv), settingsCatalog());
