@@ -17,6 +17,7 @@ import { capabilityRoutes } from './routes/capabilities.js';
 import { docsRoutes } from './routes/docs.js';
 import { fileDocs, fileRoutes } from './routes/files.js';
 import { healthDocs, healthRoutes } from './routes/health.js';
+import { homeRoutes } from './routes/home.js';
 import { jobDocs, jobRoutes } from './routes/jobs.js';
 
 const MAX_PARAM_CHARS = 200;
@@ -123,6 +124,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   jobRoutes(app, ctx);
   capabilityRoutes(app, ctx);
   docsRoutes(app, ctx, [...healthDocs, ...fileDocs, ...jobDocs]);
+  homeRoutes(app, ctx);
   return app;
 }
 

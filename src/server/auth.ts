@@ -1,7 +1,7 @@
 /**
  * Bearer-token auth (KIAPI_AUTH_TOKEN). The original compared against the rendered secret
  * `**********` and so never accepted the real token (docs/compatibility.md §11.1); here the real token is compared in
- * constant time. Health, the docs pages, their assets and the OpenAPI documents stay open: the
+ * constant time. Health, the start page (`/`), the docs pages, their assets and the OpenAPI documents stay open: the
  * docs pages fetch those documents from the browser before anyone can enter a token (docs/compatibility.md §11.22).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -9,6 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import { UnauthorizedError } from '../core/errors.js';
 
 const PUBLIC = [
+  /^\/$/,
   /^\/health$/,
   /^\/openapi\.json$/,
   /^\/(docs|redoc)(\/.*)?$/,
