@@ -61,6 +61,9 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
         // seed 0) and numbers into prompt strings. A JSON number must be sent as a number; the
         // original's pydantic also accepted "1024" for an integer, which we answer with a 422.
         coerceTypes: false,
+        // Errors carry their schema, so a 422 can say what a field must be in one message
+        // (error-handler.ts) instead of one line per branch of a nullable union.
+        verbose: true,
         useDefaults: true,
         removeAdditional: false,
         allErrors: true,
