@@ -40,6 +40,105 @@ async function issuesFor(path: string, body: Record<string, unknown>): Promise<I
   return res.json.detail;
 }
 
+void describe("the original's lax inputs", () => {
+  void it('numeric strings for integer and number fields run, and params record the converted values', async () => {
+    const res = await sendJson<JobJson>('POST', `${url}${QG}`, qg({ width: '64', height: '48.0', steps: '2', guidance: '2.5', seed: '7', quantize: '8', quality: '80' }), JSON_ACCEPT);
+    assert.equal(res.status, 200, res.bytes.toString('utf8'));
+    const job = res.json;
+    const p = job.params;
+    assert.deepEqual([p.width, p.height, p.steps, p.guidance, p.seed, p.quantize, p.quality], [64, 48, 2, 2.5, 7, 8, 80]);
+    const r = job.result!.params as Record<string, unknown>;
+    assert.deepEqual([r.width, r.height, r.steps, r.guidance, r.seed], [64, 48, 2, 2.5, 7]);
+    // GET shows the stored record, converted values included.
+    const again = await getJob(url, job.id);
+    assert.equal((again.params).width, 64);
+  });
+
+  void it('numbers inside nested objects (loras[].scale) and exponent forms for number fields', async () => {
+    const lora = (scale: unknown) => [{ file: { type: 'file_id', file_id: 'file_0123456789abcdef0123456789abcdef' }, scale }];
+    const res = await sendJson<{ detail: unknown }>('POST', `${url}${QG}`, qg({ guidance: '1e0', loras: lora('0.5') }));
+    // The LoRA file does not exist: a 400 from input resolution, so validation passed.
+    assert.equal(res.status, 400, res.bytes.toString('utf8'));
+    assert.match(String(res.json.detail), /unknown loras\[0\] file_id/);
+    const detail = await issuesFor(QG, qg({ loras: lora('half') }));
+    assert.deepEqual(detail.map((i) => [i.loc.join('.'), i.msg]), [['body.loras.0.scale', `'loras.0.scale' must be a number; got "half"`]]);
+  });
+
+  void it('boolean spellings (true/false, 1/0, yes/no, on/off, t/f, y/n, any case, and the numbers 0/1)', async () => {
+    for (const [sent, expected] of [
+      ['no', false],
+      ['False', false],
+      ['0', false],
+      ['OFF', false],
+      ['f', false],
+      ['n', false],
+      [0, false],
+    ] as const) {
+      const res = await sendJson<JobJson>('POST', `${url}${IG}`, ig({ strict_caption_validation: sent, warn_on_caption_issues: sent }), JSON_ACCEPT);
+      assert.equal(res.status, 200, `${JSON.stringify(sent)}: ${res.bytes.toString('utf8')}`);
+      const p = res.json.params;
+      assert.equal(p.strict_caption_validation, expected);
+      assert.equal(p.warn_on_caption_issues, expected);
+    }
+    // Truthy spellings turn strict validation on: a plain-text prompt then fails it (400).
+    for (const sent of ['yes', 'TRUE', '1', 'on', 't', 'Y', 1]) {
+      const res = await sendJson('POST', `${url}${IG}`, ig({ strict_caption_validation: sent }));
+      assert.equal(res.status, 400, `${JSON.stringify(sent)}: ${res.bytes.toString('utf8')}`);
+    }
+  });
+
+  void it('async submissions convert too, and the stored job keeps the converted values', async () => {
+    const res = await sendJson<{ job_id: string }>('POST', `${url}${QG}`, qg({ mode: 'async', steps: '3', width: '32' }));
+    assert.equal(res.status, 202);
+    const job = await waitFinished(url, res.json.job_id);
+    assert.equal(job.status, 'succeeded');
+    assert.equal((job.params).steps, 3);
+    assert.equal((job.result!.params as Record<string, unknown>).width, 32);
+  });
+
+  void it('anything else stays refused: null is never a number, "" never 0, non-canonical numbers and words are 422', async () => {
+    // null still means "use the default", not 0.
+    const res = await sendJson<JobJson>('POST', `${url}${QG}`, qg({ seed: null, steps: null }), JSON_ACCEPT);
+    assert.equal(res.status, 200);
+    assert.equal((res.json.result!.params as Record<string, unknown>).steps, 30);
+    for (const [field, bad] of [
+      ['width', ''],
+      ['width', ' 64'],
+      ['width', '64px'],
+      ['width', '6.4e1'],
+      ['width', '0x40'],
+      ['width', '+64'],
+      ['steps', '2.5'],
+      ['steps', '99999999999999999999'],
+      ['guidance', 'inf'],
+      ['guidance', 'NaN'],
+      ['guidance', '1.'],
+      ['guidance', true],
+    ] as const) {
+      const detail = await issuesFor(QG, qg({ [field]: bad }));
+      assert.equal(detail.length, 1, JSON.stringify(detail));
+      assert.deepEqual(detail[0]!.loc, ['body', field]);
+      assert.deepEqual(detail[0]!.input, bad);
+    }
+    for (const bad of ['maybe', '', '2', 'yess', 2, null]) {
+      const detail = await issuesFor(IG, ig({ strict_caption_validation: bad }));
+      assert.deepEqual(detail[0]!.loc, ['body', 'strict_caption_validation'], JSON.stringify(detail));
+    }
+  });
+
+  void it('a number is never turned into a prompt or other string field', async () => {
+    const detail = await issuesFor(QG, { prompt: 5 });
+    assert.deepEqual(detail[0]!.loc, ['body', 'prompt']);
+    const detail2 = await issuesFor(QG, qg({ scheduler: 1 }));
+    assert.deepEqual(detail2[0]!.loc, ['body', 'scheduler']);
+    // A prompt spelt like a number stays the text it is.
+    const res = await sendJson<JobJson>('POST', `${url}${QG}`, qg({ prompt: '123', negative_prompt: 'true' }), JSON_ACCEPT);
+    assert.equal(res.status, 200);
+    assert.equal(res.json.result!.prompt, '123');
+    assert.equal((res.json.params).negative_prompt, 'true');
+  });
+});
+
 void describe('validation messages a person understands', () => {
   void it('a nullable field is described once: what it must be, or null, and what was sent', async () => {
     const detail = await issuesFor(QG, qg({ steps: -1 }));

@@ -6,6 +6,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { capabilityPrefix, type OperationDef } from '../../core/capability.js';
 import { CanceledError, EngineError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
 import type { AppContext } from '../context.js';
+import { laxenBody } from '../lax-inputs.js';
 import { capabilityDocument } from '../openapi.js';
 import { docsPage } from './docs.js';
 import { sendFile } from './files.js';
@@ -16,7 +17,12 @@ export function capabilityRoutes(app: FastifyInstance, ctx: AppContext): void {
     for (const op of def.operations) {
       app.post(
         `${prefix}${op.path}`,
-        { schema: { body: op.body } },
+        {
+          schema: { body: op.body },
+          // The original's lax spellings ("256", "2.5", "yes") become the typed value before
+          // validation, so validation, params and the run all see the converted value.
+          preValidation: async (req) => laxenBody(op.body, req.body),
+        },
         (req, reply) => submit(ctx, op, req, reply),
       );
     }
