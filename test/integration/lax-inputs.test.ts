@@ -139,6 +139,55 @@ void describe("the original's lax inputs", () => {
   });
 });
 
+void describe('misspelt fields are reported, not silently dropped', () => {
+  void it('sync raw-image answer: Warning header with a suggestion; the job result lists it too', async () => {
+    const res = await fetch(`${url}${QG}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(qg({ widht: 512 })) });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'image/png');
+    assert.equal(res.headers.get('warning'), `299 - "unknown field 'widht' ignored; did you mean 'width'?"`);
+    await res.arrayBuffer();
+    const job = await getJob(url, res.headers.get('x-kiapi-job-id')!);
+    assert.deepEqual(job.result!.warnings, ["unknown field 'widht' ignored; did you mean 'width'?"]);
+  });
+
+  void it('sync JSON and async answers carry the header; GET /v1/jobs/{id} shows result.warnings', async () => {
+    const sync = await sendJson<JobJson>('POST', `${url}${QG}`, qg({ Steps: 3, colour: 'red' }), JSON_ACCEPT);
+    assert.equal(sync.status, 200);
+    const expected = ["unknown field 'Steps' ignored; did you mean 'steps'?", "unknown field 'colour' ignored"];
+    assert.equal(sync.headers.get('warning'), expected.map((w) => `299 - "${w}"`).join(', '));
+    assert.deepEqual(sync.json.result!.warnings, expected);
+
+    const res = await sendJson<{ job_id: string }>('POST', `${url}${IG}`, ig({ mode: 'async', strict_caption_validaton: true }));
+    assert.equal(res.status, 202);
+    const w = "unknown field 'strict_caption_validaton' ignored; did you mean 'strict_caption_validation'?";
+    assert.equal(res.headers.get('warning'), `299 - "${w}"`);
+    const job = await waitFinished(url, res.json.job_id);
+    assert.equal(job.status, 'succeeded');
+    assert.deepEqual(job.result!.warnings, [w]);
+  });
+
+  void it('a correct request has no Warning header and no warnings field', async () => {
+    const res = await sendJson<JobJson>('POST', `${url}${QG}`, qg(), JSON_ACCEPT);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('warning'), null);
+    assert.equal('warnings' in res.json.result!, false);
+  });
+
+  void it('hostile names: header stays visible ASCII, many unknown keys give a bounded list', async () => {
+    const body: Record<string, unknown> = qg({ 'wé"ird\\name': 1 });
+    for (let i = 0; i < 50; i++) body[`extra_${i}`] = i;
+    const res = await sendJson<JobJson>('POST', `${url}${QG}`, body, JSON_ACCEPT);
+    assert.equal(res.status, 200);
+    const header = res.headers.get('warning')!;
+    assert.match(header, /^[\x20-\x7e]+$/);
+    assert.ok(header.startsWith(`299 - "unknown field 'w?\\"ird\\\\name' ignored"`), header);
+    const warnings = res.json.result!.warnings as string[];
+    assert.equal(warnings.length, 11);
+    assert.equal(warnings[0], `unknown field 'wé"ird\\name' ignored`);
+    assert.equal(warnings[10], '41 more unknown fields ignored');
+  });
+});
+
 void describe('validation messages a person understands', () => {
   void it('a nullable field is described once: what it must be, or null, and what was sent', async () => {
     const detail = await issuesFor(QG, qg({ steps: -1 }));
