@@ -279,8 +279,12 @@ function fieldName(loc: (string | number)[]): string {
   return loc.slice(1).join('.') || loc[0]!.toString();
 }
 
-/** Keywords whose failure is best said as "what the value must be" from a scalar schema. */
-const SCALAR_KEYWORDS = new Set(['type', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minLength']);
+/**
+ * Keywords whose failure is best said as "what the value must be" from a scalar schema. A value
+ * failing several of them (`"mode": 5` is neither a string nor in the enum) gets the same
+ * message for each, which toIssues keeps once.
+ */
+const SCALAR_KEYWORDS = new Set(['type', 'enum', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minLength']);
 
 function plainIssue(e: AjvIssue, source: unknown, where: string): ValidationIssue {
   const loc: (string | number)[] = [where, ...pathSegments(e.instancePath)];

@@ -203,7 +203,10 @@ void describe('validation messages a person understands', () => {
     assert.deepEqual(detail, [{ type: 'minimum', loc: ['body', 'quality'], msg: "'quality' must be an integer from 1 to 100; got 0", input: 0 }]);
     const detail2 = await issuesFor(QG, qg({ mode: 'later' }));
     assert.equal(detail2.length, 1);
-    assert.match(detail2[0]!.msg, /'mode' must be one of: "sync", "async"/);
+    assert.equal(detail2[0]!.msg, `'mode' must be one of "sync", "async"; got "later"`);
+    // Neither a string nor in the enum: still one entry.
+    const detail2b = await issuesFor(QG, qg({ mode: 5 }));
+    assert.deepEqual(detail2b, [{ type: 'type', loc: ['body', 'mode'], msg: `'mode' must be one of "sync", "async"; got 5`, input: 5 }]);
     const detail3 = await issuesFor(QG, { width: 64 });
     assert.deepEqual(detail3, [{ type: 'required', loc: ['body', 'prompt'], msg: "Field required: 'prompt' is missing" }]);
     const detail4 = await issuesFor(QG, qg({ prompt: '' }));
