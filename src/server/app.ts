@@ -58,10 +58,14 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     },
     ajv: {
       customOptions: {
-        // No type coercion: Ajv's would turn null into 0 inside nullable unions ({"seed": null} →
-        // seed 0) and numbers into prompt strings. A JSON number must be sent as a number; the
-        // original's pydantic also accepted "1024" for an integer, which we answer with a 422.
+        // No Ajv type coercion: it would turn null into 0 inside nullable unions ({"seed": null} →
+        // seed 0) and numbers into prompt strings. The original's lax spellings ("1024" for an
+        // integer, "yes" for a boolean) are converted before validation instead, only where the
+        // schema asks for an integer, number or boolean (lax-inputs.ts).
         coerceTypes: false,
+        // Errors carry their schema, so a 422 can say what a field must be in one message
+        // (error-handler.ts) instead of one line per branch of a nullable union.
+        verbose: true,
         useDefaults: true,
         removeAdditional: false,
         allErrors: true,

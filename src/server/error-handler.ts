@@ -17,8 +17,11 @@ export interface ValidationIssue {
 interface AjvIssue {
   keyword: string;
   instancePath: string;
+  schemaPath?: string;
   message?: string;
   params?: Record<string, unknown>;
+  /** The schema holding the failed keyword (Ajv's `verbose` option). */
+  parentSchema?: Record<string, unknown>;
 }
 
 export function installErrorHandler(app: FastifyInstance, limits: { maxBodyBytes: number; maxUploadBytes: number }): void {
@@ -107,13 +110,8 @@ function toIssues(errors: AjvIssue[], where: string, req: FastifyRequest): Valid
   const source: unknown = where === 'path' ? req.params : where === 'body' ? req.body : undefined;
   const seen = new Set<string>();
   const issues: ValidationIssue[] = [];
-  for (const e of errors) {
-    const loc: (string | number)[] = [where, ...pathSegments(e.instancePath)];
-    if (e.keyword === 'required' && typeof e.params?.missingProperty === 'string') loc.push(e.params.missingProperty);
-    const issue: ValidationIssue = { type: e.keyword, loc, msg: describe(e, loc) };
-    const input = valueAt(source, loc.slice(1));
-    if (input !== undefined && e.keyword !== 'required') issue.input = truncate(input);
-    const key = `${loc.join('.')}|${issue.msg}`;
+  for (const issue of collapse(errors, source, where)) {
+    const key = `${issue.loc.join('.')}|${issue.msg}`;
     if (!seen.has(key)) {
       seen.add(key);
       issues.push(issue);
@@ -122,9 +120,188 @@ function toIssues(errors: AjvIssue[], where: string, req: FastifyRequest): Valid
   return issues;
 }
 
+/**
+ * One issue per failed field. Ajv reports every branch of a union (`anyOf`/`oneOf`) that failed
+ * and then the union itself: a nullable `steps: -1` gave "must be >= 1" *and* "must be null".
+ * Per union: the branch the value was meant for (its JSON type, then for objects the `type`
+ * discriminator or the required fields it has) is reported alone, as if it were the only schema;
+ * when no single branch fits (or all branches are scalars) the field gets one message built from
+ * the schema: `'steps' must be an integer >= 1, or null; got -1`.
+ */
+function collapse(errors: AjvIssue[], source: unknown, where: string): ValidationIssue[] {
+  const out: ValidationIssue[] = [];
+  const unions = errors.filter((e) => (e.keyword === 'anyOf' || e.keyword === 'oneOf') && e.schemaPath && e.parentSchema);
+  const outer = unions.filter((u) => !unions.some((o) => o !== u && isUnder(u, o)));
+  for (const e of errors) {
+    if (outer.some((u) => u === e || isUnder(e, u))) continue;
+    out.push(plainIssue(e, source, where));
+  }
+  for (const u of outer) {
+    const inside = errors.filter((e) => e !== u && isUnder(e, u));
+    const path = pathSegments(u.instancePath);
+    const value = valueAt(source, path);
+    const branches = (u.parentSchema![u.keyword] as Record<string, unknown>[] | undefined) ?? [];
+    const pick = pickBranch(branches, value);
+    const scalarUnion = branches.every(isScalarSchema);
+    if (pick !== null && !scalarUnion) {
+      const prefix = `${u.schemaPath}/${pick}/`;
+      const chosen = inside.filter((e) => e.schemaPath?.startsWith(prefix));
+      if (chosen.length > 0) {
+        out.push(...collapse(chosen, source, where));
+        continue;
+      }
+    }
+    const loc: (string | number)[] = [where, ...path];
+    const firstOfPick = pick === null ? undefined : inside.find((e) => e.schemaPath?.startsWith(`${u.schemaPath}/${pick}/`));
+    const issue: ValidationIssue = {
+      type: firstOfPick?.keyword ?? 'type',
+      loc,
+      msg: `'${fieldName(loc)}' must be ${describeSchema(u.parentSchema!)}${gotText(value)}`,
+    };
+    if (value !== undefined) issue.input = truncate(value);
+    out.push(issue);
+  }
+  return out;
+}
+
+/** `e` failed inside union `u`: at or below its value, within one of its branches. */
+function isUnder(e: AjvIssue, u: AjvIssue): boolean {
+  if (!e.schemaPath?.startsWith(`${u.schemaPath}/`)) return false;
+  return e.instancePath === u.instancePath || e.instancePath.startsWith(`${u.instancePath}/`);
+}
+
+/** The index of the one branch `value` was meant for, or null when none or several fit. */
+function pickBranch(branches: Record<string, unknown>[], value: unknown): number | null {
+  let fits = branches.map((b, i) => ({ b, i })).filter(({ b }) => jsonTypes(b).has(jsonType(value)) || jsonTypes(b).has('any'));
+  if (fits.length > 1 && value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    const obj = value as Record<string, unknown>;
+    const tag = obj.type;
+    if (typeof tag === 'string') {
+      fits = fits.filter(({ b }) => discriminator(b) === tag);
+    } else {
+      fits = fits.filter(({ b }) => ((b.required as string[] | undefined) ?? []).every((r) => Object.hasOwn(obj, r)));
+    }
+  }
+  return fits.length === 1 ? fits[0]!.i : null;
+}
+
+function discriminator(b: Record<string, unknown>): unknown {
+  const tag = (b.properties as Record<string, Record<string, unknown>> | undefined)?.type;
+  return tag?.const;
+}
+
+function jsonType(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'array';
+  if (typeof v === 'number') return Number.isInteger(v) ? 'integer' : 'number';
+  return typeof v;
+}
+
+/** The JSON types a schema admits (`integer` values are numbers too); `any` when it does not say. */
+function jsonTypes(s: Record<string, unknown>): Set<string> {
+  const out = new Set<string>();
+  const types = s.type === undefined ? [] : Array.isArray(s.type) ? (s.type as string[]) : [s.type as string];
+  for (const t of types) {
+    out.add(t);
+    if (t === 'number') out.add('integer');
+  }
+  for (const k of ['anyOf', 'oneOf']) {
+    const list = s[k];
+    if (Array.isArray(list)) for (const b of list as Record<string, unknown>[]) for (const t of jsonTypes(b)) out.add(t);
+  }
+  if (s.type === undefined && !Array.isArray(s.anyOf) && !Array.isArray(s.oneOf)) out.add('any');
+  return out;
+}
+
+function isScalarSchema(s: Record<string, unknown>): boolean {
+  return ['integer', 'number', 'boolean', 'string', 'null'].includes(s.type as string);
+}
+
+/** What a value of this schema looks like, in words: `an integer from 1 to 100, or null`. */
+function describeSchema(s: Record<string, unknown>, depth = 0): string {
+  const list = (s.anyOf ?? s.oneOf) as Record<string, unknown>[] | undefined;
+  if (Array.isArray(list) && depth < 4) {
+    const parts = list.filter((b) => b.type !== 'null').map((b) => describeSchema(b, depth + 1));
+    const main = parts.length <= 1 ? (parts[0] ?? '') : `${parts.slice(0, -1).join(', ')} or ${parts.at(-1)!}`;
+    const nullable = list.some((b) => b.type === 'null');
+    return nullable ? (main ? `${main}, or null` : 'null') : main;
+  }
+  if (s.const !== undefined) return JSON.stringify(s.const);
+  if (Array.isArray(s.enum)) return `one of ${(s.enum as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
+  switch (s.type) {
+    case 'integer':
+      return `an integer${bounds(s)}`;
+    case 'number':
+      return `a number${bounds(s)}`;
+    case 'boolean':
+      return 'true or false';
+    case 'string':
+      return s.minLength === 1 ? 'a non-empty string' : 'a string';
+    case 'null':
+      return 'null';
+    case 'array':
+      return 'a list';
+    case 'object': {
+      const tag = discriminator(s);
+      const req = ((s.required as string[] | undefined) ?? []).filter((r) => r !== 'type');
+      const fields = req.length > 0 ? ` with ${req.map((r) => `'${r}'`).join(' and ')}` : '';
+      return `an object${fields}${typeof tag === 'string' ? ` (type '${tag}')` : ''}`;
+    }
+    default:
+      return 'a value of the documented form (see the OpenAPI schema of this endpoint)';
+  }
+}
+
+function bounds(s: Record<string, unknown>): string {
+  const min = typeof s.minimum === 'number' ? s.minimum : undefined;
+  const max = typeof s.maximum === 'number' ? s.maximum : undefined;
+  const parts: string[] = [];
+  if (min !== undefined && max !== undefined) parts.push(`from ${min} to ${max}`);
+  else if (min !== undefined) parts.push(`>= ${min}`);
+  else if (max !== undefined) parts.push(`<= ${max}`);
+  if (typeof s.exclusiveMinimum === 'number') parts.push(`> ${s.exclusiveMinimum}`);
+  if (typeof s.exclusiveMaximum === 'number') parts.push(`< ${s.exclusiveMaximum}`);
+  return parts.length > 0 ? ` ${parts.join(' and ')}` : '';
+}
+
+function gotText(value: unknown): string {
+  if (value === undefined) return '';
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? typeof value;
+  } catch {
+    text = '[unprintable]';
+  }
+  return `; got ${text.length > 100 ? `${text.slice(0, 100)}…` : text}`;
+}
+
+function fieldName(loc: (string | number)[]): string {
+  return loc.slice(1).join('.') || loc[0]!.toString();
+}
+
+/**
+ * Keywords whose failure is best said as "what the value must be" from a scalar schema. A value
+ * failing several of them (`"mode": 5` is neither a string nor in the enum) gets the same
+ * message for each, which toIssues keeps once.
+ */
+const SCALAR_KEYWORDS = new Set(['type', 'enum', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'minLength']);
+
+function plainIssue(e: AjvIssue, source: unknown, where: string): ValidationIssue {
+  const loc: (string | number)[] = [where, ...pathSegments(e.instancePath)];
+  if (e.keyword === 'required' && typeof e.params?.missingProperty === 'string') loc.push(e.params.missingProperty);
+  const input = e.keyword === 'required' ? undefined : valueAt(source, loc.slice(1));
+  const msg =
+    SCALAR_KEYWORDS.has(e.keyword) && e.parentSchema && isScalarSchema(e.parentSchema) && !(e.keyword === 'type' && e.parentSchema.type === 'null')
+      ? `'${fieldName(loc)}' must be ${describeSchema(e.parentSchema)}${gotText(input)}`
+      : describe(e, loc);
+  const issue: ValidationIssue = { type: e.keyword, loc, msg };
+  if (input !== undefined) issue.input = truncate(input);
+  return issue;
+}
+
 /** Says which field and how to fix it, in one line. */
 function describe(e: AjvIssue, loc: (string | number)[]): string {
-  const field = loc.slice(1).join('.') || loc[0]!.toString();
+  const field = fieldName(loc);
   const p = e.params ?? {};
   switch (e.keyword) {
     case 'required':

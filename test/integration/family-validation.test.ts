@@ -227,7 +227,7 @@ void describe('accepted as the original accepts them', () => {
     assert.equal((ideo.result!.params as Record<string, unknown>).steps, 12);
   });
 
-  void it('explicit nulls mean "use the default"; numeric strings are refused (no coercion, unlike pydantic lax mode)', async () => {
+  void it('explicit nulls mean "use the default"; strings that are not a lax number form are refused (lax-inputs.test.ts has the forms accepted)', async () => {
     const res = await sendJson<JobJson>(
       'POST',
       `${url}${QG}`,
@@ -246,7 +246,7 @@ void describe('accepted as the original accepts them', () => {
     const res2 = await sendJson<JobJson>('POST', `${url}${IG}`, ig({ width: null, seed: null, quantize: null, model: null }), { accept: 'application/json' });
     assert.equal(res2.status, 200, res2.bytes.toString('utf8'));
     assert.equal((res2.json.result!.params as Record<string, unknown>).width, 1024);
-    const res3 = await sendJson<{ detail: { loc: unknown[] }[] }>('POST', `${url}${QG}`, { prompt: 'str', width: '64', height: 64 });
+    const res3 = await sendJson<{ detail: { loc: unknown[] }[] }>('POST', `${url}${QG}`, { prompt: 'str', width: '64px', height: 64 });
     assert.equal(res3.status, 422);
     assert.deepEqual(res3.json.detail[0]!.loc, ['body', 'width']);
     const res4 = await sendJson<{ detail: { loc: unknown[] }[] }>('POST', `${url}${QG}`, { prompt: 5 });

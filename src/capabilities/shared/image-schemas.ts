@@ -66,6 +66,15 @@ export function imageResponse(description: string, prompt: TSchema, params: stri
         height: Type.Integer({ title: 'Height', description: 'Height in pixels of the produced image.' }),
         params: openObject({ title: 'Params', description: params }),
         ...extra,
+        // kiapi extension, present only when there is something to say (the contract's clients
+        // never see it on a request they spelt right).
+        warnings: Type.Optional(
+          Type.Array(Type.String(), {
+            title: 'Warnings',
+            description:
+              "kiapi extension: unknown top-level request fields that were ignored, e.g. `unknown field 'widht' ignored; did you mean 'width'?` (also sent as `Warning` headers on the submission's answer). Absent when there are none.",
+          }),
+        ),
         timings: refTo(Timings, { description: 'kiapi extension: server-side timing.' }),
       },
       {

@@ -5,8 +5,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { capabilityPrefix, type OperationDef } from '../../core/capability.js';
 import { CanceledError, EngineError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
+import type { JobHandler } from '../../core/jobs/job-queue.js';
 import type { AppContext } from '../context.js';
+import { laxenBody } from '../lax-inputs.js';
 import { capabilityDocument } from '../openapi.js';
+import { unknownFieldWarnings, warningHeader } from '../unknown-fields.js';
 import { docsPage } from './docs.js';
 import { sendFile } from './files.js';
 
@@ -16,7 +19,12 @@ export function capabilityRoutes(app: FastifyInstance, ctx: AppContext): void {
     for (const op of def.operations) {
       app.post(
         `${prefix}${op.path}`,
-        { schema: { body: op.body } },
+        {
+          schema: { body: op.body },
+          // The original's lax spellings ("256", "2.5", "yes") become the typed value before
+          // validation, so validation, params and the run all see the converted value.
+          preValidation: async (req) => laxenBody(op.body, req.body),
+        },
         (req, reply) => submit(ctx, op, req, reply),
       );
     }
@@ -54,12 +62,24 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
     if (!reply.raw.writableFinished) gone.abort();
   });
 
+  // Extra fields are allowed by the contract, so a misspelt one is reported, not refused: on
+  // this answer (whatever it turns out to be) and in the job's result.
+  const warnings = unknownFieldWarnings(Object.keys((op.body as { properties?: object }).properties ?? {}), body);
+  if (warnings.length > 0) void reply.header('warning', warningHeader(warnings));
+
   const prepared = await op.prepare(body, ctx.services, gone.signal);
+  const run: JobHandler =
+    warnings.length > 0
+      ? async (jobCtx) => {
+          const out = await prepared.run(jobCtx);
+          return { ...out, result: { ...out.result, warnings } };
+        }
+      : prepared.run;
   let job;
   try {
     // The inputs stay on disk until the job is done, whoever deletes their file meanwhile.
     const release = prepared.release?.bind(prepared);
-    job = ctx.queue.submit(op.jobType, prepared.params, prepared.run, release ? () => void release() : undefined);
+    job = ctx.queue.submit(op.jobType, prepared.params, run, release ? () => void release() : undefined);
   } catch (err) {
     await prepared.discard();
     throw err;
