@@ -12,8 +12,13 @@ import { isMediaType, type FileRecord } from '../../core/files/file-store.js';
 
 type FileRequest = FastifyRequest<{ Params: Static<typeof FileIdParams> }>;
 
-/** Media types a download may carry: what generations store, else what an upload was stored as. */
-const DOWNLOAD_TYPES = ['application/octet-stream', 'image/png', 'image/jpeg', 'image/webp'];
+/**
+ * Media types a download is documented with. Named binary types first: client generators skip a
+ * response that has only a wildcard, and then call a successful download an unexpected status.
+ * The wildcard last: an upload is served with whatever type it was stored with (text/plain, a
+ * PDF…), and the document must still cover that answer.
+ */
+const DOWNLOAD_TYPES = ['application/octet-stream', 'image/png', 'image/jpeg', 'image/webp', '*/*'];
 
 async function upload(ctx: AppContext, req: FastifyRequest): Promise<FileRecord> {
   if (!req.isMultipart()) {
