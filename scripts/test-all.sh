@@ -21,7 +21,7 @@ run() {
 run typecheck npm run --silent typecheck
 run lint npm run --silent lint
 run build npm run --silent build
-# The node tests and the fuzz run need the build; without one they would only repeat its failure.
+# The node tests, the fuzz run and the generated clients need the build; without one they would only repeat its failure.
 if [[ "${results[2]%% *}" == 0 ]]; then
   run node-tests npm run --silent test:node
 else
@@ -31,8 +31,9 @@ run worker-checks npm run --silent test:worker
 if [[ "${results[2]%% *}" == 0 ]]; then
   run real-engine npm run --silent test:real-engine
   run fuzz npm run --silent test:fuzz
+  run clients npm run --silent test:clients
 else
-  names+=("real-engine" "fuzz"); results+=("skipped 0" "skipped 0")
+  names+=("real-engine" "fuzz" "clients"); results+=("skipped 0" "skipped 0" "skipped 0")
 fi
 
 echo

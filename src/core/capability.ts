@@ -46,6 +46,11 @@ export interface OperationDef<S extends TSchema = TSchema> {
   /** The family's ImageResponse: the `result` of a succeeded job. */
   result: TSchema;
   /**
+   * A request body that succeeds as it stands, offline and on the preview engine: the served
+   * document's example, which Swagger UI pre-fills for "Try it out".
+   */
+  example?: Static<S>;
+  /**
    * Checks rules the schema cannot express (422/400), resolves inputs and returns the job.
    * Everything that can fail because of the request fails here, before anything is queued.
    */

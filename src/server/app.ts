@@ -15,10 +15,11 @@ import { installEarlyUploadLimit } from './upload-limit.js';
 import { installMethodNotAllowed } from './method-not-allowed.js';
 import { capabilityRoutes } from './routes/capabilities.js';
 import { docsRoutes } from './routes/docs.js';
-import { fileDocs, fileRoutes } from './routes/files.js';
-import { healthDocs, healthRoutes } from './routes/health.js';
+import { fileRoutes } from './routes/files.js';
+import { healthRoutes } from './routes/health.js';
 import { homeRoutes } from './routes/home.js';
-import { jobDocs, jobRoutes } from './routes/jobs.js';
+import { jobRoutes } from './routes/jobs.js';
+import { recordRoutes, registerRoutes, type RouteDef } from './route-def.js';
 
 const MAX_PARAM_CHARS = 200;
 
@@ -123,12 +124,9 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   installEarlyUploadLimit(app, ctx.config.maxUploadBytes);
   installMethodNotAllowed(app);
 
-  healthRoutes(app, ctx);
-  fileRoutes(app, ctx);
-  jobRoutes(app, ctx);
-  capabilityRoutes(app, ctx);
-  docsRoutes(app, ctx, [...healthDocs, ...fileDocs, ...jobDocs]);
-  homeRoutes(app, ctx);
+  recordRoutes(app);
+  const api: RouteDef[] = [...healthRoutes(ctx), ...fileRoutes(ctx), ...jobRoutes(ctx), ...capabilityRoutes(ctx)];
+  registerRoutes(app, [...api, ...docsRoutes(ctx, () => api), ...homeRoutes(ctx)]);
   return app;
 }
 

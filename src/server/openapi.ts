@@ -3,11 +3,11 @@
  * components (core/schema.ts `component`) become `#/components/schemas/<name>` references, so the
  * served documents have the seeds' shape. One document per family plus the root (common) one.
  */
-import type { TSchema } from 'typebox';
 import { capabilityPrefix, type CapabilityDef, type OperationDef } from '../core/capability.js';
 import { jobSchema, AsyncJobResponse } from '../core/jobs/job-schema.js';
 import { componentName, refOf } from '../core/schema.js';
 import { CapabilityModelSpecSchema } from './capability-schemas.js';
+import { isRootDocumented, type RouteDef } from './route-def.js';
 import { ErrorSchema as ErrorBody } from './schemas.js';
 
 type Json = Record<string, unknown>;
@@ -64,6 +64,11 @@ const acceptParameter = {
 
 const binary = { schema: { type: 'string', format: 'binary' } };
 
+/** Documented only when a token is configured: without one the server never answers 401. */
+function unauthorized(c: ComponentCollector): Json {
+  return { description: 'Missing or wrong bearer token (KIAPI_AUTH_TOKEN is set).', content: { 'application/json': { schema: c.convert(ErrorBody) } } };
+}
+
 /** Error responses every generation endpoint can give, beyond the seed's 400/422/503/504. */
 function errorResponses(c: ComponentCollector, authOn: boolean): Json {
   const error = { 'application/json': { schema: c.convert(ErrorBody) } };
@@ -78,7 +83,7 @@ function errorResponses(c: ComponentCollector, authOn: boolean): Json {
     '504': { description: 'Sync request exceeded the configured timeout (KIAPI_SYNC_TIMEOUT_S); the job keeps running — poll it.', content: error },
     '507': { description: 'The disk was full while an input or the image was saved; the message names the directory to free space in. The job is failed and nothing partial is stored.', content: error },
   };
-  if (authOn) out['401'] = { description: 'Missing or wrong bearer token.', content: error };
+  if (authOn) out['401'] = unauthorized(c);
   return out;
 }
 
@@ -89,7 +94,12 @@ function operationDoc(c: ComponentCollector, op: OperationDef, authOn: boolean):
     description: op.description,
     operationId: op.operationId,
     parameters: [acceptParameter],
-    requestBody: { required: true, content: { 'application/json': { schema: c.convert(op.body) } } },
+    requestBody: {
+      required: true,
+      // A media-type example is what Swagger UI pre-fills for "Try it out"; without one it dumps
+      // the schema (`"model": "string"`, `width: 0`), which every operation refuses.
+      content: { 'application/json': { schema: c.convert(op.body), ...(op.example !== undefined ? { example: op.example } : {}) } },
+    },
     responses: {
       '200': {
         description:
@@ -115,7 +125,15 @@ function operationDoc(c: ComponentCollector, op: OperationDef, authOn: boolean):
   };
 }
 
-export function capabilityDocument(def: CapabilityDef, version: string, authOn: boolean): Json {
+/**
+ * `servers`: the address the document was fetched from, so generated clients and Swagger UI call
+ * the server that served it (the request guard has already checked the Host).
+ */
+function servers(serverUrl: string): Json[] {
+  return [{ url: serverUrl, description: 'This kiapi server.' }];
+}
+
+export function capabilityDocument(def: CapabilityDef, version: string, authOn: boolean, serverUrl: string): Json {
   const c = new ComponentCollector();
   const prefix = capabilityPrefix(def);
   const paths: Json = {};
@@ -135,12 +153,14 @@ export function capabilityDocument(def: CapabilityDef, version: string, authOn: 
             },
           },
         },
+        ...(authOn ? { '401': unauthorized(c) } : {}),
       },
     },
   };
   return {
     openapi: '3.1.0',
     info: { title: def.title, description: def.description, version },
+    servers: servers(serverUrl),
     paths,
     components: { schemas: c.sorted(), ...(authOn ? { securitySchemes: bearerScheme } : {}) },
     ...(authOn ? { security: [{ bearer: [] }] } : {}),
@@ -152,51 +172,37 @@ export function capabilityDocument(def: CapabilityDef, version: string, authOn: 
 
 const bearerScheme = { bearer: { type: 'http', scheme: 'bearer', description: 'KIAPI_AUTH_TOKEN' } };
 
-/** A route of the common API, described for the root document. */
-export interface CommonRoute {
-  method: 'get' | 'post' | 'delete';
-  path: string;
-  summary: string;
-  description: string;
-  operationId: string;
-  params?: TSchema;
-  /** Set for multipart uploads. */
-  multipartFile?: boolean;
-  /** `binary`: raw bytes of that media type (a wildcard range for whatever type the stored file has). */
-  responses: Record<string, { description: string; schema?: TSchema; binary?: boolean | string; links?: Record<string, Json> }>;
-  public?: boolean;
-}
-
 const DOMAIN_ORDER = ['chat', 'embedding', 'image', 'audio', 'video', 'web'];
 
-export function rootDocument(routes: CommonRoute[], caps: CapabilityDef[], version: string, authOn: boolean): Json {
+export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version: string, authOn: boolean, serverUrl: string): Json {
   const c = new ComponentCollector();
   const paths: Record<string, Json> = {};
-  for (const r of routes) {
+  for (const r of routes.filter(isRootDocumented)) {
+    const doc = r.doc;
     const parameters = r.params ? pathParameters(r.params) : undefined;
     const responses: Json = {};
-    for (const [code, res] of Object.entries(r.responses)) {
+    for (const [code, res] of Object.entries(doc.responses)) {
       // Every error answer is `{"detail": ...}` JSON; 304 has no body.
       const schema = res.schema ?? (Number(code) >= 400 ? ErrorBody : undefined);
       responses[code] = {
         description: res.description,
         ...(res.links ? { links: res.links } : {}),
         ...(res.binary
-          ? { content: { [typeof res.binary === 'string' ? res.binary : 'application/octet-stream']: binary } }
+          ? { content: Object.fromEntries((res.binary === true ? ['application/octet-stream'] : res.binary).map((t) => [t, binary])) }
           : schema
             ? { content: { 'application/json': { schema: c.convert(schema) } } }
             : {}),
       };
     }
-    if (authOn && !r.public) responses['401'] = { description: 'Missing or wrong bearer token.', content: { 'application/json': { schema: c.convert(ErrorBody) } } };
+    if (authOn && !r.public) responses['401'] = unauthorized(c);
     paths[r.path] = {
       ...(paths[r.path] ?? {}),
       [r.method]: {
-        summary: r.summary,
-        description: r.description,
-        operationId: r.operationId,
+        summary: doc.summary,
+        description: doc.description,
+        operationId: doc.operationId,
         ...(parameters ? { parameters } : {}),
-        ...(r.multipartFile
+        ...(doc.multipartFile
           ? {
               requestBody: {
                 required: true,
@@ -216,13 +222,14 @@ export function rootDocument(routes: CommonRoute[], caps: CapabilityDef[], versi
   return {
     openapi: '3.1.0',
     info: { title: 'kiapi Common API', description: rootDescription(caps), version },
+    servers: servers(serverUrl),
     paths,
     components: { schemas: c.sorted(), ...(authOn ? { securitySchemes: bearerScheme } : {}) },
     ...(authOn ? { security: [{ bearer: [] }] } : {}),
   };
 }
 
-function pathParameters(params: TSchema): Json[] {
+function pathParameters(params: object): Json[] {
   const props = (params as unknown as { properties: Record<string, Json> }).properties;
   return Object.entries(props).map(([name, schema]) => ({
     name,

@@ -55,6 +55,14 @@ export const JobDeletedSchema = component(
   ),
 );
 
+export const ModelListSchema = component(
+  'ModelList',
+  Type.Object(
+    { object: Type.Literal('list'), data: Type.Array(openObject({ description: 'A chat model (kiapi serves none).' })) },
+    { title: 'ModelList' },
+  ),
+);
+
 const ResidentModelStats = component(
   'ResidentModelStats',
   Type.Object(
@@ -88,7 +96,12 @@ export const HealthSchema = component(
         resident_gb: Type.Number(),
         budget_gb: Type.Number(),
       }),
-      relay: Type.Null(),
+      // Always null in kiapi (it has no relay). Typed as a nullable object, not `{"type": "null"}`
+      // alone: some client generators (openapi-generator's Python client) cannot model a field
+      // whose only type is null.
+      relay: Type.Union([openObject({}), Type.Null()], {
+        description: "Always null: kiapi has no relay (the original's field for forwarding to another server).",
+      }),
       engine: Type.Optional(
         Type.Object(
           { name: Type.String(), detail: Type.String() },

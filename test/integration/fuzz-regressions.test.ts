@@ -187,11 +187,12 @@ void describe('the documents say what the server sends', () => {
     paths: Record<string, Record<string, { responses: Record<string, { content?: Record<string, { schema?: { $ref?: string } }> }> }>>;
   }
 
-  void it('root: downloads are documented with the stored type (*/*), upload with 400/507, download with 412; every error has the error body', async () => {
+  void it('root: downloads are documented as binary image types and any stored type (*/*), upload with 400/507, download with 412; every error has the error body', async () => {
     const doc = (await request<Doc>(`${s.url}/openapi.json`)).json;
     const download = doc.paths['/v1/files/{file_id}/download']!.get!.responses;
-    assert.deepEqual(Object.keys(download['200']!.content!), ['*/*']);
-    assert.deepEqual(Object.keys(download['206']!.content!), ['*/*']);
+    const types = ['application/octet-stream', 'image/png', 'image/jpeg', 'image/webp', '*/*'];
+    assert.deepEqual(Object.keys(download['200']!.content!), types);
+    assert.deepEqual(Object.keys(download['206']!.content!), types);
     assert.ok(download['412']);
     const upload = doc.paths['/v1/files']!.post!.responses;
     for (const code of ['400', '408', '413', '422', '507']) assert.ok(upload[code], `upload documents ${code}`);

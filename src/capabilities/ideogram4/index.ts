@@ -11,7 +11,7 @@ import { runImageJob } from '../shared/image-job.js';
 import { resolveSeed, snapshot } from '../shared/params.js';
 import { checkCap, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../shared/rules.js';
 import { prepareCaption, strictFailureMessage } from './caption-verifier.js';
-import { ideogram4Description } from './description.js';
+import { EXAMPLE_CAPTION, ideogram4Description } from './description.js';
 import { Ideogram4ImageResponse, SAFETY_FILTER_NOTE, generateRequestSchema, type GenerateBody } from './schemas.js';
 import { PRESET_STEPS, QUANTIZE_CHOICES, readIdeogram4Settings, type Ideogram4Settings } from './settings.js';
 
@@ -173,6 +173,7 @@ export function ideogram4Capability(env: Record<string, string | undefined>): Ca
         jobType: 'ideogram4',
         body: generateRequestSchema(s),
         result: Ideogram4ImageResponse,
+        example: { prompt: EXAMPLE_CAPTION, preset: 'V4_TURBO_12', width: 512, height: 512, seed: 42, strict_caption_validation: true },
         prepare: (body, services) => prepareGenerate(s, body, services),
       }),
     ],

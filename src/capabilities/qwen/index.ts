@@ -36,6 +36,13 @@ Takes a list of \`images\` (FileRefs, single or multi-image) plus a natural-lang
 
 Sync content negotiation, LoRA / \`quantize\` behaviour, and the ImageResponse \`result\` shape match \`/v1/image/qwen/generate\`.`;
 
+/**
+ * A 16×16 steel-blue PNG as a data URL: the edit example's input, so "Try it out" works offline
+ * and without an upload first.
+ */
+const EXAMPLE_IMAGE =
+  'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAACXBIWXMAAAPoAAAD6AG1e1JrAAAAGUlEQVQokWNwa9pCEmIY1dA0GkpuwzVpAACXG3wQY/W53wAAAABJRU5ErkJggg==';
+
 interface Common {
   spec: ModelSpec;
   width: number;
@@ -279,6 +286,7 @@ export function qwenCapability(env: Record<string, string | undefined>): Capabil
         jobType: 'qwen',
         body: generateBody,
         result: QwenImageResponse,
+        example: { prompt: 'A lighthouse on a rocky cliff at dusk, warm light in its windows', width: 512, height: 512, steps: 4, seed: 42 },
         prepare: (body, services, signal) => prepareGenerate(s, body, services, signal),
       }),
       defineOperation({
@@ -289,6 +297,14 @@ export function qwenCapability(env: Record<string, string | undefined>): Capabil
         jobType: 'qwen-edit',
         body: editBody,
         result: QwenImageResponse,
+        example: {
+          prompt: 'Turn the square into a stained-glass window',
+          images: [{ type: 'data_url', data_url: EXAMPLE_IMAGE }],
+          width: 512,
+          height: 512,
+          steps: 4,
+          seed: 42,
+        },
         prepare: (body, services, signal) => prepareEdit(s, body, services, signal),
       }),
     ],

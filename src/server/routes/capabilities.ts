@@ -2,38 +2,58 @@
  * Routes made from each capability registration: its POST operations (the sync/async submission
  * contract of docs/compatibility.md §1.8), its model list, OpenAPI document and docs pages.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { capabilityPrefix, type OperationDef } from '../../core/capability.js';
 import { CanceledError, EngineError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
 import type { JobHandler } from '../../core/jobs/job-queue.js';
 import type { AppContext } from '../context.js';
 import { laxenBody } from '../lax-inputs.js';
 import { capabilityDocument } from '../openapi.js';
+import type { RouteDef } from '../route-def.js';
 import { unknownFieldWarnings, warningHeader } from '../unknown-fields.js';
-import { docsPage } from './docs.js';
+import { docsPage, serverUrl } from './docs.js';
 import { sendFile } from './files.js';
 
-export function capabilityRoutes(app: FastifyInstance, ctx: AppContext): void {
+export function capabilityRoutes(ctx: AppContext): RouteDef[] {
+  const defs: RouteDef[] = [];
   for (const def of ctx.capabilities.list()) {
     const prefix = capabilityPrefix(def);
+    // The operations and the model list are described by the family's own document (openapi.ts
+    // capabilityDocument), made from the same registration.
     for (const op of def.operations) {
-      app.post(
-        `${prefix}${op.path}`,
-        {
-          schema: { body: op.body },
-          // The original's lax spellings ("256", "2.5", "yes") become the typed value before
-          // validation, so validation, params and the run all see the converted value.
-          preValidation: async (req) => laxenBody(op.body, req.body),
-        },
-        (req, reply) => submit(ctx, op, req, reply),
-      );
+      defs.push({
+        method: 'post',
+        path: `${prefix}${op.path}`,
+        body: op.body,
+        doc: 'family',
+        // The original's lax spellings ("256", "2.5", "yes") become the typed value before
+        // validation, so validation, params and the run all see the converted value.
+        preValidation: async (req) => laxenBody(op.body, req.body),
+        handler: (req, reply) => submit(ctx, op, req, reply),
+      });
     }
-    app.get(`${prefix}/models`, async () => ctx.models.publicInfo(def.family));
-    // Built per call so the auth flag and registrations are always current; it is cheap.
-    app.get(`${prefix}/openapi.json`, async () => capabilityDocument(def, ctx.version, ctx.config.authToken !== null));
-    app.get(`${prefix}/docs`, async (_req, reply) => reply.type('text/html; charset=utf-8').send(docsPage(def.title, `${prefix}/openapi.json`)));
-    app.get(`${prefix}/redoc`, async (_req, reply) => reply.redirect(`${prefix}/docs`));
+    defs.push({ method: 'get', path: `${prefix}/models`, doc: 'family', handler: async () => ctx.models.publicInfo(def.family) });
+    const page = { undocumented: 'docs page or OpenAPI document, not an API operation' };
+    defs.push(
+      {
+        method: 'get',
+        path: `${prefix}/openapi.json`,
+        public: true,
+        doc: page,
+        // Built per call so the auth flag and registrations are always current; it is cheap.
+        handler: async (req) => capabilityDocument(def, ctx.version, ctx.config.authToken !== null, serverUrl(req)),
+      },
+      {
+        method: 'get',
+        path: `${prefix}/docs`,
+        public: true,
+        doc: page,
+        handler: async (_req, reply) => reply.type('text/html; charset=utf-8').send(docsPage(def.title, `${prefix}/openapi.json`)),
+      },
+      { method: 'get', path: `${prefix}/redoc`, public: true, doc: page, handler: async (_req, reply) => reply.redirect(`${prefix}/docs`) },
+    );
   }
+  return defs;
 }
 
 interface SubmitBody {

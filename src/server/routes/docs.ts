@@ -6,9 +6,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyRequest } from 'fastify';
 import type { AppContext } from '../context.js';
-import { rootDocument, type CommonRoute } from '../openapi.js';
+import { rootDocument } from '../openapi.js';
+import type { RouteDef } from '../route-def.js';
 
 const require = createRequire(import.meta.url);
 const ASSET_DIR = path.dirname(require.resolve('swagger-ui-dist/package.json'));
@@ -42,18 +43,45 @@ window.ui = SwaggerUIBundle({ url: ${JSON.stringify(specUrl)}, dom_id: '#swagger
 `;
 }
 
-export function docsRoutes(app: FastifyInstance, ctx: AppContext, commonRoutes: CommonRoute[]): void {
-  app.get('/openapi.json', async () =>
-    rootDocument(commonRoutes, ctx.capabilities.list(), ctx.version, ctx.config.authToken !== null),
-  );
-  app.get('/docs', async (_req, reply) => reply.type('text/html; charset=utf-8').send(docsPage('kiapi Common API', '/openapi.json')));
-  app.get('/redoc', async (_req, reply) => reply.redirect('/docs'));
-  app.get<{ Params: { name: string } }>('/docs/assets/:name', async (req, reply) => {
-    const type = ASSETS[req.params.name];
-    if (!type) return reply.code(404).send({ detail: `no docs asset '${req.params.name}'` });
-    return reply
-      .type(type)
-      .header('cache-control', 'public, max-age=86400')
-      .send(fs.createReadStream(path.join(ASSET_DIR, req.params.name)));
-  });
+/** Public, and in no document: they are the documents and the pages that render them. */
+const NOT_AN_OPERATION = { undocumented: 'docs page, asset or OpenAPI document, not an API operation' };
+
+/** The address a document was fetched from, for its `servers` entry. */
+export function serverUrl(req: FastifyRequest): string {
+  return `${req.protocol}://${req.host}`;
+}
+
+export function docsRoutes(ctx: AppContext, apiRoutes: () => RouteDef[]): RouteDef[] {
+  return [
+    {
+      method: 'get',
+      path: '/openapi.json',
+      public: true,
+      doc: NOT_AN_OPERATION,
+      handler: async (req) => rootDocument(apiRoutes(), ctx.capabilities.list(), ctx.version, ctx.config.authToken !== null, serverUrl(req)),
+    },
+    {
+      method: 'get',
+      path: '/docs',
+      public: true,
+      doc: NOT_AN_OPERATION,
+      handler: async (_req, reply) => reply.type('text/html; charset=utf-8').send(docsPage('kiapi Common API', '/openapi.json')),
+    },
+    { method: 'get', path: '/redoc', public: true, doc: NOT_AN_OPERATION, handler: async (_req, reply) => reply.redirect('/docs') },
+    {
+      method: 'get',
+      path: '/docs/assets/{name}',
+      public: true,
+      doc: NOT_AN_OPERATION,
+      handler: async (req, reply) => {
+        const name = (req.params as { name: string }).name;
+        const type = ASSETS[name];
+        if (!type) return reply.code(404).send({ detail: `no docs asset '${name}'` });
+        return reply
+          .type(type)
+          .header('cache-control', 'public, max-age=86400')
+          .send(fs.createReadStream(path.join(ASSET_DIR, name)));
+      },
+    },
+  ];
 }

@@ -1,64 +1,54 @@
 /** Files API: upload (streamed to disk), list, metadata, download (Range, ETag), delete. */
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { IncomingMessage } from 'node:http';
 import contentDisposition from 'content-disposition';
 import send from '@fastify/send';
 import type { Static } from 'typebox';
 import { MalformedBodyError, TooLargeError, isKiapiError } from '../../core/errors.js';
 import type { AppContext } from '../context.js';
-import type { CommonRoute } from '../openapi.js';
+import type { RouteDef } from '../route-def.js';
 import { FileDeletedSchema, FileIdParams, FileListSchema, FileRecordSchema } from '../schemas.js';
 import { isMediaType, type FileRecord } from '../../core/files/file-store.js';
 
-type FileParams = Static<typeof FileIdParams>;
+type FileRequest = FastifyRequest<{ Params: Static<typeof FileIdParams> }>;
 
-export function fileRoutes(app: FastifyInstance, ctx: AppContext): void {
-  app.post('/v1/files', async (req) => {
-    if (!req.isMultipart()) {
-      return Promise.reject(missingFile('send multipart/form-data with a file field named "file"'));
-    }
-    let saved: FileRecord | null = null;
-    try {
-      for await (const part of req.parts()) {
-        if (part.type === 'file' && part.fieldname === 'file' && !saved) {
-          // busboy stops passing bytes at the limit but ends the file stream only when the part
-          // ends, so an upload without a Content-Length would be read to its end before the 413.
-          // Failing the stream at the limit answers at once (and closes the connection).
-          part.file.once('limit', () => part.file.destroy(tooLarge(ctx.config.maxUploadBytes)));
-          saved = await ctx.files.saveStream(
-            part.file,
-            { filename: part.filename || 'upload', contentType: statedType(part.mimetype), purpose: 'the upload' },
-            ctx.config.maxUploadBytes,
-          );
-          if (part.file.truncated) throw tooLarge(ctx.config.maxUploadBytes);
-        } else if (part.type === 'file') {
-          part.file.resume(); // drain parts we do not keep so the request can finish
-        }
+/**
+ * Media types a download is documented with. Named binary types first: client generators skip a
+ * response that has only a wildcard, and then call a successful download an unexpected status.
+ * The wildcard last: an upload is served with whatever type it was stored with (text/plain, a
+ * PDF…), and the document must still cover that answer.
+ */
+const DOWNLOAD_TYPES = ['application/octet-stream', 'image/png', 'image/jpeg', 'image/webp', '*/*'];
+
+async function upload(ctx: AppContext, req: FastifyRequest): Promise<FileRecord> {
+  if (!req.isMultipart()) {
+    return Promise.reject(missingFile('send multipart/form-data with a file field named "file"'));
+  }
+  let saved: FileRecord | null = null;
+  try {
+    for await (const part of req.parts()) {
+      if (part.type === 'file' && part.fieldname === 'file' && !saved) {
+        // busboy stops passing bytes at the limit but ends the file stream only when the part
+        // ends, so an upload without a Content-Length would be read to its end before the 413.
+        // Failing the stream at the limit answers at once (and closes the connection).
+        part.file.once('limit', () => part.file.destroy(tooLarge(ctx.config.maxUploadBytes)));
+        saved = await ctx.files.saveStream(
+          part.file,
+          { filename: part.filename || 'upload', contentType: statedType(part.mimetype), purpose: 'the upload' },
+          ctx.config.maxUploadBytes,
+        );
+        if (part.file.truncated) throw tooLarge(ctx.config.maxUploadBytes);
+      } else if (part.type === 'file') {
+        part.file.resume(); // drain parts we do not keep so the request can finish
       }
-    } catch (err) {
-      // Nothing is kept from an upload that did not complete.
-      if (saved) await ctx.files.discard([saved.file_id]);
-      throw uploadError(err, req.raw.socket?.destroyed ?? true);
     }
-    if (!saved) throw missingFile('the multipart body has no file field named "file"');
-    return saved;
-  });
-
-  app.get('/v1/files', async () => ({ object: 'list', data: ctx.files.list() }));
-
-  app.get<{ Params: FileParams }>('/v1/files/:file_id', { schema: { params: FileIdParams } }, async (req) =>
-    ctx.files.get(req.params.file_id),
-  );
-
-  app.get<{ Params: FileParams }>('/v1/files/:file_id/download', { schema: { params: FileIdParams } }, async (req, reply) => {
-    const record = ctx.files.get(req.params.file_id);
-    return sendFile(reply, req.raw, ctx.files.root, record);
-  });
-
-  app.delete<{ Params: FileParams }>('/v1/files/:file_id', { schema: { params: FileIdParams } }, async (req) => {
-    await ctx.files.delete(req.params.file_id);
-    return { deleted: true, file_id: req.params.file_id };
-  });
+  } catch (err) {
+    // Nothing is kept from an upload that did not complete.
+    if (saved) await ctx.files.discard([saved.file_id]);
+    throw uploadError(err, req.raw.socket?.destroyed ?? true);
+  }
+  if (!saved) throw missingFile('the multipart body has no file field named "file"');
+  return saved;
 }
 
 /**
@@ -210,75 +200,98 @@ function fileLinks(fileId: string): Record<string, Record<string, unknown>> {
   };
 }
 
-export const fileDocs: CommonRoute[] = [
-  {
-    method: 'post',
-    path: '/v1/files',
-    summary: 'Upload File',
-    description:
-      'Upload one file as multipart/form-data field `file`. The body is streamed to disk (limit KIAPI_MAX_UPLOAD_BYTES). Content type: the part\'s own, else sniffed (png/jpeg/webp/gif), else from the extension, else application/octet-stream.',
-    operationId: 'upload_file_v1_files_post',
-    multipartFile: true,
-    responses: {
-      '200': { description: 'The stored file record.', schema: FileRecordSchema, links: fileLinks('$response.body#/file_id') },
-      '400': { description: 'Malformed multipart body (no boundary, truncated data, broken part headers, too many parts).' },
-      '408': { description: 'The upload did not arrive within KIAPI_REQUEST_TIMEOUT_S.' },
-      '403': { description: 'A cross-site browser request (Origin not in KIAPI_ALLOWED_ORIGINS) or a Host that is not served (KIAPI_ALLOWED_HOSTS).' },
-      '413': { description: 'Upload larger than KIAPI_MAX_UPLOAD_BYTES: refused before the body is read when its Content-Length says so, cut off at the limit otherwise; the connection is closed.' },
-      '422': { description: 'Not multipart/form-data, or no `file` field.' },
-      '507': { description: 'The disk was full while the upload was saved; nothing was stored. The message names the directory to free space in.' },
+
+export function fileRoutes(ctx: AppContext): RouteDef[] {
+  return [
+    {
+      method: 'post',
+      path: '/v1/files',
+      handler: async (req) => upload(ctx, req),
+      doc: {
+        summary: 'Upload File',
+        description:
+          'Upload one file as multipart/form-data field `file`. The body is streamed to disk (limit KIAPI_MAX_UPLOAD_BYTES). Content type: the part\'s own, else sniffed (png/jpeg/webp/gif), else from the extension, else application/octet-stream.',
+        operationId: 'upload_file_v1_files_post',
+        multipartFile: true,
+        responses: {
+          '200': { description: 'The stored file record.', schema: FileRecordSchema, links: fileLinks('$response.body#/file_id') },
+          '400': { description: 'Malformed multipart body (no boundary, truncated data, broken part headers, too many parts).' },
+          '408': { description: 'The upload did not arrive within KIAPI_REQUEST_TIMEOUT_S.' },
+          '403': { description: 'A cross-site browser request (Origin not in KIAPI_ALLOWED_ORIGINS) or a Host that is not served (KIAPI_ALLOWED_HOSTS).' },
+          '413': { description: 'Upload larger than KIAPI_MAX_UPLOAD_BYTES: refused before the body is read when its Content-Length says so, cut off at the limit otherwise; the connection is closed.' },
+          '415': { description: 'The body has a Content-Type that is neither multipart/form-data nor JSON.' },
+          '422': { description: 'Not multipart/form-data (a JSON or empty body), or no `file` field.' },
+          '507': { description: 'The disk was full while the upload was saved; nothing was stored. The message names the directory to free space in.' },
+        },
+      },
     },
-  },
-  {
-    method: 'get',
-    path: '/v1/files',
-    summary: 'List Files',
-    description: 'Every stored file, newest first.',
-    operationId: 'list_files_v1_files_get',
-    responses: { '200': { description: 'File list.', schema: FileListSchema, links: fileLinks('$response.body#/data/0/file_id') } },
-  },
-  {
-    method: 'get',
-    path: '/v1/files/{file_id}',
-    summary: 'Get File',
-    description: 'Metadata of one file.',
-    operationId: 'get_file_v1_files__file_id__get',
-    params: FileIdParams,
-    responses: {
-      '200': { description: 'The file record.', schema: FileRecordSchema },
-      '404': { description: 'Unknown file id.' },
-      '422': { description: 'Malformed file id.' },
+    {
+      method: 'get',
+      path: '/v1/files',
+      handler: async () => ({ object: 'list', data: ctx.files.list() }),
+      doc: {
+        summary: 'List Files',
+        description: 'Every stored file, newest first.',
+        operationId: 'list_files_v1_files_get',
+        responses: { '200': { description: 'File list.', schema: FileListSchema, links: fileLinks('$response.body#/data/0/file_id') } },
+      },
     },
-  },
-  {
-    method: 'get',
-    path: '/v1/files/{file_id}/download',
-    summary: 'Download File',
-    description:
-      'The file bytes with their stored Content-Type, Content-Length, Content-Disposition and a strong ETag (the file id in quotes); honours Range and If-Range (206), If-None-Match and If-Modified-Since (304), If-Match and If-Unmodified-Since (412).',
-    operationId: 'download_file_v1_files__file_id__download_get',
-    params: FileIdParams,
-    responses: {
-      '200': { description: 'File bytes, with the Content-Type the file was stored with.', binary: '*/*' },
-      '206': { description: 'Partial content for a Range request.', binary: '*/*' },
-      '304': { description: 'Not modified (If-None-Match or If-Modified-Since).' },
-      '404': { description: 'Unknown file id.' },
-      '412': { description: 'If-Match does not name the ETag, or the file changed after If-Unmodified-Since.' },
-      '416': { description: 'Range not satisfiable.' },
-      '422': { description: 'Malformed file id.' },
+    {
+      method: 'get',
+      path: '/v1/files/{file_id}',
+      params: FileIdParams,
+      handler: async (req) => ctx.files.get((req as FileRequest).params.file_id),
+      doc: {
+        summary: 'Get File',
+        description: 'Metadata of one file.',
+        operationId: 'get_file_v1_files__file_id__get',
+        responses: {
+          '200': { description: 'The file record.', schema: FileRecordSchema },
+          '404': { description: 'Unknown file id.' },
+          '422': { description: 'Malformed file id.' },
+        },
+      },
     },
-  },
-  {
-    method: 'delete',
-    path: '/v1/files/{file_id}',
-    summary: 'Delete File',
-    description: 'Removes the record and its bytes. Jobs that list the id keep listing it.',
-    operationId: 'delete_file_v1_files__file_id__delete',
-    params: FileIdParams,
-    responses: {
-      '200': { description: 'Deleted.', schema: FileDeletedSchema },
-      '404': { description: 'Unknown file id.' },
-      '422': { description: 'Malformed file id.' },
+    {
+      method: 'get',
+      path: '/v1/files/{file_id}/download',
+      params: FileIdParams,
+      handler: async (req, reply) => sendFile(reply, req.raw, ctx.files.root, ctx.files.get((req as FileRequest).params.file_id)),
+      doc: {
+        summary: 'Download File',
+        description:
+          'The file bytes with their stored Content-Type, Content-Length, Content-Disposition and a strong ETag (the file id in quotes); honours Range and If-Range (206), If-None-Match and If-Modified-Since (304), If-Match and If-Unmodified-Since (412). An upload stored with another media type is served with that type.',
+        operationId: 'download_file_v1_files__file_id__download_get',
+        responses: {
+          '200': { description: 'File bytes, with the Content-Type the file was stored with.', binary: DOWNLOAD_TYPES },
+          '206': { description: 'Partial content for a Range request.', binary: DOWNLOAD_TYPES },
+          '304': { description: 'Not modified (If-None-Match or If-Modified-Since).' },
+          '404': { description: 'Unknown file id.' },
+          '412': { description: 'If-Match does not name the ETag, or the file changed after If-Unmodified-Since.' },
+          '416': { description: 'Range not satisfiable.' },
+          '422': { description: 'Malformed file id.' },
+        },
+      },
     },
-  },
-];
+    {
+      method: 'delete',
+      path: '/v1/files/{file_id}',
+      params: FileIdParams,
+      handler: async (req) => {
+        const fileId = (req as FileRequest).params.file_id;
+        await ctx.files.delete(fileId);
+        return { deleted: true, file_id: fileId };
+      },
+      doc: {
+        summary: 'Delete File',
+        description: 'Removes the record and its bytes. Jobs that list the id keep listing it.',
+        operationId: 'delete_file_v1_files__file_id__delete',
+        responses: {
+          '200': { description: 'Deleted.', schema: FileDeletedSchema },
+          '404': { description: 'Unknown file id.' },
+          '422': { description: 'Malformed file id.' },
+        },
+      },
+    },
+  ];
+}

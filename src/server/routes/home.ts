@@ -5,9 +5,9 @@
  * Deliberately minimal and self-contained so a fuller start page can replace this one file.
  * Public like the docs pages it points to.
  */
-import type { FastifyInstance } from 'fastify';
 import { capabilityPrefix } from '../../core/capability.js';
 import type { AppContext } from '../context.js';
+import type { RouteDef } from '../route-def.js';
 
 interface Link {
   title: string;
@@ -15,8 +15,14 @@ interface Link {
   openapi: string;
 }
 
-export function homeRoutes(app: FastifyInstance, ctx: AppContext): void {
-  app.get('/', async (req, reply) => {
+export function homeRoutes(ctx: AppContext): RouteDef[] {
+  return [
+    {
+      method: 'get',
+      path: '/',
+      public: true,
+      doc: { undocumented: 'the start page for a person, like the docs pages it links to' },
+      handler: async (req, reply) => {
     const families: Array<Link & { summary: string }> = ctx.capabilities
       .list()
       .slice()
@@ -37,7 +43,9 @@ export function homeRoutes(app: FastifyInstance, ctx: AppContext): void {
     const accept = (req.headers.accept ?? '').toLowerCase();
     if (accept.includes('application/json') && !accept.includes('text/html')) return index;
     return reply.type('text/html; charset=utf-8').send(page(index.version, families));
-  });
+      },
+    },
+  ];
 }
 
 function page(version: string, families: Array<Link & { summary: string }>): string {

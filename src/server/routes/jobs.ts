@@ -1,28 +1,11 @@
 /** Jobs API: list, get, delete (cancels unfinished jobs), cancel. */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import type { AppContext } from '../context.js';
-import type { CommonRoute } from '../openapi.js';
+import type { RouteDef } from '../route-def.js';
 import { JobDeletedSchema, JobIdParams, JobListSchema, JobSchema } from '../schemas.js';
 
-type JobParams = Static<typeof JobIdParams>;
-
-export function jobRoutes(app: FastifyInstance, ctx: AppContext): void {
-  app.get('/v1/jobs', async () => ({ object: 'list', data: ctx.jobs.list() }));
-
-  app.get<{ Params: JobParams }>('/v1/jobs/:job_id', { schema: { params: JobIdParams } }, async (req) =>
-    ctx.jobs.get(req.params.job_id),
-  );
-
-  app.delete<{ Params: JobParams }>('/v1/jobs/:job_id', { schema: { params: JobIdParams } }, async (req) => {
-    const wasRunning = ctx.queue.delete(req.params.job_id);
-    return { deleted: true, job_id: req.params.job_id, was_running: wasRunning };
-  });
-
-  app.post<{ Params: JobParams }>('/v1/jobs/:job_id/cancel', { schema: { params: JobIdParams } }, async (req) =>
-    ctx.queue.cancel(req.params.job_id),
-  );
-}
+type JobRequest = FastifyRequest<{ Params: Static<typeof JobIdParams> }>;
 
 /** OpenAPI links: where a job id in a response can be used next. */
 function jobLinks(jobId: string): Record<string, Record<string, unknown>> {
@@ -34,55 +17,73 @@ function jobLinks(jobId: string): Record<string, Record<string, unknown>> {
   };
 }
 
-export const jobDocs: CommonRoute[] = [
-  {
-    method: 'get',
-    path: '/v1/jobs',
-    summary: 'List Jobs',
-    description: 'Every job still retained (KIAPI_JOB_RETENTION_S), newest first.',
-    operationId: 'list_jobs_v1_jobs_get',
-    responses: { '200': { description: 'Job list.', schema: JobListSchema, links: jobLinks('$response.body#/data/0/id') } },
-  },
-  {
-    method: 'get',
-    path: '/v1/jobs/{job_id}',
-    summary: 'Get Job',
-    description: 'Status, progress (fraction + label), result and artifacts of one job.',
-    operationId: 'get_job_v1_jobs__job_id__get',
-    params: JobIdParams,
-    responses: {
-      '200': { description: 'The job.', schema: JobSchema },
-      '404': { description: 'Unknown job id.' },
-      '422': { description: 'Malformed job id.' },
+export function jobRoutes(ctx: AppContext): RouteDef[] {
+  return [
+    {
+      method: 'get',
+      path: '/v1/jobs',
+      handler: async () => ({ object: 'list', data: ctx.jobs.list() }),
+      doc: {
+        summary: 'List Jobs',
+        description: 'Every job still retained (KIAPI_JOB_RETENTION_S), newest first.',
+        operationId: 'list_jobs_v1_jobs_get',
+        responses: { '200': { description: 'Job list.', schema: JobListSchema, links: jobLinks('$response.body#/data/0/id') } },
+      },
     },
-  },
-  {
-    method: 'delete',
-    path: '/v1/jobs/{job_id}',
-    summary: 'Delete Job',
-    description:
-      'Removes the job record. A queued job is canceled and never runs; a running job is asked to stop at its next step. Artifacts already stored stay in the Files API.',
-    operationId: 'delete_job_v1_jobs__job_id__delete',
-    params: JobIdParams,
-    responses: {
-      '200': { description: 'Deleted.', schema: JobDeletedSchema },
-      '404': { description: 'Unknown job id.' },
-      '422': { description: 'Malformed job id.' },
+    {
+      method: 'get',
+      path: '/v1/jobs/{job_id}',
+      params: JobIdParams,
+      handler: async (req) => ctx.jobs.get((req as JobRequest).params.job_id),
+      doc: {
+        summary: 'Get Job',
+        description: 'Status, progress (fraction + label), result and artifacts of one job.',
+        operationId: 'get_job_v1_jobs__job_id__get',
+        responses: {
+          '200': { description: 'The job.', schema: JobSchema },
+          '404': { description: 'Unknown job id.' },
+          '422': { description: 'Malformed job id.' },
+        },
+      },
     },
-  },
-  {
-    method: 'post',
-    path: '/v1/jobs/{job_id}/cancel',
-    summary: 'Cancel Job',
-    description:
-      'kiapi extension. A queued job becomes `canceled` at once. A running job gets progress_label `canceling` and stops at its next engine step, then becomes `canceled`: poll it. A finished job answers 409.',
-    operationId: 'cancel_job_v1_jobs__job_id__cancel_post',
-    params: JobIdParams,
-    responses: {
-      '200': { description: 'The job after the cancel request.', schema: JobSchema, links: jobLinks('$response.body#/id') },
-      '404': { description: 'Unknown job id.' },
-      '409': { description: 'The job already finished.' },
-      '422': { description: 'Malformed job id.' },
+    {
+      method: 'delete',
+      path: '/v1/jobs/{job_id}',
+      params: JobIdParams,
+      handler: async (req) => {
+        const jobId = (req as JobRequest).params.job_id;
+        const wasRunning = ctx.queue.delete(jobId);
+        return { deleted: true, job_id: jobId, was_running: wasRunning };
+      },
+      doc: {
+        summary: 'Delete Job',
+        description:
+          'Removes the job record. A queued job is canceled and never runs; a running job is asked to stop at its next step. Artifacts already stored stay in the Files API.',
+        operationId: 'delete_job_v1_jobs__job_id__delete',
+        responses: {
+          '200': { description: 'Deleted.', schema: JobDeletedSchema },
+          '404': { description: 'Unknown job id.' },
+          '422': { description: 'Malformed job id.' },
+        },
+      },
     },
-  },
-];
+    {
+      method: 'post',
+      path: '/v1/jobs/{job_id}/cancel',
+      params: JobIdParams,
+      handler: async (req) => ctx.queue.cancel((req as JobRequest).params.job_id),
+      doc: {
+        summary: 'Cancel Job',
+        description:
+          'kiapi extension. A queued job becomes `canceled` at once. A running job gets progress_label `canceling` and stops at its next engine step, then becomes `canceled`: poll it. A finished job answers 409.',
+        operationId: 'cancel_job_v1_jobs__job_id__cancel_post',
+        responses: {
+          '200': { description: 'The job after the cancel request.', schema: JobSchema, links: jobLinks('$response.body#/id') },
+          '404': { description: 'Unknown job id.' },
+          '409': { description: 'The job already finished.' },
+          '422': { description: 'Malformed job id.' },
+        },
+      },
+    },
+  ];
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Generated clients against a live server: from each served OpenAPI document (root, qwen,
+# ideogram4) it generates a Python client (openapi-python-client, pinned in
+# test/clients/requirements.txt, in a cached venv) and TypeScript types (openapi-typescript, with
+# openapi-fetch to call the server; pinned by test/clients/ts/package-lock.json, installed with
+# npm ci into a cached folder, never into the repo), type-checks the TypeScript client with tsc,
+# and calls every operation of every document through both clients
+# (test/clients/python_client_check.py, test/clients/ts/client-check.ts).
+#
+# The server is the built CLI with the preview engine on a free 127.0.0.1 port, a temp data dir and
+# a bearer token, so the documents carry the security scheme and the 401 answers the clients see.
+# Needs python3 (>= 3.10, with venv and pip), node, and access to PyPI and the npm registry.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export KIAPI_TEST_CACHE="${KIAPI_TEST_CACHE:-$repo_root/.cache}"
+venv="$KIAPI_TEST_CACHE/clients-venv"
+ts_tools="$KIAPI_TEST_CACHE/clients-ts-tools"
+here="$repo_root/test/clients"
+token="client-check-token"
+
+say() { echo "run-clients: $*"; }
+
+# shellcheck source=../../scripts/tools-venv.sh
+source "$repo_root/scripts/tools-venv.sh"
+ensure_tools_venv "$venv" "$here/requirements.txt" openapi-python-client run-clients
+
+# The TypeScript tools, reinstalled whenever their lock or the node version changes.
+ts_stamp="$( { cat "$here/ts/package-lock.json"; node --version; } | sha256sum | cut -d' ' -f1)"
+if [[ ! -f "$ts_tools/.stamp" || "$(cat "$ts_tools/.stamp")" != "$ts_stamp" ]]; then
+  say "preparing $ts_tools"
+  rm -rf "$ts_tools"
+  mkdir -p "$ts_tools"
+  cp "$here/ts/package.json" "$here/ts/package-lock.json" "$ts_tools/"
+  (cd "$ts_tools" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$ts_stamp" > "$ts_tools/.stamp"
+fi
+
+cd "$repo_root"
+if [[ ! -f dist/src/cli/main.js ]]; then
+  say "building (dist/ is missing)"
+  npx tsc -p tsconfig.json
+fi
+
+# Inside the repo (.cache is ignored by git) so tsc finds @types/node in the repo's node_modules.
+mkdir -p "$repo_root/.cache"
+work="$(mktemp -d "$repo_root/.cache/clients-run-XXXXXX")"
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$server_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+base="http://127.0.0.1:$port"
+
+# The caller's KIAPI_* settings must not leak in: the documents advertise what the server reads.
+unset_args=()
+while IFS= read -r name; do unset_args+=(-u "$name"); done < <(env | sed -n 's/^\(KIAPI_[A-Za-z0-9_]*\)=.*/\1/p')
+# 20 ms per preview step: the examples (4 and 12 steps) stay quick, while a 100-step job is still
+# running when the clients cancel it.
+env "${unset_args[@]}" \
+  KIAPI_ENGINE=preview \
+  KIAPI_DATA_DIR="$work/data" \
+  KIAPI_PREVIEW_STEP_MS=20 \
+  KIAPI_AUTH_TOKEN="$token" \
+  KIAPI_LOG_LEVEL=warn \
+  node dist/src/cli/main.js run --host 127.0.0.1 --port "$port" > "$work/server.log" 2>&1 &
+server_pid=$!
+
+python3 - "$base" <<'PY' || { say "the server did not become healthy:"; cat "$work/server.log"; exit 1; }
+import sys, time, urllib.request
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        with urllib.request.urlopen(sys.argv[1] + "/health", timeout=2) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except Exception:
+        time.sleep(0.2)
+sys.exit(1)
+PY
+say "server on $base"
+
+status=0
+mkdir -p "$work/docs" "$work/py" "$work/ts/generated"
+for pair in root:/openapi.json qwen:/v1/image/qwen/openapi.json ideogram4:/v1/image/ideogram4/openapi.json; do
+  name="${pair%%:*}"
+  python3 -c 'import sys, urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1], timeout=30).read())' \
+    "$base${pair#*:}" > "$work/docs/$name.json"
+  # --fail-on-warning: a document the generator only partly understands is a failure, not a
+  # client with operations silently missing. PATH: the generator runs ruff from its venv.
+  if ! PATH="$venv/bin:$PATH" "$venv/bin/openapi-python-client" generate --path "$work/docs/$name.json" \
+      --output-path "$work/py/kiapi_$name" --meta none --fail-on-warning > "$work/py-$name.log" 2>&1; then
+    say "openapi-python-client failed on $name:"; cat "$work/py-$name.log"; status=1
+  fi
+  if ! "$ts_tools/node_modules/.bin/openapi-typescript" "$work/docs/$name.json" -o "$work/ts/generated/$name.ts" > "$work/ts-$name.log" 2>&1; then
+    say "openapi-typescript failed on $name:"; cat "$work/ts-$name.log"; status=1
+  fi
+done
+
+if [[ $status -eq 0 ]]; then
+  say "Python client: calling every operation"
+  "$venv/bin/python" "$here/python_client_check.py" "$base" "$token" "$work/py" || status=1
+
+  say "TypeScript client: tsc, then calling every operation"
+  cp "$here/ts/client-check.ts" "$here/ts/tsconfig.json" "$work/ts/"
+  echo '{"type": "module"}' > "$work/ts/package.json"
+  ln -s "$ts_tools/node_modules" "$work/ts/node_modules"
+  if (cd "$work/ts" && "$repo_root/node_modules/.bin/tsc" -p tsconfig.json); then
+    node "$work/ts/out/client-check.js" "$base" "$token" || status=1
+  else
+    say "the TypeScript client does not type-check against the generated types"
+    status=1
+  fi
+fi
+
+if ! kill -0 "$server_pid" 2>/dev/null; then
+  say "the server died during the run:"; cat "$work/server.log"; status=1
+fi
+if grep -q '"level":\(50\|60\)' "$work/server.log"; then
+  say "the server logged errors:"; grep '"level":\(50\|60\)' "$work/server.log" | head -n 20; status=1
+fi
+if [[ $status -eq 0 ]]; then say "ok"; else say "FAILED"; fi
+exit "$status"

@@ -1,0 +1,143 @@
+/**
+ * Calls every operation of kiapi's served documents through openapi-fetch, typed by the `paths`
+ * openapi-typescript generated from those same documents (test/clients/run-clients.sh copies this
+ * file next to the generated types, type-checks it with tsc, then runs it against a live server).
+ * That it compiles is half the check: a document a generator turns into unusable types fails here.
+ * argv: base URL, bearer token. Each client's base URL is the document's own `servers` entry.
+ */
+import createClient from 'openapi-fetch';
+import type { paths as RootPaths } from './generated/root.js';
+import type { paths as QwenPaths } from './generated/qwen.js';
+import type { paths as IdeogramPaths } from './generated/ideogram4.js';
+
+const [base, token] = process.argv.slice(2) as [string, string];
+const auth = { Authorization: `Bearer ${token}` };
+const PNG = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAACXBIWXMAAAPoAAAD6AG1e1JrAAAAGUlEQVQokWNwa9pCEmIY1dA0GkpuwzVpAACXG3wQY/W53wAAAABJRU5ErkJggg==',
+  'base64',
+);
+
+interface Doc {
+  servers: { url: string }[];
+  paths: Record<string, Record<string, { operationId: string; requestBody?: { content: Record<string, { example?: unknown }> } }>>;
+}
+
+const failures: string[] = [];
+const called = new Set<string>();
+
+function check(what: string, response: Response, expect: number, data: unknown): void {
+  called.add(what);
+  if (response.status !== expect || data === undefined) failures.push(`${what}: expected ${expect} with a body, got ${response.status}`);
+}
+
+async function document(path: string): Promise<Doc> {
+  const res = await fetch(`${base}${path}`);
+  return (await res.json()) as Doc;
+}
+
+const rootDoc = await document('/openapi.json');
+const qwenDoc = await document('/v1/image/qwen/openapi.json');
+const ideogramDoc = await document('/v1/image/ideogram4/openapi.json');
+const root = createClient<RootPaths>({ baseUrl: rootDoc.servers[0]!.url, headers: auth });
+const anonymous = createClient<RootPaths>({ baseUrl: rootDoc.servers[0]!.url });
+const qwen = createClient<QwenPaths>({ baseUrl: qwenDoc.servers[0]!.url, headers: auth });
+const ideogram = createClient<IdeogramPaths>({ baseUrl: ideogramDoc.servers[0]!.url, headers: auth });
+
+/** A sync answer parsed as the Job JSON (not raw image bytes) that carries its id. */
+function isJob(data: unknown): data is { id: string; status: string } {
+  return typeof data === 'object' && data !== null && typeof (data as { id?: unknown }).id === 'string';
+}
+
+function example(doc: Doc, path: string): Record<string, unknown> {
+  const ex = doc.paths[path]?.post?.requestBody?.content['application/json']?.example;
+  if (!ex || typeof ex !== 'object') throw new Error(`${path} has no example`);
+  return ex as Record<string, unknown>;
+}
+
+{
+  const { data, response } = await anonymous.GET('/health');
+  check('GET /health', response, 200, data);
+  if (data && data.relay !== null) failures.push('health: relay is not null');
+  const models = await anonymous.GET('/v1/models');
+  check('GET /v1/models', models.response, 200, models.data);
+  const denied = await anonymous.GET('/v1/files');
+  if (denied.response.status !== 401 || !denied.error) failures.push(`GET /v1/files without a token: ${denied.response.status}`);
+}
+
+const upload = await root.POST('/v1/files', {
+  // The generated type says a binary string; the request is multipart with the bytes as a Blob.
+  body: { file: '' },
+  bodySerializer: () => {
+    const form = new FormData();
+    form.append('file', new Blob([PNG], { type: 'image/png' }), 'in.png');
+    return form;
+  },
+});
+check('POST /v1/files', upload.response, 200, upload.data);
+const fileId = upload.data!.file_id;
+{
+  const got = await root.GET('/v1/files/{file_id}', { params: { path: { file_id: fileId } } });
+  check('GET /v1/files/{file_id}', got.response, 200, got.data);
+  const list = await root.GET('/v1/files');
+  check('GET /v1/files', list.response, 200, list.data);
+  const bytes = await root.GET('/v1/files/{file_id}/download', { params: { path: { file_id: fileId } }, parseAs: 'arrayBuffer' });
+  check('GET /v1/files/{file_id}/download', bytes.response, 200, bytes.data);
+  if (bytes.data && !Buffer.from(bytes.data).equals(PNG)) failures.push('download: the bytes differ from the upload');
+}
+
+const jobIds: string[] = [];
+{
+  type QwenGenerate = QwenPaths['/v1/image/qwen/generate']['post']['requestBody']['content']['application/json'];
+  type QwenEdit = QwenPaths['/v1/image/qwen/edit']['post']['requestBody']['content']['application/json'];
+  type IdeogramGenerate = IdeogramPaths['/v1/image/ideogram4/generate']['post']['requestBody']['content']['application/json'];
+  const json = { header: { Accept: 'application/json' } };
+
+  const gen = await qwen.POST('/v1/image/qwen/generate', { body: example(qwenDoc, '/v1/image/qwen/generate') as QwenGenerate, params: json });
+  check('POST /v1/image/qwen/generate', gen.response, 200, gen.data);
+  if (isJob(gen.data)) jobIds.push(gen.data.id);
+  const edit = await qwen.POST('/v1/image/qwen/edit', { body: example(qwenDoc, '/v1/image/qwen/edit') as QwenEdit, params: json });
+  check('POST /v1/image/qwen/edit', edit.response, 200, edit.data);
+  const ideo = await ideogram.POST('/v1/image/ideogram4/generate', {
+    body: example(ideogramDoc, '/v1/image/ideogram4/generate') as IdeogramGenerate,
+    params: json,
+  });
+  check('POST /v1/image/ideogram4/generate', ideo.response, 200, ideo.data);
+  for (const [what, res] of [['qwen', await qwen.GET('/v1/image/qwen/models')], ['ideogram4', await ideogram.GET('/v1/image/ideogram4/models')]] as const) {
+    check(`GET /v1/image/${what}/models`, res.response, 200, res.data);
+  }
+}
+
+{
+  const list = await root.GET('/v1/jobs');
+  check('GET /v1/jobs', list.response, 200, list.data);
+  const job = await root.GET('/v1/jobs/{job_id}', { params: { path: { job_id: jobIds[0]! } } });
+  check('GET /v1/jobs/{job_id}', job.response, 200, job.data);
+  if (job.data?.status !== 'succeeded') failures.push(`job ${jobIds[0]}: ${job.data?.status}`);
+  // Still running when canceled: many steps on a preview engine that sleeps per step.
+  // openapi-typescript (default options) types every field with a default as required, in request
+  // bodies too, so a hand-written body spells those out.
+  const slow = await qwen.POST('/v1/image/qwen/generate', {
+    body: { prompt: 'a slow one', width: 64, height: 64, steps: 100, mode: 'async', scheduler: 'linear', format: 'png', quality: 95 },
+  });
+  const accepted = slow.data as { job_id?: unknown } | undefined;
+  if (slow.response.status !== 202 || typeof accepted?.job_id !== 'string') throw new Error(`async submit: ${slow.response.status}`);
+  const jobId = accepted.job_id;
+  const cancel = await root.POST('/v1/jobs/{job_id}/cancel', { params: { path: { job_id: jobId } } });
+  check('POST /v1/jobs/{job_id}/cancel', cancel.response, 200, cancel.data);
+  const del = await root.DELETE('/v1/jobs/{job_id}', { params: { path: { job_id: jobId } } });
+  check('DELETE /v1/jobs/{job_id}', del.response, 200, del.data);
+  const delFile = await root.DELETE('/v1/files/{file_id}', { params: { path: { file_id: fileId } } });
+  check('DELETE /v1/files/{file_id}', delFile.response, 200, delFile.data);
+}
+
+for (const doc of [rootDoc, qwenDoc, ideogramDoc]) {
+  for (const [path, item] of Object.entries(doc.paths)) {
+    for (const method of Object.keys(item)) {
+      const what = `${method.toUpperCase()} ${path}`;
+      if (!called.has(what)) failures.push(`${what} was never called`);
+    }
+  }
+}
+for (const f of failures) console.log(`ts-client: FAIL ${f}`);
+console.log(`ts-client: ${called.size} operations called, ${failures.length} failures`);
+process.exit(failures.length ? 1 : 0);
