@@ -160,6 +160,8 @@ export interface CommonRoute {
   description: string;
   operationId: string;
   params?: TSchema;
+  /** Query parameters (an object schema; every one optional). */
+  query?: TSchema;
   /** Set for multipart uploads. */
   multipartFile?: boolean;
   /** `binary`: raw bytes of that media type (a wildcard range for whatever type the stored file has). */
@@ -173,7 +175,8 @@ export function rootDocument(routes: CommonRoute[], caps: CapabilityDef[], versi
   const c = new ComponentCollector();
   const paths: Record<string, Json> = {};
   for (const r of routes) {
-    const parameters = r.params ? pathParameters(r.params) : undefined;
+    const all = [...(r.params ? pathParameters(r.params) : []), ...(r.query ? queryParameters(c, r.query) : [])];
+    const parameters = all.length > 0 ? all : undefined;
     const responses: Json = {};
     for (const [code, res] of Object.entries(r.responses)) {
       // Every error answer is `{"detail": ...}` JSON; 304 has no body.
@@ -231,6 +234,14 @@ function pathParameters(params: TSchema): Json[] {
     schema: { type: schema.type, pattern: schema.pattern, maxLength: schema.maxLength, title: name },
     description: schema.description,
   }));
+}
+
+function queryParameters(c: ComponentCollector, query: TSchema): Json[] {
+  const q = query as unknown as { properties: Record<string, Json>; required?: string[] };
+  return Object.entries(q.properties).map(([name, schema]) => {
+    const { description, ...rest } = c.convert(schema) as Json;
+    return { name, in: 'query', required: q.required?.includes(name) ?? false, schema: { ...rest, title: name }, description };
+  });
 }
 
 function rootDescription(caps: CapabilityDef[]): string {

@@ -20,6 +20,7 @@ import type { Db } from '../db.js';
 import { InputError, NotFoundError, TooLargeError, clip } from '../errors.js';
 import { diskFullError, isDiskFull } from './disk-full.js';
 import { isFileId, newFileId } from '../ids.js';
+import { KeysetPager, type PageQuery } from '../paging.js';
 import { sanitizeFilename, sniffImageType, typeFromExtension } from './content-type.js';
 
 export interface FileRecord {
@@ -66,6 +67,8 @@ export class FileStore {
   private readonly holds = new Map<string, number>();
   /** Held files whose record was deleted: their blob goes when the last holder lets go. */
   private readonly deferred = new Set<string>();
+  private readonly pager: KeysetPager<FileRow>;
+  private readonly selectExpired;
 
   constructor(
     private readonly db: Db,
@@ -84,6 +87,10 @@ export class FileStore {
     this.selectOne = db.prepare<[string], FileRow>('SELECT * FROM files WHERE id = ?');
     this.selectAll = db.prepare<[], FileRow>('SELECT * FROM files ORDER BY created_at DESC, rowid DESC');
     this.deleteOne = db.prepare('DELETE FROM files WHERE id = ?');
+    this.pager = new KeysetPager<FileRow>(db, 'files', 'file', []);
+    this.selectExpired = db.prepare<[number, number], { id: string }>(
+      'SELECT id FROM files WHERE created_at < ? ORDER BY created_at LIMIT ?',
+    );
   }
 
   /** A fresh path in the temp dir (same data dir, so renames into the store stay atomic). */
@@ -221,8 +228,37 @@ export class FileStore {
     return digest;
   }
 
-  list(): FileRecord[] {
-    return this.selectAll.all().map(fromRow);
+  /** A page of files, newest first (every file when `limit` is unset). */
+  list(q: PageQuery = {}): { data: FileRecord[]; hasMore: boolean } {
+    const page = this.pager.page(q);
+    return { data: page.rows.map(fromRow), hasMore: page.hasMore };
+  }
+
+  /**
+   * Deletes files (record and bytes) created more than `retentionS` ago, oldest first, except
+   * those a queued or running job holds as inputs: they are kept whole (record included, so the
+   * job's inputs stay listed) and go in a later sweep once the job has finished. Returns how
+   * many were deleted. Works in batches so a first sweep over a large backlog never builds one
+   * huge list.
+   */
+  async prune(retentionS: number, now = Date.now() / 1000): Promise<number> {
+    const cutoff = now - retentionS;
+    const BATCH = 500;
+    let deleted = 0;
+    const skipped = new Set<string>();
+    for (;;) {
+      const ids = this.selectExpired.all(cutoff, BATCH + skipped.size).map((r) => r.id).filter((id) => !skipped.has(id));
+      if (ids.length === 0) return deleted;
+      for (const id of ids) {
+        if (this.holds.has(id)) {
+          skipped.add(id);
+          continue;
+        }
+        this.deleteOne.run(id);
+        await fsp.rm(this.blobPath(id), { force: true });
+        deleted++;
+      }
+    }
   }
 
   /** Only ever called with ids that passed `isFileId`. */

@@ -7,7 +7,8 @@ import type { Static } from 'typebox';
 import { MalformedBodyError, TooLargeError, isKiapiError } from '../../core/errors.js';
 import type { AppContext } from '../context.js';
 import type { CommonRoute } from '../openapi.js';
-import { FileDeletedSchema, FileIdParams, FileListSchema, FileRecordSchema } from '../schemas.js';
+import { listAnswer, numericLimit, pageQuery } from '../list-paging.js';
+import { FileDeletedSchema, FileIdParams, FileListQuery, FileListSchema, FileRecordSchema } from '../schemas.js';
 import { isMediaType, type FileRecord } from '../../core/files/file-store.js';
 
 type FileParams = Static<typeof FileIdParams>;
@@ -44,7 +45,14 @@ export function fileRoutes(app: FastifyInstance, ctx: AppContext): void {
     return saved;
   });
 
-  app.get('/v1/files', async () => ({ object: 'list', data: ctx.files.list() }));
+  app.get<{ Querystring: Static<typeof FileListQuery> }>(
+    '/v1/files',
+    { schema: { querystring: FileListQuery }, preValidation: numericLimit },
+    async (req) => {
+      const page = ctx.files.list(pageQuery(req.query));
+      return listAnswer(page.data, page.hasMore, (f) => f.file_id);
+    },
+  );
 
   app.get<{ Params: FileParams }>('/v1/files/:file_id', { schema: { params: FileIdParams } }, async (req) =>
     ctx.files.get(req.params.file_id),
@@ -233,9 +241,15 @@ export const fileDocs: CommonRoute[] = [
     method: 'get',
     path: '/v1/files',
     summary: 'List Files',
-    description: 'Every stored file, newest first.',
+    description:
+      'Stored files, newest first. Cursor paging as in OpenAI\'s list endpoints: limit, after, before; the answer says has_more, first_id and last_id. With KIAPI_FILE_RETENTION_S set, files older than that are deleted (never the inputs of a queued or running job).',
     operationId: 'list_files_v1_files_get',
-    responses: { '200': { description: 'File list.', schema: FileListSchema, links: fileLinks('$response.body#/data/0/file_id') } },
+    query: FileListQuery,
+    responses: {
+      '200': { description: 'File list.', schema: FileListSchema, links: fileLinks('$response.body#/data/0/file_id') },
+      '400': { description: 'after or before names no file (deleted or pruned): start again without it.' },
+      '422': { description: 'A malformed query parameter (limit out of range, a cursor that is not a file id).' },
+    },
   },
   {
     method: 'get',

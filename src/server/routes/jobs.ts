@@ -3,12 +3,21 @@ import type { FastifyInstance } from 'fastify';
 import type { Static } from 'typebox';
 import type { AppContext } from '../context.js';
 import type { CommonRoute } from '../openapi.js';
-import { JobDeletedSchema, JobIdParams, JobListSchema, JobSchema } from '../schemas.js';
+import { listAnswer, numericLimit, pageQuery } from '../list-paging.js';
+import { JobDeletedSchema, JobIdParams, JobListQuery, JobListSchema, JobSchema } from '../schemas.js';
 
 type JobParams = Static<typeof JobIdParams>;
 
 export function jobRoutes(app: FastifyInstance, ctx: AppContext): void {
-  app.get('/v1/jobs', async () => ({ object: 'list', data: ctx.jobs.list() }));
+  app.get<{ Querystring: Static<typeof JobListQuery> }>(
+    '/v1/jobs',
+    { schema: { querystring: JobListQuery }, preValidation: numericLimit },
+    async (req) => {
+      const { status, type } = req.query;
+      const page = ctx.jobs.list({ ...pageQuery(req.query), filters: { status, type } });
+      return listAnswer(page.data, page.hasMore, (j) => j.id);
+    },
+  );
 
   app.get<{ Params: JobParams }>('/v1/jobs/:job_id', { schema: { params: JobIdParams } }, async (req) =>
     ctx.jobs.get(req.params.job_id),
@@ -39,9 +48,15 @@ export const jobDocs: CommonRoute[] = [
     method: 'get',
     path: '/v1/jobs',
     summary: 'List Jobs',
-    description: 'Every job still retained (KIAPI_JOB_RETENTION_S), newest first.',
+    description:
+      'Jobs still retained (KIAPI_JOB_RETENTION_S), newest first, optionally only one status or type. Cursor paging as in OpenAI\'s list endpoints: limit, after, before; the answer says has_more, first_id and last_id.',
     operationId: 'list_jobs_v1_jobs_get',
-    responses: { '200': { description: 'Job list.', schema: JobListSchema, links: jobLinks('$response.body#/data/0/id') } },
+    query: JobListQuery,
+    responses: {
+      '200': { description: 'Job list.', schema: JobListSchema, links: jobLinks('$response.body#/data/0/id') },
+      '400': { description: 'after or before names no job (deleted or pruned): start again without it.' },
+      '422': { description: 'A malformed query parameter (limit out of range, a cursor that is not a job id, an unknown status).' },
+    },
   },
   {
     method: 'get',
