@@ -52,6 +52,20 @@ export interface NewFileInfo {
   jobId?: string;
 }
 
+/**
+ * Bounds of the recent-bytes memory: a sync answer takes its image within milliseconds, so a few
+ * are enough; the total bound keeps large outputs (or many unanswered async jobs) from piling up.
+ */
+const RECENT_MAX_BYTES = 4 * 1024 * 1024;
+const RECENT_MAX_FILES = 16;
+const RECENT_MAX_TOTAL = 32 * 1024 * 1024;
+
+/** A stored file's bytes and its blob's modification time (a rename keeps the temp file's). */
+export interface RecentBytes {
+  bytes: Buffer;
+  modified: Date;
+}
+
 /** Staging names beside the blobs (cross-filesystem copies): never a file id, removed at start. */
 const STAGING_PREFIX = '.staging-';
 
@@ -68,6 +82,9 @@ export class FileStore {
   /** Held files whose record was deleted: their blob goes when the last holder lets go. */
   private readonly deferred = new Set<string>();
   private readonly pager: KeysetPager<FileRow>;
+  /** Bytes of files saveFile stored lately, for the sync answer (see takeRecent). */
+  private readonly recent = new Map<string, RecentBytes>();
+  private recentBytes = 0;
   private readonly selectExpired;
 
   constructor(
@@ -130,10 +147,22 @@ export class FileStore {
     }
   }
 
-  /** Moves a finished file (engine output, fetched input) into the store and records it. */
+  /**
+   * Moves a finished file (engine output, fetched input) into the store and records it. A small
+   * file (an image, usually) is read once, whole: that one read gives its size, its first bytes
+   * and its SHA-256, where a stat, a head read and a hashing stream cost three opens per job. Its
+   * bytes are kept for `takeRecent`, so a sync answer sends them without reading the blob again.
+   */
   async saveFile(tmpPath: string, info: NewFileInfo): Promise<FileRecord> {
     try {
       const stat = await fsp.stat(tmpPath);
+      if (stat.size <= RECENT_MAX_BYTES) {
+        const bytes = await fsp.readFile(tmpPath);
+        const contentType = resolveContentType(info.contentType, bytes.subarray(0, 16), info.filename);
+        const record = await this.adopt(tmpPath, { ...info, contentType }, bytes.length, createHash('sha256').update(bytes).digest('hex'));
+        this.remember(record.file_id, { bytes, modified: stat.mtime });
+        return record;
+      }
       const handle = await fsp.open(tmpPath, 'r');
       const head = Buffer.alloc(16);
       try {
@@ -147,6 +176,30 @@ export class FileStore {
       await fsp.rm(tmpPath, { force: true });
       if (isDiskFull(err)) throw diskFullError(err, info.purpose ?? 'the file', this.root);
       throw err;
+    }
+  }
+
+  /**
+   * The bytes of a file `saveFile` stored a moment ago, once (they are forgotten as they are
+   * taken); undefined when they were not kept or the file was deleted since. Blobs never change,
+   * so these are the blob's bytes.
+   */
+  takeRecent(fileId: string): RecentBytes | undefined {
+    const kept = this.recent.get(fileId);
+    if (kept === undefined) return undefined;
+    this.recent.delete(fileId);
+    this.recentBytes -= kept.bytes.length;
+    return this.selectOne.get(fileId) ? kept : undefined;
+  }
+
+  /** Keeps the newest few small files' bytes (bounded in count and size; the oldest go first). */
+  private remember(fileId: string, kept: RecentBytes): void {
+    this.recent.set(fileId, kept);
+    this.recentBytes += kept.bytes.length;
+    for (const [id, old] of this.recent) {
+      if (this.recent.size <= RECENT_MAX_FILES && this.recentBytes <= RECENT_MAX_TOTAL) break;
+      this.recent.delete(id);
+      this.recentBytes -= old.bytes.length;
     }
   }
 

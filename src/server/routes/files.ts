@@ -9,7 +9,7 @@ import type { AppContext } from '../context.js';
 import type { CommonRoute } from '../openapi.js';
 import { listAnswer, numericLimit, pageQuery } from '../list-paging.js';
 import { FileDeletedSchema, FileIdParams, FileListQuery, FileListSchema, FileRecordSchema } from '../schemas.js';
-import { isMediaType, type FileRecord } from '../../core/files/file-store.js';
+import { isMediaType, type FileRecord, type RecentBytes } from '../../core/files/file-store.js';
 
 type FileParams = Static<typeof FileIdParams>;
 
@@ -135,6 +135,23 @@ export async function sendFile(
     .header('etag', etag)
     .headers(extraHeaders)
     .send(result.stream);
+}
+
+/**
+ * The whole file from bytes already in memory, with the headers `sendFile` gives a whole-body
+ * answer to a POST (no Range or conditions apply there): for the image of a sync generation,
+ * which the store has just read to hash it.
+ */
+export function sendBytes(reply: FastifyReply, record: FileRecord, kept: RecentBytes, extraHeaders: Record<string, string> = {}): FastifyReply {
+  return reply
+    .code(200)
+    .header('cache-control', 'public, max-age=0')
+    .header('last-modified', kept.modified.toUTCString())
+    .header('content-type', isMediaType(record.content_type) ? record.content_type : 'application/octet-stream')
+    .header('content-disposition', contentDisposition(record.filename, { fallback: asciiFallback(record.filename) }))
+    .header('etag', `"${record.file_id}"`)
+    .headers(extraHeaders)
+    .send(kept.bytes);
 }
 
 /** Whether an If-Match / If-None-Match list names `etag` (`*` names every existing file). */
