@@ -210,6 +210,8 @@ export interface Config {
   maxInputsPerRequest: number;
   urlTimeoutS: number;
   jobRetentionS: number;
+  /** Seconds; null = files are kept until deleted. */
+  fileRetentionS: number | null;
   shutdownGraceS: number;
   python: string | null;
   engineTimeoutS: number;
@@ -269,6 +271,11 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     maxInputsPerRequest: r.number('KIAPI_MAX_INPUTS', 16, { integer: true, min: 1 }, 'most images / LoRAs per request'),
     urlTimeoutS: r.number('KIAPI_URL_TIMEOUT_S', 30, { min: 0.001 }, 'timeout of a url input download (seconds)'),
     jobRetentionS: r.number('KIAPI_JOB_RETENTION_S', 7 * 24 * 3600, { min: 0 }, 'finished jobs are pruned after this many seconds'),
+    fileRetentionS: r.optionalNumber(
+      'KIAPI_FILE_RETENTION_S',
+      { min: 1 },
+      'files (uploads and images) are deleted this many seconds after they were stored, except inputs of unfinished jobs (unset: kept until deleted)',
+    ),
     shutdownGraceS: r.number('KIAPI_SHUTDOWN_GRACE_S', 30, { min: 0 }, 'on SIGINT/SIGTERM, seconds the running job gets to finish'),
     python: r.optionalString('KIAPI_PYTHON', 'Python for the mflux worker (unset: the venv kiapi activate made)'),
     engineTimeoutS: r.number('KIAPI_ENGINE_TIMEOUT_S', 600, { min: 0.001 }, 'a worker silent this long during a run is killed (seconds)'),

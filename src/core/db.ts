@@ -49,6 +49,12 @@ const MIGRATIONS: string[] = [
      weight_gb REAL NOT NULL,
      measured_at REAL NOT NULL
    );`,
+  // Filtered list pages (GET /v1/jobs?status=…, ?type=…) walk these in (created_at, rowid) order
+  // from the cursor, so a page of a rare status does not scan the whole table.
+  // (status, created_at) also serves the start-up query for unfinished jobs, as jobs_status did.
+  `CREATE INDEX jobs_status_created ON jobs(status, created_at);
+   CREATE INDEX jobs_type_created ON jobs(type, created_at);
+   DROP INDEX jobs_status;`,
 ];
 
 export function openDb(dataDir: string): Db {

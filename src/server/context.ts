@@ -119,6 +119,7 @@ async function openContext(
     }
   }, Math.min(PRUNE_EVERY_MS, Math.max(1000, config.jobRetentionS * 1000)));
   pruneTimer.unref();
+  const filePruneTimer = config.fileRetentionS === null ? null : startFilePruning(files, config.fileRetentionS, log);
 
   const state = { warm: config.warmup.length === 0 };
   if (!state.warm) void warmUp(config.warmup, models, runtime, log).finally(() => (state.warm = true));
@@ -139,12 +140,37 @@ async function openContext(
     state,
     async close() {
       clearInterval(pruneTimer);
+      if (filePruneTimer) clearInterval(filePruneTimer);
       await queue.close(config.shutdownGraceS * 1000);
       await runtime.close();
       db.close();
       lock.release();
     },
   };
+}
+
+/**
+ * KIAPI_FILE_RETENTION_S: a sweep at a tenth of the retention (between 1 s and an hour), so a
+ * file outlives its retention by at most that. The first sweep runs at once: a server started
+ * after a long pause clears its backlog before it grows further. One sweep at a time.
+ */
+function startFilePruning(files: FileStore, retentionS: number, log: Logger): NodeJS.Timeout {
+  let running = false;
+  const sweep = () => {
+    if (running) return;
+    running = true;
+    files
+      .prune(retentionS)
+      .then((n) => {
+        if (n > 0) log.info({ files: n }, 'deleted files past KIAPI_FILE_RETENTION_S');
+      })
+      .catch((err: unknown) => log.error({ err }, 'file pruning failed'))
+      .finally(() => (running = false));
+  };
+  sweep();
+  const timer = setInterval(sweep, Math.min(PRUNE_EVERY_MS, Math.max(1000, retentionS * 100)));
+  timer.unref();
+  return timer;
 }
 
 /** `auto`: the mflux worker when a real engine is installed, else the preview engine — said in one line. */

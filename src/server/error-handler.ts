@@ -51,7 +51,7 @@ function handle(err: FastifyError, req: FastifyRequest, reply: FastifyReply, lim
     return reply.code(err.status).headers(err.headers).send({ detail: clip(err.message, MAX_DETAIL_CHARS) });
   }
   if (err.validation) {
-    const where = err.validationContext === 'params' ? 'path' : (err.validationContext ?? 'body');
+    const where = err.validationContext === 'params' ? 'path' : err.validationContext === 'querystring' ? 'query' : (err.validationContext ?? 'body');
     return reply.code(422).send({ detail: toIssues(err.validation, where, req) });
   }
   const mapped = mapFrameworkError(err, limits);

@@ -8,6 +8,7 @@ import { jobSchema, AsyncJobResponse } from '../core/jobs/job-schema.js';
 import { componentName, refOf } from '../core/schema.js';
 import { CapabilityModelSpecSchema } from './capability-schemas.js';
 import { isRootDocumented, type RouteDef } from './route-def.js';
+import type { TSchema } from 'typebox';
 import { ErrorSchema as ErrorBody } from './schemas.js';
 
 type Json = Record<string, unknown>;
@@ -179,7 +180,8 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
   const paths: Record<string, Json> = {};
   for (const r of routes.filter(isRootDocumented)) {
     const doc = r.doc;
-    const parameters = r.params ? pathParameters(r.params) : undefined;
+    const all = [...(r.params ? pathParameters(r.params) : []), ...(r.query ? queryParameters(c, r.query) : [])];
+    const parameters = all.length > 0 ? all : undefined;
     const responses: Json = {};
     for (const [code, res] of Object.entries(doc.responses)) {
       // Every error answer is `{"detail": ...}` JSON; 304 has no body.
@@ -238,6 +240,14 @@ function pathParameters(params: object): Json[] {
     schema: { type: schema.type, pattern: schema.pattern, maxLength: schema.maxLength, title: name },
     description: schema.description,
   }));
+}
+
+function queryParameters(c: ComponentCollector, query: TSchema): Json[] {
+  const q = query as unknown as { properties: Record<string, Json>; required?: string[] };
+  return Object.entries(q.properties).map(([name, schema]) => {
+    const { description, ...rest } = c.convert(schema) as Json;
+    return { name, in: 'query', required: q.required?.includes(name) ?? false, schema: { ...rest, title: name }, description };
+  });
 }
 
 function rootDescription(caps: CapabilityDef[]): string {

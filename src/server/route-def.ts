@@ -5,7 +5,7 @@
  * Writing them twice (a docs array beside the registrations, path regexes in the auth hook) let
  * them drift: a route served but not documented, or public in one place and protected in the other.
  */
-import type { FastifyInstance, FastifyRequest, RouteHandlerMethod } from 'fastify';
+import type { FastifyInstance, preValidationAsyncHookHandler, RouteHandlerMethod } from 'fastify';
 import type { TSchema } from 'typebox';
 
 type Json = Record<string, unknown>;
@@ -38,6 +38,8 @@ export interface RouteDef {
   /** OpenAPI form (`/v1/jobs/{job_id}`); registered as Fastify's `/v1/jobs/:job_id`. */
   path: string;
   params?: TSchema;
+  /** Query parameters (an object schema; every one optional). */
+  query?: TSchema;
   body?: TSchema;
   public?: boolean;
   /**
@@ -46,7 +48,7 @@ export interface RouteDef {
    */
   doc: RouteDoc | 'family' | { undocumented: string };
   /** Runs before validation (the capability routes normalise the original's lax spellings there). */
-  preValidation?: (req: FastifyRequest) => Promise<void>;
+  preValidation?: preValidationAsyncHookHandler;
   handler: RouteHandlerMethod;
 }
 
@@ -56,11 +58,11 @@ export function fastifyPath(openApiPath: string): string {
 
 export function registerRoutes(app: FastifyInstance, defs: RouteDef[]): void {
   for (const d of defs) {
-    const schema = { ...(d.params ? { params: d.params } : {}), ...(d.body ? { body: d.body } : {}) };
+    const schema = { ...(d.params ? { params: d.params } : {}), ...(d.query ? { querystring: d.query } : {}), ...(d.body ? { body: d.body } : {}) };
     app.route({
       method: d.method.toUpperCase(),
       url: fastifyPath(d.path),
-      ...(d.params || d.body ? { schema } : {}),
+      ...(d.params || d.query || d.body ? { schema } : {}),
       ...(d.preValidation ? { preValidation: d.preValidation } : {}),
       config: {
         public: d.public === true,

@@ -1,8 +1,8 @@
 /** Schemas of the common API (root OpenAPI document): files, jobs, health, errors. */
 import { Type } from 'typebox';
 import { FILE_ID_PATTERN, JOB_ID_PATTERN } from '../core/ids.js';
-import { jobSchema } from '../core/jobs/job-schema.js';
-import { component, openObject } from '../core/schema.js';
+import { JobStatusSchema, jobSchema } from '../core/jobs/job-schema.js';
+import { component, openObject, refTo } from '../core/schema.js';
 
 export const FileIdParams = Type.Object({
   file_id: Type.String({ pattern: FILE_ID_PATTERN, maxLength: 64, description: 'A Files-API id: file_ + 32 hex digits.' }),
@@ -26,9 +26,49 @@ export const FileRecordSchema = component(
   ),
 );
 
+/** Largest page a client may ask for: a page is built in memory and sent as one JSON body. */
+export const MAX_PAGE_LIMIT = 1000;
+/** The page size when a client pages (sends `after` or `before`) without a `limit`. */
+export const DEFAULT_PAGE_LIMIT = 100;
+
+const PAGING_NOTE =
+  'Without limit, after and before the whole list is returned (has_more false), as clients written for the original expect; ' +
+  `with any of them one page (limit, default ${DEFAULT_PAGE_LIMIT}). Page on with after=<last_id> while has_more is true.`;
+
+/** Query parameters every list takes (OpenAI's list conventions). */
+function pagingQuery(idPattern: string, noun: string) {
+  return {
+    limit: Type.Optional(
+      Type.Integer({ minimum: 1, maximum: MAX_PAGE_LIMIT, description: `Page size, 1 to ${MAX_PAGE_LIMIT}. ${PAGING_NOTE}` }),
+    ),
+    after: Type.Optional(
+      Type.String({ pattern: idPattern, maxLength: 64, description: `A ${noun} id (a page's last_id): list the ${noun}s after it in the list, i.e. older ones.` }),
+    ),
+    before: Type.Optional(
+      Type.String({ pattern: idPattern, maxLength: 64, description: `A ${noun} id (a page's first_id): list the ${noun}s right before it in the list, i.e. newer ones (still newest first).` }),
+    ),
+  };
+}
+
+export const FileListQuery = Type.Object(pagingQuery(FILE_ID_PATTERN, 'file'));
+export const JobListQuery = Type.Object({
+  ...pagingQuery(JOB_ID_PATTERN, 'job'),
+  status: Type.Optional(refTo(JobStatusSchema, { description: 'Only jobs in this state.' })),
+  type: Type.Optional(Type.String({ maxLength: 64, description: 'Only jobs of this type (qwen, qwen-edit, ideogram4).' })),
+});
+
+/** The fields kiapi adds to the `{object, data}` list shape (OpenAI's names). */
+function pageFields() {
+  return {
+    has_more: Type.Boolean({ description: 'More records follow in the direction of paging (older for after or no cursor, newer for before).' }),
+    first_id: Type.Union([Type.String(), Type.Null()], { description: 'Id of the first record of data (null when data is empty); pass it as before to page back.' }),
+    last_id: Type.Union([Type.String(), Type.Null()], { description: 'Id of the last record of data (null when data is empty); pass it as after for the next page.' }),
+  };
+}
+
 export const FileListSchema = component(
   'FileList',
-  Type.Object({ object: Type.Literal('list'), data: Type.Array(FileRecordSchema) }, { title: 'FileList' }),
+  Type.Object({ object: Type.Literal('list'), data: Type.Array(FileRecordSchema), ...pageFields() }, { title: 'FileList' }),
 );
 
 export const FileDeletedSchema = component(
@@ -40,7 +80,7 @@ export const JobSchema = jobSchema('Job', null);
 
 export const JobListSchema = component(
   'JobList',
-  Type.Object({ object: Type.Literal('list'), data: Type.Array(JobSchema) }, { title: 'JobList' }),
+  Type.Object({ object: Type.Literal('list'), data: Type.Array(JobSchema), ...pageFields() }, { title: 'JobList' }),
 );
 
 export const JobDeletedSchema = component(

@@ -72,7 +72,11 @@ export interface SpawnedServer {
  * through another command that must end by exec'ing its arguments (e.g. a shell that sets a
  * ulimit first), so the child's pid stays the server's.
  */
-export async function spawnServer(env: Record<string, string>, timeoutMs = 20_000, opts: { prefix?: string[] } = {}): Promise<SpawnedServer> {
+export async function spawnServer(
+  env: Record<string, string>,
+  timeoutMs = 20_000,
+  opts: { prefix?: string[]; /** /health poll interval (a start-up time benchmark wants a fine one). */ pollMs?: number } = {},
+): Promise<SpawnedServer> {
   const port = await freePort();
   const argv = [process.execPath, path.join(PACKAGE_ROOT, 'dist/src/cli/main.js'), 'run', '--host', '127.0.0.1', '--port', String(port)];
   const [command, ...args] = [...(opts.prefix ?? []), ...argv] as [string, ...string[]];
@@ -98,7 +102,7 @@ export async function spawnServer(env: Record<string, string>, timeoutMs = 20_00
       child.kill('SIGKILL');
       throw new Error(`server did not become healthy:\n${out}`);
     }
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, opts.pollMs ?? 100));
   }
   return {
     url,

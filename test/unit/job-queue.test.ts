@@ -274,7 +274,7 @@ void describe('JobQueue: delete', () => {
     h.control('c').gate.resolve(output('c'));
     await queue.wait(c.id, 10_000);
     assert.equal(h.control('b').calls, 0);
-    assert.ok(!store.list().some((j) => j.id === b.id));
+    assert.ok(!store.list().data.some((j) => j.id === b.id));
   });
 
   void it('a running job: was_running, aborted, and its record stays deleted after it ends', async () => {
@@ -285,7 +285,7 @@ void describe('JobQueue: delete', () => {
     assert.ok(ctx.signal.aborted);
     await h.control('b').started.promise; // a has ended
     assert.throws(() => store.get(a.id), NotFoundError);
-    assert.ok(!new JobStore(db).list().some((j) => j.id === a.id));
+    assert.ok(!new JobStore(db).list().data.some((j) => j.id === a.id));
     h.control('b').gate.resolve(output('b'));
     await queue.wait(b.id, 10_000);
   });
@@ -307,12 +307,12 @@ void describe('JobQueue: limits, waits and shutdown', () => {
     await h.control('a').started.promise;
     small.submit('t', {}, h.handler('b'));
     small.submit('t', {}, h.handler('c'));
-    const count = store.list().length;
+    const count = store.list().data.length;
     assert.throws(
       () => small.submit('t', {}, h.handler('d')),
       (err: unknown) => err instanceof BusyError && err.status === 429 && Number(err.headers['retry-after']) >= 1,
     );
-    assert.equal(store.list().length, count);
+    assert.equal(store.list().data.length, count);
     await small.close(0);
   });
 

@@ -53,7 +53,7 @@ void describe('JobStore', () => {
 
   void it('lists newest first', () => {
     const ids = [store.create('t', {}).id, store.create('t', {}).id, store.create('t', {}).id];
-    assert.deepEqual(store.list().map((j) => j.id), ids.reverse());
+    assert.deepEqual(store.list().data.map((j) => j.id), ids.reverse());
   });
 
   void it('unknown or malformed ids → NotFoundError with the original text', () => {
@@ -121,7 +121,7 @@ void describe('JobStore', () => {
     finish(recent, 'succeeded', now - 0.5);
     const queued = store.create('t', {});
     assert.equal(store.prune(1, now), 3);
-    const left = store.list().map((j) => j.id).sort();
+    const left = store.list().data.map((j) => j.id).sort();
     assert.deepEqual(left, [recent.id, queued.id].sort());
   });
 });

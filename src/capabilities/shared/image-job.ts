@@ -5,6 +5,7 @@
  * the job with one clear message naming the directory to free space in; the temp files are
  * removed and nothing partial is listed.
  */
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { sep } from 'node:path';
 import sharp from 'sharp';
@@ -142,8 +143,9 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
     if (err instanceof Error && !isKiapiError(err)) err.message = withoutPaths(err.message, services);
     throw err;
   } finally {
-    await fsp.rm(enginePng, { force: true });
-    await fsp.rm(encoded, { force: true });
+    // Only what is left: on success both names have been renamed away (png: engine → encoded →
+    // store), and two removals of missing files per job are two needless trips to the thread pool.
+    for (const p of [enginePng, encoded]) if (fs.existsSync(p)) await fsp.rm(p, { force: true });
   }
 }
 
@@ -152,17 +154,16 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
  * kept as it is (a rename), which spares a decode and an encode per job.
  */
 async function encode(src: string, dest: string, format: ImageFormat, quality: number): Promise<void> {
-  const img = sharp(src);
   switch (format) {
     case 'png':
       await fsp.rename(src, dest);
       return;
     case 'jpeg':
       // JPEG has no alpha; flatten on white like the original's RGB conversion.
-      await img.flatten({ background: '#ffffff' }).jpeg({ quality }).toFile(dest);
+      await sharp(src).flatten({ background: '#ffffff' }).jpeg({ quality }).toFile(dest);
       return;
     case 'webp':
-      await img.webp({ quality }).toFile(dest);
+      await sharp(src).webp({ quality }).toFile(dest);
       return;
   }
 }

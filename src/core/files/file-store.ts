@@ -20,6 +20,7 @@ import type { Db } from '../db.js';
 import { InputError, NotFoundError, TooLargeError, clip } from '../errors.js';
 import { diskFullError, isDiskFull } from './disk-full.js';
 import { isFileId, newFileId } from '../ids.js';
+import { KeysetPager, type PageQuery } from '../paging.js';
 import { sanitizeFilename, sniffImageType, typeFromExtension } from './content-type.js';
 
 export interface FileRecord {
@@ -51,13 +52,27 @@ export interface NewFileInfo {
   jobId?: string;
 }
 
+/**
+ * Bounds of the recent-bytes memory: a sync answer takes its image within milliseconds, so a few
+ * are enough; the total bound keeps large outputs (or many unanswered async jobs) from piling up.
+ */
+const RECENT_MAX_BYTES = 4 * 1024 * 1024;
+const RECENT_MAX_FILES = 16;
+const RECENT_MAX_TOTAL = 32 * 1024 * 1024;
+
+/** A stored file's bytes and its blob's modification time (a rename keeps the temp file's). */
+export interface RecentBytes {
+  bytes: Buffer;
+  modified: Date;
+}
+
 /** Staging names beside the blobs (cross-filesystem copies): never a file id, removed at start. */
 const STAGING_PREFIX = '.staging-';
 
 export class FileStore {
   private readonly insert;
   private readonly selectOne;
-  private readonly selectAll;
+  private readonly selectIds;
   private readonly deleteOne;
   private readonly selectByJob;
   private readonly selectDigest;
@@ -66,6 +81,11 @@ export class FileStore {
   private readonly holds = new Map<string, number>();
   /** Held files whose record was deleted: their blob goes when the last holder lets go. */
   private readonly deferred = new Set<string>();
+  private readonly pager: KeysetPager<FileRow>;
+  /** Bytes of files saveFile stored lately, for the sync answer (see takeRecent). */
+  private readonly recent = new Map<string, RecentBytes>();
+  private recentBytes = 0;
+  private readonly selectExpired;
 
   constructor(
     private readonly db: Db,
@@ -82,8 +102,12 @@ export class FileStore {
     this.updateDigest = db.prepare('UPDATE files SET sha256 = ? WHERE id = ?');
     this.selectByJob = db.prepare<[string], FileRow>('SELECT * FROM files WHERE job_id = ? ORDER BY rowid LIMIT 1');
     this.selectOne = db.prepare<[string], FileRow>('SELECT * FROM files WHERE id = ?');
-    this.selectAll = db.prepare<[], FileRow>('SELECT * FROM files ORDER BY created_at DESC, rowid DESC');
+    this.selectIds = db.prepare<[], string>('SELECT id FROM files');
     this.deleteOne = db.prepare('DELETE FROM files WHERE id = ?');
+    this.pager = new KeysetPager<FileRow>(db, 'files', 'file', []);
+    this.selectExpired = db.prepare<[number, number], { id: string }>(
+      'SELECT id FROM files WHERE created_at < ? ORDER BY created_at LIMIT ?',
+    );
   }
 
   /** A fresh path in the temp dir (same data dir, so renames into the store stay atomic). */
@@ -123,10 +147,22 @@ export class FileStore {
     }
   }
 
-  /** Moves a finished file (engine output, fetched input) into the store and records it. */
+  /**
+   * Moves a finished file (engine output, fetched input) into the store and records it. A small
+   * file (an image, usually) is read once, whole: that one read gives its size, its first bytes
+   * and its SHA-256, where a stat, a head read and a hashing stream cost three opens per job. Its
+   * bytes are kept for `takeRecent`, so a sync answer sends them without reading the blob again.
+   */
   async saveFile(tmpPath: string, info: NewFileInfo): Promise<FileRecord> {
     try {
       const stat = await fsp.stat(tmpPath);
+      if (stat.size <= RECENT_MAX_BYTES) {
+        const bytes = await fsp.readFile(tmpPath);
+        const contentType = resolveContentType(info.contentType, bytes.subarray(0, 16), info.filename);
+        const record = await this.adopt(tmpPath, { ...info, contentType }, bytes.length, createHash('sha256').update(bytes).digest('hex'));
+        this.remember(record.file_id, { bytes, modified: stat.mtime });
+        return record;
+      }
       const handle = await fsp.open(tmpPath, 'r');
       const head = Buffer.alloc(16);
       try {
@@ -140,6 +176,30 @@ export class FileStore {
       await fsp.rm(tmpPath, { force: true });
       if (isDiskFull(err)) throw diskFullError(err, info.purpose ?? 'the file', this.root);
       throw err;
+    }
+  }
+
+  /**
+   * The bytes of a file `saveFile` stored a moment ago, once (they are forgotten as they are
+   * taken); undefined when they were not kept or the file was deleted since. Blobs never change,
+   * so these are the blob's bytes.
+   */
+  takeRecent(fileId: string): RecentBytes | undefined {
+    const kept = this.recent.get(fileId);
+    if (kept === undefined) return undefined;
+    this.recent.delete(fileId);
+    this.recentBytes -= kept.bytes.length;
+    return this.selectOne.get(fileId) ? kept : undefined;
+  }
+
+  /** Keeps the newest few small files' bytes (bounded in count and size; the oldest go first). */
+  private remember(fileId: string, kept: RecentBytes): void {
+    this.recent.set(fileId, kept);
+    this.recentBytes += kept.bytes.length;
+    for (const [id, old] of this.recent) {
+      if (this.recent.size <= RECENT_MAX_FILES && this.recentBytes <= RECENT_MAX_TOTAL) break;
+      this.recent.delete(id);
+      this.recentBytes -= old.bytes.length;
     }
   }
 
@@ -221,8 +281,37 @@ export class FileStore {
     return digest;
   }
 
-  list(): FileRecord[] {
-    return this.selectAll.all().map(fromRow);
+  /** A page of files, newest first (every file when `limit` is unset). */
+  list(q: PageQuery = {}): { data: FileRecord[]; hasMore: boolean } {
+    const page = this.pager.page(q);
+    return { data: page.rows.map(fromRow), hasMore: page.hasMore };
+  }
+
+  /**
+   * Deletes files (record and bytes) created more than `retentionS` ago, oldest first, except
+   * those a queued or running job holds as inputs: they are kept whole (record included, so the
+   * job's inputs stay listed) and go in a later sweep once the job has finished. Returns how
+   * many were deleted. Works in batches so a first sweep over a large backlog never builds one
+   * huge list.
+   */
+  async prune(retentionS: number, now = Date.now() / 1000): Promise<number> {
+    const cutoff = now - retentionS;
+    const BATCH = 500;
+    let deleted = 0;
+    const skipped = new Set<string>();
+    for (;;) {
+      const ids = this.selectExpired.all(cutoff, BATCH + skipped.size).map((r) => r.id).filter((id) => !skipped.has(id));
+      if (ids.length === 0) return deleted;
+      for (const id of ids) {
+        if (this.holds.has(id)) {
+          skipped.add(id);
+          continue;
+        }
+        this.deleteOne.run(id);
+        await fsp.rm(this.blobPath(id), { force: true });
+        deleted++;
+      }
+    }
   }
 
   /** Only ever called with ids that passed `isFileId`. */
@@ -284,15 +373,20 @@ export class FileStore {
    * Leftover temp files are removed.
    */
   async reconcile(): Promise<{ orphanBlobs: number; missingBlobs: string[] }> {
-    const known = new Set(this.selectAll.all().map((r) => r.id));
+    // One directory listing and one id-only query, compared in memory: a stat per record made
+    // start-up take seconds with 100 000 files.
+    const known = new Set(this.selectIds.pluck().all());
+    const onDisk = new Set<string>();
     let orphanBlobs = 0;
     for (const name of await fsp.readdir(this.root)) {
       if ((isFileId(name) && !known.has(name)) || name.startsWith(STAGING_PREFIX)) {
         await fsp.rm(path.join(this.root, name), { force: true });
         orphanBlobs++;
+      } else {
+        onDisk.add(name);
       }
     }
-    const missingBlobs = [...known].filter((id) => !fs.existsSync(this.blobPath(id)));
+    const missingBlobs = [...known].filter((id) => !onDisk.has(id));
     for (const id of missingBlobs) this.log.warn({ file_id: id }, 'file record has no blob on disk (deleted outside kiapi?)');
     for (const name of await fsp.readdir(this.tmpDir)) {
       await fsp.rm(path.join(this.tmpDir, name), { recursive: true, force: true });

@@ -7,6 +7,7 @@
 import type { Db } from '../db.js';
 import { NotFoundError } from '../errors.js';
 import { isJobId, newJobId } from '../ids.js';
+import { KeysetPager, type PageQuery } from '../paging.js';
 
 export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
 export const JOB_STATUSES: readonly JobStatus[] = ['queued', 'running', 'succeeded', 'failed', 'canceled'];
@@ -55,8 +56,10 @@ export class JobStore {
   /** Live copies of unfinished jobs: the source of truth for progress between writes. */
   private readonly live = new Map<string, JobRecord>();
   private readonly lastProgressWrite = new Map<string, number>();
+  private readonly pager: KeysetPager<JobRow>;
 
   constructor(private readonly db: Db) {
+    this.pager = new KeysetPager<JobRow>(db, 'jobs', 'job', ['status', 'type']);
     this.stmts = {
       insert: db.prepare(
         `INSERT INTO jobs (id, type, params, status, result, artifacts, error, created_at, started_at, finished_at, progress, progress_label)
@@ -68,7 +71,6 @@ export class JobStore {
       ),
       progress: db.prepare('UPDATE jobs SET progress=?, progress_label=? WHERE id=?'),
       one: db.prepare<[string], JobRow>('SELECT * FROM jobs WHERE id = ?'),
-      all: db.prepare<[], JobRow>('SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC'),
       delete: db.prepare('DELETE FROM jobs WHERE id = ?'),
       unfinished: db.prepare<[], JobRow>("SELECT * FROM jobs WHERE status IN ('queued', 'running')"),
       prune: db.prepare(
@@ -127,8 +129,13 @@ export class JobStore {
     return fromRow(row);
   }
 
-  list(): JobRecord[] {
-    return this.stmts.all.all().map((row) => this.live.get(row.id) ?? fromRow(row));
+  /**
+   * A page of jobs, newest first (every job when `limit` is unset). Unfinished jobs are shown as
+   * their live copy, so a list shows the same progress as GET by id.
+   */
+  list(q: PageQuery & { filters?: { status?: string; type?: string } } = {}): { data: JobRecord[]; hasMore: boolean } {
+    const page = this.pager.page(q);
+    return { data: page.rows.map((row) => this.live.get(row.id) ?? fromRow(row)), hasMore: page.hasMore };
   }
 
   delete(id: string): void {

@@ -12,7 +12,7 @@ import { capabilityDocument } from '../openapi.js';
 import type { RouteDef } from '../route-def.js';
 import { unknownFieldWarnings, warningHeader } from '../unknown-fields.js';
 import { docsPage, serverUrl } from './docs.js';
-import { sendFile } from './files.js';
+import { sendBytes, sendFile } from './files.js';
 
 export function capabilityRoutes(ctx: AppContext): RouteDef[] {
   const defs: RouteDef[] = [];
@@ -124,7 +124,10 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
     const fileId = final.artifacts[0]!;
     try {
       const record = ctx.files.get(fileId);
-      return await sendFile(reply, req.raw, ctx.files.root, record, { 'x-kiapi-file-id': fileId, 'x-kiapi-job-id': final.id });
+      const headers = { 'x-kiapi-file-id': fileId, 'x-kiapi-job-id': final.id };
+      const bytes = ctx.files.takeRecent(fileId);
+      if (bytes) return sendBytes(reply, record, bytes, headers);
+      return await sendFile(reply, req.raw, ctx.files.root, record, headers);
     } catch {
       // The artifact was deleted meanwhile: fall back to the Job JSON, as the original does.
     }

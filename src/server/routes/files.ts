@@ -6,9 +6,10 @@ import send from '@fastify/send';
 import type { Static } from 'typebox';
 import { MalformedBodyError, TooLargeError, isKiapiError } from '../../core/errors.js';
 import type { AppContext } from '../context.js';
+import { listAnswer, numericLimit, pageQuery } from '../list-paging.js';
 import type { RouteDef } from '../route-def.js';
-import { FileDeletedSchema, FileIdParams, FileListSchema, FileRecordSchema } from '../schemas.js';
-import { isMediaType, type FileRecord } from '../../core/files/file-store.js';
+import { FileDeletedSchema, FileIdParams, FileListQuery, FileListSchema, FileRecordSchema } from '../schemas.js';
+import { isMediaType, type FileRecord, type RecentBytes } from '../../core/files/file-store.js';
 
 type FileRequest = FastifyRequest<{ Params: Static<typeof FileIdParams> }>;
 
@@ -117,6 +118,23 @@ export async function sendFile(
     .header('etag', etag)
     .headers(extraHeaders)
     .send(result.stream);
+}
+
+/**
+ * The whole file from bytes already in memory, with the headers `sendFile` gives a whole-body
+ * answer to a POST (no Range or conditions apply there): for the image of a sync generation,
+ * which the store has just read to hash it.
+ */
+export function sendBytes(reply: FastifyReply, record: FileRecord, kept: RecentBytes, extraHeaders: Record<string, string> = {}): FastifyReply {
+  return reply
+    .code(200)
+    .header('cache-control', 'public, max-age=0')
+    .header('last-modified', kept.modified.toUTCString())
+    .header('content-type', isMediaType(record.content_type) ? record.content_type : 'application/octet-stream')
+    .header('content-disposition', contentDisposition(record.filename, { fallback: asciiFallback(record.filename) }))
+    .header('etag', `"${record.file_id}"`)
+    .headers(extraHeaders)
+    .send(kept.bytes);
 }
 
 /** Whether an If-Match / If-None-Match list names `etag` (`*` names every existing file). */
@@ -228,12 +246,22 @@ export function fileRoutes(ctx: AppContext): RouteDef[] {
     {
       method: 'get',
       path: '/v1/files',
-      handler: async () => ({ object: 'list', data: ctx.files.list() }),
+      query: FileListQuery,
+      preValidation: numericLimit,
+      handler: async (req) => {
+        const page = ctx.files.list(pageQuery((req as FastifyRequest<{ Querystring: Static<typeof FileListQuery> }>).query));
+        return listAnswer(page.data, page.hasMore, (f) => f.file_id);
+      },
       doc: {
         summary: 'List Files',
-        description: 'Every stored file, newest first.',
+        description:
+          "Stored files, newest first. Cursor paging as in OpenAI's list endpoints: limit, after, before; the answer says has_more, first_id and last_id. With KIAPI_FILE_RETENTION_S set, files older than that are deleted (never the inputs of a queued or running job).",
         operationId: 'list_files_v1_files_get',
-        responses: { '200': { description: 'File list.', schema: FileListSchema, links: fileLinks('$response.body#/data/0/file_id') } },
+        responses: {
+          '200': { description: 'File list.', schema: FileListSchema, links: fileLinks('$response.body#/data/0/file_id') },
+          '400': { description: 'after or before names no file (deleted or pruned): start again without it.' },
+          '422': { description: 'A malformed query parameter (limit out of range, a cursor that is not a file id).' },
+        },
       },
     },
     {

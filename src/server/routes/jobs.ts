@@ -2,10 +2,12 @@
 import type { FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import type { AppContext } from '../context.js';
+import { listAnswer, numericLimit, pageQuery } from '../list-paging.js';
 import type { RouteDef } from '../route-def.js';
-import { JobDeletedSchema, JobIdParams, JobListSchema, JobSchema } from '../schemas.js';
+import { JobDeletedSchema, JobIdParams, JobListQuery, JobListSchema, JobSchema } from '../schemas.js';
 
 type JobRequest = FastifyRequest<{ Params: Static<typeof JobIdParams> }>;
+type JobListRequest = FastifyRequest<{ Querystring: Static<typeof JobListQuery> }>;
 
 /** OpenAPI links: where a job id in a response can be used next. */
 function jobLinks(jobId: string): Record<string, Record<string, unknown>> {
@@ -22,12 +24,23 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
     {
       method: 'get',
       path: '/v1/jobs',
-      handler: async () => ({ object: 'list', data: ctx.jobs.list() }),
+      query: JobListQuery,
+      preValidation: numericLimit,
+      handler: async (req) => {
+        const { query } = req as JobListRequest;
+        const page = ctx.jobs.list({ ...pageQuery(query), filters: { status: query.status, type: query.type } });
+        return listAnswer(page.data, page.hasMore, (j) => j.id);
+      },
       doc: {
         summary: 'List Jobs',
-        description: 'Every job still retained (KIAPI_JOB_RETENTION_S), newest first.',
+        description:
+          "Jobs still retained (KIAPI_JOB_RETENTION_S), newest first, optionally only one status or type. Cursor paging as in OpenAI's list endpoints: limit, after, before; the answer says has_more, first_id and last_id.",
         operationId: 'list_jobs_v1_jobs_get',
-        responses: { '200': { description: 'Job list.', schema: JobListSchema, links: jobLinks('$response.body#/data/0/id') } },
+        responses: {
+          '200': { description: 'Job list.', schema: JobListSchema, links: jobLinks('$response.body#/data/0/id') },
+          '400': { description: 'after or before names no job (deleted or pruned): start again without it.' },
+          '422': { description: 'A malformed query parameter (limit out of range, a cursor that is not a job id, an unknown status).' },
+        },
       },
     },
     {

@@ -1,0 +1,242 @@
+/**
+ * Cursor paging of GET /v1/jobs and GET /v1/files (limit / after / before, status and type
+ * filters, has_more / first_id / last_id), the whole list for clients that do not page, the
+ * served OpenAPI's description of both, and KIAPI_FILE_RETENTION_S.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { startServer, type TestServer } from '../support/server.js';
+import { getJson, pngBytes, pollUntil, sendJson, uploadFile, waitFinished, waitForStatus, type FileRecordJson, type JobJson } from '../support/api.js';
+
+interface Page<T> {
+  object: 'list';
+  data: T[];
+  has_more: boolean;
+  first_id: string | null;
+  last_id: string | null;
+}
+
+interface Issue {
+  loc: (string | number)[];
+  msg: string;
+}
+
+void describe('job list paging', () => {
+  let s: TestServer;
+  /** Every job id, newest first, as the unpaged list gives them. */
+  let all: string[];
+
+  before(async () => {
+    s = await startServer();
+    // 30 jobs of two types; some with one shared created_at, so the rowid tie-break is exercised.
+    const now = Date.now() / 1000;
+    for (let i = 0; i < 30; i++) {
+      const job = s.ctx.jobs.create(i % 3 === 0 ? 'qwen-edit' : 'qwen', { prompt: `job ${i}` });
+      job.status = i % 2 === 0 ? 'succeeded' : 'failed';
+      job.finished_at = now;
+      s.ctx.jobs.save(job);
+    }
+    s.ctx.db.prepare("UPDATE jobs SET created_at = ? WHERE params LIKE '%job 1_%'").run(now - 5);
+    const res = await getJson<Page<JobJson>>(`${s.url}/v1/jobs`);
+    all = res.json.data.map((j) => j.id);
+  });
+
+  after(async () => {
+    await s.close();
+  });
+
+  const page = (query: string) => getJson<Page<JobJson>>(`${s.url}/v1/jobs?${query}`);
+
+  void it('without paging parameters the whole list comes back, newest first, with has_more false', async () => {
+    const res = await getJson<Page<JobJson>>(`${s.url}/v1/jobs`);
+    assert.equal(res.status, 200);
+    assert.equal(res.json.data.length, 30);
+    assert.equal(res.json.has_more, false);
+    assert.equal(res.json.first_id, all[0]);
+    assert.equal(res.json.last_id, all[29]);
+    const keys = res.json.data.map((j) => j.created_at);
+    assert.deepEqual(keys, [...keys].sort((a, b) => b - a), 'newest first');
+  });
+
+  void it('after walks forward through every job exactly once, in list order', async () => {
+    const seen: string[] = [];
+    const hasMore: boolean[] = [];
+    let cursor = '';
+    for (;;) {
+      const res = await page(`limit=7${cursor ? `&after=${cursor}` : ''}`);
+      assert.equal(res.status, 200);
+      seen.push(...res.json.data.map((j) => j.id));
+      hasMore.push(res.json.has_more);
+      assert.equal(res.json.first_id, res.json.data[0]?.id ?? null);
+      assert.equal(res.json.last_id, res.json.data.at(-1)?.id ?? null);
+      if (!res.json.has_more) break;
+      cursor = res.json.last_id!;
+    }
+    assert.deepEqual(seen, all);
+    assert.deepEqual(hasMore, [true, true, true, true, false]);
+  });
+
+  void it('before pages back to the records right before the cursor, newest first', async () => {
+    const res = await page(`limit=5&before=${all[12]}`);
+    assert.deepEqual(res.json.data.map((j) => j.id), all.slice(7, 12));
+    assert.equal(res.json.has_more, true, 'newer jobs remain before this page');
+    const first = await page(`limit=5&before=${all[5]}`);
+    assert.deepEqual(first.json.data.map((j) => j.id), all.slice(0, 5));
+    assert.equal(first.json.has_more, false);
+    const both = await page(`after=${all[3]}&before=${all[9]}`);
+    assert.deepEqual(both.json.data.map((j) => j.id), all.slice(4, 9));
+  });
+
+  void it('a cursor alone pages with the default limit; the last record after nothing is an empty page', async () => {
+    const res = await page(`after=${all[0]}`);
+    assert.deepEqual(res.json.data.map((j) => j.id), all.slice(1));
+    assert.equal(res.json.has_more, false);
+    const end = await page(`after=${all[29]}`);
+    assert.deepEqual(end.json, { object: 'list', data: [], has_more: false, first_id: null, last_id: null });
+  });
+
+  void it('status and type filter, and page within the filter', async () => {
+    const full = (await page('type=qwen-edit')).json.data;
+    assert.equal(full.length, 10);
+    assert.ok(full.every((j) => j.type === 'qwen-edit'));
+    const failedEdits = (await page('type=qwen-edit&status=failed')).json.data;
+    assert.ok(failedEdits.every((j) => j.type === 'qwen-edit' && j.status === 'failed'));
+    assert.equal(failedEdits.length, 5);
+    const p1 = await page('status=succeeded&limit=10');
+    const p2 = await page(`status=succeeded&limit=10&after=${p1.json.last_id}`);
+    assert.equal(p1.json.has_more, true);
+    assert.equal(p2.json.has_more, false);
+    const walked = [...p1.json.data, ...p2.json.data];
+    assert.ok(walked.every((j) => j.status === 'succeeded'));
+    assert.deepEqual(walked.map((j) => j.id), all.filter((id) => walked.some((j) => j.id === id)));
+    assert.equal(walked.length, 15);
+    assert.deepEqual((await page('status=running')).json.data, []);
+  });
+
+  void it('a cursor that names no job is a 400 naming the parameter', async () => {
+    const gone = 'job_0123456789abcdef0123456789abcdef';
+    for (const param of ['after', 'before']) {
+      const res = await getJson<{ detail: string }>(`${s.url}/v1/jobs?${param}=${gone}`);
+      assert.equal(res.status, 400);
+      assert.match(res.json.detail, new RegExp(`^${param}: no job '${gone}'`));
+    }
+  });
+
+  void it('malformed parameters are a 422 naming the parameter', async () => {
+    const cases: [string, string][] = [
+      ['limit=0', 'limit'],
+      ['limit=1001', 'limit'],
+      ['limit=ten', 'limit'],
+      ['limit=1.5', 'limit'],
+      ['after=file_0123', 'after'],
+      ['before=..%2Fx', 'before'],
+      ['status=done', 'status'],
+    ];
+    for (const [query, param] of cases) {
+      const res = await getJson<{ detail: Issue[] }>(`${s.url}/v1/jobs?${query}`);
+      assert.equal(res.status, 422, query);
+      assert.deepEqual(res.json.detail[0]!.loc, ['query', param], query);
+      assert.match(res.json.detail[0]!.msg, new RegExp(`'${param}'`), query);
+    }
+    assert.equal((await page('limit=1000')).status, 200);
+    assert.equal((await page('limit=1')).json.data.length, 1);
+  });
+});
+
+void describe('file list paging', () => {
+  let s: TestServer;
+  let all: string[];
+
+  before(async () => {
+    s = await startServer();
+    const png = await pngBytes();
+    for (let i = 0; i < 5; i++) {
+      const res = await uploadFile(s.url, { filename: `f${i}.png`, contentType: 'image/png', data: png });
+      assert.equal(res.status, 200);
+    }
+    all = (await getJson<Page<FileRecordJson>>(`${s.url}/v1/files`)).json.data.map((f) => f.file_id);
+  });
+
+  after(async () => {
+    await s.close();
+  });
+
+  void it('pages forward and back by file id', async () => {
+    assert.equal(all.length, 5);
+    const p1 = await getJson<Page<FileRecordJson>>(`${s.url}/v1/files?limit=2`);
+    assert.deepEqual(p1.json.data.map((f) => f.file_id), all.slice(0, 2));
+    assert.equal(p1.json.has_more, true);
+    assert.equal(p1.json.last_id, all[1]);
+    const p3 = await getJson<Page<FileRecordJson>>(`${s.url}/v1/files?limit=2&after=${all[3]}`);
+    assert.deepEqual(p3.json.data.map((f) => f.file_id), all.slice(4));
+    assert.equal(p3.json.has_more, false);
+    const back = await getJson<Page<FileRecordJson>>(`${s.url}/v1/files?limit=2&before=${all[3]}`);
+    assert.deepEqual(back.json.data.map((f) => f.file_id), all.slice(1, 3));
+    assert.equal(back.json.has_more, true);
+  });
+
+  void it('bad cursors and limits name the parameter', async () => {
+    const unknown = await getJson<{ detail: string }>(`${s.url}/v1/files?after=file_0123456789abcdef0123456789abcdef`);
+    assert.equal(unknown.status, 400);
+    assert.match(unknown.json.detail, /^after: no file/);
+    const bad = await getJson<{ detail: Issue[] }>(`${s.url}/v1/files?before=job_0123`);
+    assert.equal(bad.status, 422);
+    assert.deepEqual(bad.json.detail[0]!.loc, ['query', 'before']);
+    const big = await getJson<{ detail: Issue[] }>(`${s.url}/v1/files?limit=5000`);
+    assert.equal(big.status, 422);
+    assert.deepEqual(big.json.detail[0]!.loc, ['query', 'limit']);
+  });
+
+  void it('the served OpenAPI documents the paging parameters and fields', async () => {
+    const doc = (await getJson<{ paths: Record<string, Record<string, { parameters?: { name: string; in: string }[] }>>; components: { schemas: Record<string, { properties: Record<string, unknown> }> } }>(`${s.url}/openapi.json`)).json;
+    const names = (p: string) => (doc.paths[p]!.get!.parameters ?? []).filter((x) => x.in === 'query').map((x) => x.name).sort();
+    assert.deepEqual(names('/v1/jobs'), ['after', 'before', 'limit', 'status', 'type']);
+    assert.deepEqual(names('/v1/files'), ['after', 'before', 'limit']);
+    for (const list of ['JobList', 'FileList']) {
+      for (const field of ['object', 'data', 'has_more', 'first_id', 'last_id']) {
+        assert.ok(field in doc.components.schemas[list]!.properties, `${list}.${field}`);
+      }
+    }
+  });
+});
+
+void describe('file retention (KIAPI_FILE_RETENTION_S)', () => {
+  let s: TestServer;
+
+  before(async () => {
+    // Slow steps keep the job that holds an input running well past the 1 s retention.
+    s = await startServer({ KIAPI_FILE_RETENTION_S: '1', KIAPI_PREVIEW_STEP_MS: '400' });
+  });
+
+  after(async () => {
+    await s.close();
+  });
+
+  const listed = async () => (await getJson<Page<FileRecordJson>>(`${s.url}/v1/files`)).json.data.map((f) => f.file_id);
+
+  void it('deletes old files with their bytes, but never the input of an unfinished job', async () => {
+    const png = await pngBytes(32, 32);
+    const loose = (await uploadFile(s.url, { filename: 'loose.png', contentType: 'image/png', data: png })).json.file_id;
+    const input = (await uploadFile(s.url, { filename: 'input.png', contentType: 'image/png', data: png })).json.file_id;
+    const res = await sendJson<{ job_id: string }>('POST', `${s.url}/v1/image/qwen/edit`, {
+      prompt: 'keep my input',
+      images: [{ type: 'file_id', file_id: input }],
+      width: 64,
+      height: 64,
+      steps: 12,
+      mode: 'async',
+    });
+    assert.equal(res.status, 202, JSON.stringify(res.json));
+    await waitForStatus(s.url, res.json.job_id, ['running']);
+
+    await pollUntil(listed, (ids) => !ids.includes(loose), 'the unheld upload to be pruned');
+    assert.equal((await getJson(`${s.url}/v1/files/${loose}/download`)).status, 404);
+    const job = await getJson<JobJson>(`${s.url}/v1/jobs/${res.json.job_id}`);
+    assert.ok(job.json.status === 'running' || job.json.status === 'queued', `still unfinished: ${job.json.status}`);
+    assert.ok((await listed()).includes(input), 'the running job\'s input is kept');
+
+    const done = await waitFinished(s.url, res.json.job_id);
+    assert.equal(done.status, 'succeeded', done.error ?? '');
+    await pollUntil(listed, (ids) => !ids.includes(input) && !ids.includes(done.artifacts[0]!), 'the input and the artifact to be pruned once the job finished');
+  });
+});
