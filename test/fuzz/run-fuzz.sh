@@ -28,24 +28,13 @@ source "$repo_root/scripts/tools-venv.sh"
 ensure_tools_venv "$venv" "$requirements" st run-fuzz
 
 cd "$repo_root"
-if [[ ! -f dist/src/cli/main.js ]]; then
-  say "building (dist/ is missing)"
-  npx tsc -p tsconfig.json
-fi
+# shellcheck source=../../scripts/test-server.sh
+source "$repo_root/scripts/test-server.sh"
+ensure_build say
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/kiapi-fuzz-XXXXXX")"
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+stop_server_on_exit
+port="$(free_port)"
 base="http://127.0.0.1:$port"
 
 # The caller's KIAPI_* settings must not leak in: the documents advertise what the server reads.

@@ -7,9 +7,9 @@ import { defineOperation, type CapabilityDef, type CapabilityServices, type Prep
 import { InputError, RuleError } from '../../core/errors.js';
 import { pinnedRevision } from '../../core/models/revisions.js';
 import type { ImageTask } from '../../engines/engine.js';
-import { runImageJob } from '../shared/image-job.js';
-import { resolveSeed, snapshot } from '../shared/params.js';
-import { checkCap, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../shared/rules.js';
+import { runImageJob } from '../image-common/image-job.js';
+import { resolveSeed, snapshot } from '../image-common/params.js';
+import { checkCap, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../image-common/rules.js';
 import { prepareCaption, strictFailureMessage } from './caption-verifier.js';
 import { EXAMPLE_CAPTION, ideogram4Description } from './description.js';
 import { Ideogram4ImageResponse, SAFETY_FILTER_NOTE, generateRequestSchema, type GenerateBody } from './schemas.js';

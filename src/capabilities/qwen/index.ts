@@ -7,9 +7,9 @@ import { defineOperation, type CapabilityDef, type CapabilityServices, type Prep
 import { InputError, RuleError, clip } from '../../core/errors.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
 import type { ImageTask, LoraInput } from '../../engines/engine.js';
-import { resolveInputs, runImageJob, type InputRequest, type ResolvedInputs } from '../shared/image-job.js';
-import { resolveSeed, snapshot } from '../shared/params.js';
-import { checkCap, checkInputCount, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../shared/rules.js';
+import { resolveInputs, runImageJob, type InputRequest, type ResolvedInputs } from '../image-common/image-job.js';
+import { resolveSeed, snapshot } from '../image-common/params.js';
+import { checkCap, checkInputCount, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../image-common/rules.js';
 import { qwenDescription } from './description.js';
 import { qwenModels } from './models.js';
 import {

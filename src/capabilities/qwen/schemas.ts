@@ -2,7 +2,7 @@
 import { Type, type Static } from 'typebox';
 import { FileRef } from '../../core/files/file-ref.js';
 import { component, refTo } from '../../core/schema.js';
-import { formatField, imageResponse, modeField, nullable, qualityField, seedField } from '../shared/image-schemas.js';
+import { formatField, imageResponse, modeField, nullable, qualityField, seedField } from '../image-common/image-schemas.js';
 import type { QwenSettings } from './settings.js';
 
 export const SCHEDULERS = ['linear', 'LinearScheduler', 'flow_match_euler_discrete', 'FlowMatchEulerDiscreteScheduler'] as const;
