@@ -32,6 +32,40 @@ async function generate(url: string, body: unknown, accept = 'image/png'): Promi
   return fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept }, body: JSON.stringify(body) });
 }
 
+interface SyncRun {
+  /** Client-side latency per generation, sorted (ms). */
+  latency: number[];
+  /** The engine's share of each, from the answer's Server-Timing header, sorted (ms). */
+  engine: number[];
+  /** Latency minus engine time per generation, sorted (ms): what kiapi itself costs. */
+  overhead: number[];
+  jobId: string;
+}
+
+/** `n` sequential sync generations with consecutive seeds, each timed and split by Server-Timing. */
+async function syncGenerations(url: string, req: Record<string, unknown>, n: number): Promise<SyncRun> {
+  const latency: number[] = [];
+  const engine: number[] = [];
+  const overhead: number[] = [];
+  let jobId = '';
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    const res = await generate(url, { ...req, seed: i });
+    await res.arrayBuffer();
+    const ms = performance.now() - t;
+    if (!res.ok) throw new Error(`generation answered ${res.status}`);
+    jobId = res.headers.get('x-kiapi-job-id') ?? jobId;
+    const timing = /(?:^|,\s*)engine;dur=([\d.]+)/.exec(res.headers.get('server-timing') ?? '');
+    if (!timing) throw new Error('no engine duration in the Server-Timing header');
+    const engineMs = Number(timing[1]);
+    latency.push(ms);
+    engine.push(engineMs);
+    overhead.push(ms - engineMs);
+  }
+  const sorted = (a: number[]) => a.sort((x, y) => x - y);
+  return { latency: sorted(latency), engine: sorted(engine), overhead: sorted(overhead), jobId };
+}
+
 /** Sync 64×64 1-step generations, job polling, and download throughput vs. the disk. */
 async function overhead(): Promise<Figures> {
   const dataDir = tempDir('kiapi-bench-');
@@ -42,22 +76,29 @@ async function overhead(): Promise<Figures> {
     for (let i = 0; i < 20; i++) await (await generate(gen, req)).arrayBuffer(); // warm up
 
     const n = 300;
-    const lat: number[] = [];
     // The server's own CPU time (all its threads) per job: on a shared, busy machine wall-clock
     // latency mostly measures the neighbours; CPU seconds spent measure kiapi.
     const cpu0 = cpuMsOf(server.child.pid!);
     const t0 = performance.now();
-    let jobId = '';
-    for (let i = 0; i < n; i++) {
-      const t = performance.now();
-      const res = await generate(gen, { ...req, seed: i });
-      await res.arrayBuffer();
-      jobId = res.headers.get('x-kiapi-job-id') ?? jobId;
-      lat.push(performance.now() - t);
-    }
+    const sync = await syncGenerations(gen, req, n);
     const genSeconds = (performance.now() - t0) / 1000;
     const cpuPerJob = (cpuMsOf(server.child.pid!) - cpu0) / n;
-    lat.sort((a, b) => a - b);
+    const jobId = sync.jobId;
+    const lat = sync.latency;
+
+    // The same on the mflux worker path with the fake mflux: its engine is a few lines of PIL in
+    // the worker process, the closest to a test double of the original's own engine.
+    const workerDir = tempDir('kiapi-bench-');
+    const worker = await spawnServer({ ...fakeMfluxEnv(workerDir, { KIAPI_MEMORY_LIMIT_GB: '200' }), KIAPI_DATA_DIR: workerDir, KIAPI_LOG_LEVEL: 'warn' });
+    let onWorker: SyncRun;
+    try {
+      const wgen = `${worker.url}/v1/image/qwen/generate`;
+      for (let i = 0; i < 20; i++) await (await generate(wgen, req)).arrayBuffer();
+      onWorker = await syncGenerations(wgen, req, n);
+    } finally {
+      await worker.stop();
+      fs.rmSync(workerDir, { recursive: true, force: true });
+    }
 
     const pollLat = await hammer(16, 5000, async () => {
       const res = await fetch(`${server.url}/v1/jobs/${jobId}`);
@@ -91,9 +132,14 @@ async function overhead(): Promise<Figures> {
     return {
       'sync 64x64 1-step generations (n)': String(n),
       'generations jobs/s': fmt(n / genSeconds),
-      'generation latency p50 ms': fmt(percentile(lat, 50)),
-      'generation latency p99 ms': fmt(percentile(lat, 99)),
+      'generation latency p50 ms': fmt(percentile(lat, 50), 2),
+      'generation latency p99 ms': fmt(percentile(lat, 99), 2),
+      'preview engine time per job p50 ms (Server-Timing engine)': fmt(percentile(sync.engine, 50), 2),
+      'kiapi overhead per job p50 / p99 ms (latency - engine)': `${fmt(percentile(sync.overhead, 50), 2)} / ${fmt(percentile(sync.overhead, 99), 2)}`,
       'server CPU ms per generation (user + sys)': fmt(cpuPerJob, 2),
+      'fake-mflux worker: latency p50 / p99 ms': `${fmt(percentile(onWorker.latency, 50), 2)} / ${fmt(percentile(onWorker.latency, 99), 2)}`,
+      'fake-mflux worker: engine time p50 ms (incl. worker round trip)': fmt(percentile(onWorker.engine, 50), 2),
+      'fake-mflux worker: kiapi overhead p50 / p99 ms': `${fmt(percentile(onWorker.overhead, 50), 2)} / ${fmt(percentile(onWorker.overhead, 99), 2)}`,
       'GET /v1/jobs/{id} requests/s (16 clients, 5 s)': fmt(pollLat.length / 5),
       'GET /v1/jobs/{id} p99 ms': fmt(percentile(pollLat, 99), 2),
       'download 256 MiB MB/s (best of 3)': fmt(http),

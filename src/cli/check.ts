@@ -106,8 +106,9 @@ export async function checkCommand(args: string[]): Promise<number> {
         const t0 = performance.now();
         const loaded = await engine.load(build);
         const t1 = performance.now();
-        await engine.run(task, { buildKey: build.key, outputPath: output, onProgress: () => {}, signal: new AbortController().signal });
+        const made = await engine.run(task, { buildKey: build.key, outputPath: output, onProgress: () => {}, signal: new AbortController().signal });
         const t2 = performance.now();
+        if (made.png) fs.writeFileSync(output, made.png);
         const size = loaded.weightGb === null ? '' : `, ${loaded.weightGb.toFixed(3)} GiB`;
         console.log(`  [ok] ${label}  load ${((t1 - t0) / 1000).toFixed(1)} s${size}, generation ${((t2 - t1) / 1000).toFixed(1)} s → ${output}`);
         await engine.unload(build.key); // one model in memory at a time

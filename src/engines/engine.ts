@@ -66,7 +66,7 @@ export interface EngineProgress {
 export interface RunOptions {
   /** The resident build to run on (`ModelBuild.key`); engines that hold no weights ignore it. */
   buildKey: string;
-  /** Where to write the lossless PNG. The directory exists. */
+  /** Where to write the lossless PNG (unless the output carries it as `png`). The directory exists. */
   outputPath: string;
   onProgress: (p: EngineProgress) => void;
   /** Fires on cancel; the engine stops at its next step boundary and rejects with CanceledError. */
@@ -81,6 +81,11 @@ export interface EngineOutput {
   engineSeconds: number;
   /** Non-fatal notes from the engine (e.g. caption warnings). */
   warnings: string[];
+  /**
+   * The lossless PNG, when the engine made it in memory: then nothing was written at
+   * `outputPath`, and the caller stores these bytes without a write and read-back in between.
+   */
+  png?: Buffer;
 }
 
 export interface EngineInfo {

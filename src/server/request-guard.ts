@@ -20,14 +20,21 @@ import { isLoopbackName, normalizeOrigin, type ServerSettings } from './settings
 const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 /** Headers a kiapi client reads from answers; exposed to allowed origins. */
-const EXPOSED = 'X-Kiapi-File-Id, X-Kiapi-Job-Id, Content-Disposition, Content-Length, ETag, Retry-After';
+const EXPOSED = 'X-Kiapi-File-Id, X-Kiapi-Job-Id, Content-Disposition, Content-Length, ETag, Retry-After, Warning, Server-Timing';
 const ALLOWED_METHODS = 'GET, HEAD, POST, DELETE, OPTIONS';
 const ALLOWED_HEADERS = 'Authorization, Content-Type, Accept, Range, If-Match, If-None-Match, If-Range, If-Modified-Since, If-Unmodified-Since';
 
 export function installRequestGuard(app: FastifyInstance, settings: ServerSettings): void {
   const origins = new Set(settings.allowedOrigins);
+  // A client sends the same Host on every request: once accepted, a value is not parsed again.
+  // Bounded, since Host values are the client's to choose.
+  const acceptedHosts = new Set<string>();
   app.addHook('onRequest', async (req, reply) => {
-    checkHost(req, settings);
+    const rawHost = one(req.headers.host);
+    if (rawHost === undefined || !acceptedHosts.has(rawHost)) {
+      checkHost(req, settings);
+      if (rawHost !== undefined && acceptedHosts.size < 64) acceptedHosts.add(rawHost);
+    }
     const origin = one(req.headers.origin);
     const allowed = origin !== undefined && origins.has(normalizeOrigin(origin) ?? '');
     if (allowed) {

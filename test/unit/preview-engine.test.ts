@@ -26,6 +26,7 @@ function task(overrides: Partial<ImageTask> = {}): ImageTask {
 }
 
 interface Run {
+  /** The PNG written out, for tests that read it by path. */
   file: string;
   bytes: Buffer;
   progress: EngineProgress[];
@@ -34,8 +35,12 @@ interface Run {
 async function run(t: ImageTask, engine = new PreviewEngine({ stepMs: 0 })): Promise<Run> {
   const file = path.join(dir, `out-${counter++}.png`);
   const progress: EngineProgress[] = [];
-  await engine.run(t, { buildKey: '', outputPath: file, onProgress: (p) => progress.push(p), signal: new AbortController().signal });
-  return { file, bytes: fs.readFileSync(file), progress };
+  const out = await engine.run(t, { buildKey: '', outputPath: file, onProgress: (p) => progress.push(p), signal: new AbortController().signal });
+  // The preview engine hands its PNG back in memory and writes nothing at outputPath.
+  assert.ok(out.png, 'the preview engine returns its PNG');
+  assert.equal(fs.existsSync(file), false);
+  fs.writeFileSync(file, out.png);
+  return { file, bytes: out.png, progress };
 }
 
 async function rgb(file: string): Promise<{ data: Buffer; width: number; height: number }> {
@@ -100,16 +105,16 @@ void describe('PreviewEngine', () => {
     assert.ok(!base.bytes.equals(otherPrompt.bytes));
   });
 
-  void it('writes a lossless PNG of exactly width x height and reports the output', async () => {
+  void it('makes a lossless PNG of exactly width x height and reports the output', async () => {
     for (const [width, height] of [[16, 16], [64, 64], [320, 176], [48, 1024]] as const) {
-      const file = path.join(dir, `size-${width}x${height}.png`);
       const out = await new PreviewEngine({ stepMs: 0 }).run(task({ width, height, seed: 99 }), {
         buildKey: '',
-        outputPath: file,
+        outputPath: path.join(dir, `size-${width}x${height}.png`),
         onProgress: () => {},
         signal: new AbortController().signal,
       });
-      const meta = await sharp(file).metadata();
+      assert.ok(out.png);
+      const meta = await sharp(out.png).metadata();
       assert.equal(meta.format, 'png');
       assert.equal(meta.width, width);
       assert.equal(meta.height, height);

@@ -121,20 +121,29 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
   const encoded = services.files.tempPath(`.${EXT[job.format]}`);
   try {
     await assertInputsPresent(job.task);
+    const t0 = performance.now();
     const out = await services.runtime.run(job.spec, job.task, ctx, enginePng);
+    const t1 = performance.now();
     ctx.progress(1, 'saving');
-    await encode(enginePng, encoded, job.format, job.quality);
     const result = job.buildResult(out);
-    const record = await services.files.saveFile(encoded, {
+    const info = {
       filename: `${job.family}_${Math.floor(Date.now() / 1000)}.${EXT[job.format]}`,
       contentType: `image/${job.format}`,
       meta: result,
       purpose: 'the image',
       jobId: ctx.job.id,
-    });
+    };
+    let record;
+    if (out.png && job.format === 'png') {
+      record = await services.files.saveBytes(out.png, info);
+    } else {
+      await encode(out.png ?? enginePng, encoded, job.format, job.quality);
+      record = await services.files.saveFile(encoded, info);
+    }
     return {
       result: { file_id: record.file_id, image_bytes: record.size, ...result },
       artifacts: [record.file_id],
+      timings: { engine: t1 - t0, store: performance.now() - t1 },
     };
   } catch (err) {
     // The engine and sharp write into the temp dir; the store names its own directory.
@@ -150,13 +159,15 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
 }
 
 /**
- * Writes the requested format. The engine's output is already a lossless PNG: for `png` it is
- * kept as it is (a rename), which spares a decode and an encode per job.
+ * Writes the requested format from the engine's lossless PNG (its file, or its bytes when the
+ * engine made them in memory). For `png` the file is kept as it is (a rename), which spares a
+ * decode and an encode per job.
  */
-async function encode(src: string, dest: string, format: ImageFormat, quality: number): Promise<void> {
+async function encode(src: string | Buffer, dest: string, format: ImageFormat, quality: number): Promise<void> {
   switch (format) {
     case 'png':
-      await fsp.rename(src, dest);
+      if (typeof src === 'string') await fsp.rename(src, dest);
+      else await fsp.writeFile(dest, src);
       return;
     case 'jpeg':
       // JPEG has no alpha; flatten on white like the original's RGB conversion.

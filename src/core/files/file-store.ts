@@ -180,7 +180,33 @@ export class FileStore {
   }
 
   /**
-   * The bytes of a file `saveFile` stored a moment ago, once (they are forgotten as they are
+   * Stores bytes already in memory (an engine's output) and records them: written once to a temp
+   * name, renamed into place, recorded; kept for `takeRecent` like `saveFile`'s small files.
+   */
+  async saveBytes(bytes: Buffer, info: NewFileInfo): Promise<FileRecord> {
+    const tmp = this.tempPath();
+    try {
+      const handle = await fsp.open(tmp, 'wx');
+      let modified: Date;
+      try {
+        await handle.writeFile(bytes);
+        modified = (await handle.stat()).mtime;
+      } finally {
+        await handle.close();
+      }
+      const contentType = resolveContentType(info.contentType, bytes.subarray(0, 16), info.filename);
+      const record = await this.adopt(tmp, { ...info, contentType }, bytes.length, createHash('sha256').update(bytes).digest('hex'));
+      if (bytes.length <= RECENT_MAX_BYTES) this.remember(record.file_id, { bytes, modified });
+      return record;
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      if (isDiskFull(err)) throw diskFullError(err, info.purpose ?? 'the file', this.root);
+      throw err;
+    }
+  }
+
+  /**
+   * The bytes of a file `saveFile` or `saveBytes` stored a moment ago, once (they are forgotten as they are
    * taken); undefined when they were not kept or the file was deleted since. Blobs never change,
    * so these are the blob's bytes.
    */

@@ -19,6 +19,8 @@ export interface JobContext {
 export interface JobOutput {
   result: Record<string, unknown>;
   artifacts: string[];
+  /** Where the job's time went, in ms by phase (`engine`, `store`); told to waiters, not stored. */
+  timings?: Record<string, number>;
 }
 
 export type JobHandler = (ctx: JobContext) => Promise<JobOutput>;
@@ -27,6 +29,8 @@ export type JobHandler = (ctx: JobContext) => Promise<JobOutput>;
 export interface JobOutcome {
   job: JobRecord;
   error?: unknown;
+  /** The handler's phase timings (JobOutput.timings), when this process ran the job. */
+  timings?: Record<string, number>;
 }
 
 interface Entry {
@@ -208,7 +212,7 @@ export class JobQueue {
         },
         log,
       });
-      this.finish(job, 'succeeded', { result: out.result, artifacts: out.artifacts });
+      this.finish(job, 'succeeded', { result: out.result, artifacts: out.artifacts, timings: out.timings });
     } catch (err) {
       const canceled = err instanceof CanceledError || controller.signal.aborted;
       if (canceled) {
@@ -230,7 +234,7 @@ export class JobQueue {
   private finish(
     job: JobRecord,
     status: 'succeeded' | 'failed' | 'canceled',
-    extra: { result?: Record<string, unknown>; artifacts?: string[]; error?: string; cause?: unknown },
+    extra: { result?: Record<string, unknown>; artifacts?: string[]; error?: string; cause?: unknown; timings?: Record<string, number> },
   ): void {
     job.status = status;
     job.finished_at = Date.now() / 1000;
@@ -256,7 +260,7 @@ export class JobQueue {
     } catch (err) {
       this.log.warn({ err, job_id: job.id }, 'releasing what the job held failed');
     }
-    const outcome: JobOutcome = { job, error: extra.cause };
+    const outcome: JobOutcome = { job, error: extra.cause, timings: extra.timings };
     for (const waiter of [...(this.waiters.get(job.id) ?? [])]) waiter(outcome);
   }
 

@@ -1,8 +1,9 @@
 /**
- * Job records in SQLite (docs/compatibility.md §2.1 fields, in that JSON order). Every state transition is
- * written at once; progress is written at most every PROGRESS_WRITE_MS (and always on its last
- * update), so a 1000-step preview run does not turn into 1000 disk writes while readers still see
- * live progress from memory.
+ * Job records in SQLite (docs/compatibility.md §2.1 fields, in that JSON order). Every state
+ * transition is written at once; progress is written at most every PROGRESS_WRITE_MS, counted from
+ * the job's start, so a 1000-step preview run does not turn into 1000 disk writes and a job shorter
+ * than that writes none (its final state carries its progress), while readers see live progress
+ * from memory. A persisted progress only matters after a crash, when the job is failed anyway.
  */
 import type { Db } from '../db.js';
 import { NotFoundError } from '../errors.js';
@@ -106,6 +107,7 @@ export class JobStore {
       this.live.delete(job.id);
       this.lastProgressWrite.delete(job.id);
     } else {
+      if (job.status === 'running' && !this.lastProgressWrite.has(job.id)) this.lastProgressWrite.set(job.id, Date.now());
       this.live.set(job.id, job);
     }
   }
@@ -115,7 +117,7 @@ export class JobStore {
     if (label !== undefined) job.progress_label = label;
     const now = Date.now();
     const last = this.lastProgressWrite.get(job.id) ?? 0;
-    if (now - last >= PROGRESS_WRITE_MS || job.progress >= 1) {
+    if (now - last >= PROGRESS_WRITE_MS) {
       this.stmts.progress.run(job.progress, job.progress_label, job.id);
       this.lastProgressWrite.set(job.id, now);
     }

@@ -3,7 +3,6 @@
  * caption layout, init image, edit references) so the whole API can be used and tested without a
  * model; README.md, "The preview engine", says what it draws.
  */
-import { writeFile } from 'node:fs/promises';
 import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
 import { CanceledError } from '../../core/errors.js';
 import type { Engine, EngineInfo, EngineOutput, EngineProgress, ImageTask, LoadResult, ModelBuild, RunOptions } from '../engine.js';
@@ -51,8 +50,8 @@ export class PreviewEngine implements Engine {
     // Rendering first means a bad input file fails the job before any simulated work.
     const png = await renderPreviewPng(task);
     await this.denoise(total, opts.onProgress, opts.signal);
-    await writeFile(opts.outputPath, png);
     return {
+      png,
       width: task.width,
       height: task.height,
       seed: task.seed,

@@ -6,6 +6,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { capabilityPrefix, type OperationDef } from '../../core/capability.js';
 import { CanceledError, EngineError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
 import type { JobHandler } from '../../core/jobs/job-queue.js';
+import type { JobRecord } from '../../core/jobs/job-store.js';
 import type { AppContext } from '../context.js';
 import { laxenBody } from '../lax-inputs.js';
 import { capabilityDocument } from '../openapi.js';
@@ -114,6 +115,7 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
     );
   }
   const final = outcome.job;
+  void reply.header('server-timing', serverTiming(final, outcome.timings, reply.elapsedTime));
   if (final.status === 'canceled') throw new CanceledError(`${final.type} job ${final.id} was canceled: ${final.error ?? ''}`.trim());
   if (final.status === 'failed') {
     if (isKiapiError(outcome.error)) throw outcome.error;
@@ -133,6 +135,20 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
     }
   }
   return reply.code(200).send(final);
+}
+
+/**
+ * The standard Server-Timing header (browsers' developer tools show it): how long the job waited
+ * in the queue, ran in the engine (model load and denoising) and took to be encoded and stored,
+ * and the whole request as the server saw it. The client's time minus `engine` is what kiapi
+ * itself costs per job (`npm run bench -- overhead` reports it).
+ */
+function serverTiming(job: JobRecord, timings: Record<string, number> | undefined, totalMs: number): string {
+  const parts: [string, number][] = [];
+  if (job.started_at !== null) parts.push(['wait', (job.started_at - job.created_at) * 1000]);
+  for (const [name, ms] of Object.entries(timings ?? {})) parts.push([name, ms]);
+  parts.push(['total', totalMs]);
+  return parts.map(([name, ms]) => `${name};dur=${Math.max(0, ms).toFixed(2)}`).join(', ');
 }
 
 /** Python prints floats with a decimal point (`600.0`); clients may match the original's text. */
