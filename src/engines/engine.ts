@@ -63,6 +63,34 @@ export interface EngineProgress {
   label: string;
 }
 
+/** What watchers ask of step previews: one every `every` steps, at most `maxSize` px on the long side. */
+export interface PreviewRequest {
+  every: number;
+  maxSize: number;
+}
+
+/**
+ * The step previews wanted for a run right now. Watchers come and go while a job runs, so an
+ * engine reads `current()` at each step (or subscribes to changes when it must pass them on, as
+ * the worker engine does); null means nobody watches, and then no preview is made at all.
+ */
+export interface PreviewDemand {
+  current(): PreviewRequest | null;
+  /** Calls `listener` whenever `current()` changes; returns the unsubscribe function. */
+  subscribe(listener: () => void): () => void;
+}
+
+/** A small picture of the image as it stands after `step`: never stored, only streamed. */
+export interface EnginePreview {
+  step: number;
+  total: number;
+  width: number;
+  height: number;
+  jpeg: Buffer;
+  /** What making it cost the engine, in ms (measured where it was made). */
+  costMs: number;
+}
+
 export interface RunOptions {
   /** The resident build to run on (`ModelBuild.key`); engines that hold no weights ignore it. */
   buildKey: string;
@@ -71,6 +99,10 @@ export interface RunOptions {
   onProgress: (p: EngineProgress) => void;
   /** Fires on cancel; the engine stops at its next step boundary and rejects with CanceledError. */
   signal: AbortSignal;
+  /** Step previews wanted (absent: never). */
+  previews?: PreviewDemand;
+  /** Receives each preview the engine made; called only while `previews` asks for them. */
+  onPreview?: (p: EnginePreview) => void;
 }
 
 export interface EngineOutput {
