@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config.js';
 import type { FileStore } from './files/file-store.js';
 import type { InputResolver } from './files/input-resolver.js';
+import type { Workload } from './jobs/eta.js';
 import type { JobHandler } from './jobs/job-queue.js';
 import type { ModelRegistry, ModelSpec } from './models/model-spec.js';
 import type { ModelRuntime } from './models/model-runtime.js';
@@ -31,6 +32,8 @@ export interface PreparedJob {
   discard(): Promise<void>;
   /** Let go of the job's inputs (file holds) once it reached a final state. */
   release?(): Promise<void>;
+  /** What the job is, for its ETA (model, size, steps). */
+  workload?: Workload;
 }
 
 export interface OperationDef<S extends TSchema = TSchema> {

@@ -193,6 +193,10 @@ export interface Config {
   tmpDir: string;
   authToken: string | null;
   syncTimeoutS: number;
+  /** Comment line sent on idle event streams, so proxies do not cut them. */
+  eventsHeartbeatS: number;
+  /** Bytes an event-stream watcher may leave unread before it is dropped (previews stop at a quarter). */
+  eventsMaxBufferBytes: number;
   logLevel: LogLevel;
   engine: EngineChoice;
   previewStepMs: number;
@@ -247,6 +251,13 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     tmpDir: path.join(dataDir, 'tmp'),
     authToken: r.optionalString('KIAPI_AUTH_TOKEN', 'require Authorization: Bearer <token> (unset: no auth)'),
     syncTimeoutS: r.number('KIAPI_SYNC_TIMEOUT_S', 600, { min: 0.001 }, 'sync wait in seconds before 504 (the job keeps running)'),
+    eventsHeartbeatS: r.number('KIAPI_EVENTS_HEARTBEAT_S', 15, { min: 0.05, max: 3600 }, 'keep-alive comment interval on idle event streams, in seconds'),
+    eventsMaxBufferBytes: r.number(
+      'KIAPI_EVENTS_MAX_BUFFER_BYTES',
+      1024 * 1024,
+      { integer: true, min: 4096, max: 1024 * 1024 * 1024 },
+      'unread bytes an event-stream watcher may fall behind before it is dropped (it may reconnect with Last-Event-ID)',
+    ),
     logLevel: r
       .choice(
         'KIAPI_LOG_LEVEL',

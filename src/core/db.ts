@@ -55,6 +55,17 @@ const MIGRATIONS: string[] = [
   `CREATE INDEX jobs_status_created ON jobs(status, created_at);
    CREATE INDEX jobs_type_created ON jobs(type, created_at);
    DROP INDEX jobs_status;`,
+  // Measured phase times per workload, for the ETA of queued and running jobs (core/jobs/eta.ts).
+  `CREATE TABLE eta_history (
+     key TEXT PRIMARY KEY,
+     grp TEXT NOT NULL,
+     pixels INTEGER NOT NULL,
+     step_s REAL NOT NULL,
+     pre_s REAL NOT NULL,
+     post_s REAL NOT NULL,
+     samples INTEGER NOT NULL,
+     updated_at REAL NOT NULL
+   );`,
 ];
 
 export function openDb(dataDir: string): Db {

@@ -18,7 +18,9 @@ import { docsRoutes } from './routes/docs.js';
 import { fileRoutes } from './routes/files.js';
 import { healthRoutes } from './routes/health.js';
 import { homeRoutes } from './routes/home.js';
+import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
+import { SseStreams } from './sse.js';
 import { recordRoutes, registerRoutes, type RouteDef } from './route-def.js';
 
 const MAX_PARAM_CHARS = 200;
@@ -125,7 +127,11 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   installMethodNotAllowed(app);
 
   recordRoutes(app);
-  const api: RouteDef[] = [...healthRoutes(ctx), ...fileRoutes(ctx), ...jobRoutes(ctx), ...capabilityRoutes(ctx)];
+  const streams = new SseStreams();
+  // Event streams never end by themselves: a server shutting down ends them before it waits for
+  // its connections to close.
+  app.addHook('preClose', async () => streams.closeAll());
+  const api: RouteDef[] = [...healthRoutes(ctx), ...fileRoutes(ctx), ...jobRoutes(ctx), ...eventRoutes(ctx, streams), ...capabilityRoutes(ctx)];
   registerRoutes(app, [...api, ...docsRoutes(ctx, () => api), ...homeRoutes(ctx)]);
   return app;
 }

@@ -11,6 +11,7 @@ import { lockDataDir, type DataDirLock } from '../core/data-dir-lock.js';
 import { openDb, type Db } from '../core/db.js';
 import { FileStore } from '../core/files/file-store.js';
 import { InputResolver } from '../core/files/input-resolver.js';
+import { EtaModel } from '../core/jobs/eta.js';
 import { JobQueue } from '../core/jobs/job-queue.js';
 import { JobStore } from '../core/jobs/job-store.js';
 import { ModelRegistry, type ModelSpec } from '../core/models/model-spec.js';
@@ -107,7 +108,7 @@ async function openContext(
     locate: (spec) => weightsStatus(spec.repo, env),
     sizes: new DbBuildSizes(db),
   });
-  const queue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue);
+  const queue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue, { eta: new EtaModel(db) });
   const inputs = new InputResolver(files, config);
   const services: CapabilityServices = { config, files, inputs, models, runtime, log };
 

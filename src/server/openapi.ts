@@ -191,6 +191,8 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
         ...(res.links ? { links: res.links } : {}),
         ...(res.binary
           ? { content: Object.fromEntries((res.binary === true ? ['application/octet-stream'] : res.binary).map((t) => [t, binary])) }
+          : res.eventStream
+            ? { content: { 'text/event-stream': { schema: { type: 'string', description: 'Server-sent events: `id:`, `event:` and `data:` (JSON) lines per event.' } } } }
           : schema
             ? { content: { 'application/json': { schema: c.convert(schema) } } }
             : {}),

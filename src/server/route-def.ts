@@ -30,7 +30,7 @@ export interface RouteDoc {
    * `binary`: raw bytes; `true` is application/octet-stream, a list names the media types (the
    * stored file's type is one of them or application/octet-stream).
    */
-  responses: Record<string, { description: string; schema?: TSchema; binary?: true | string[]; links?: Record<string, Json> }>;
+  responses: Record<string, { description: string; schema?: TSchema; binary?: true | string[]; eventStream?: true; links?: Record<string, Json> }>;
 }
 
 export interface RouteDef {

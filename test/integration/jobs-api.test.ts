@@ -46,6 +46,9 @@ const JOB_KEYS = [
   'finished_at',
   'progress',
   'progress_label',
+  // kiapi's additions, after the original's fields (clients of the original ignore them).
+  'queue_position',
+  'eta_s',
 ];
 
 void describe('GET /v1/jobs and /v1/jobs/{job_id}', () => {

@@ -86,6 +86,7 @@ void describe('qwen generate (txt2img)', () => {
     const job = await postJob(GENERATE, { prompt: 'a lighthouse', width: 64, height: 64 });
     assert.deepEqual(Object.keys(job), [
       'type', 'params', 'id', 'status', 'result', 'artifacts', 'error', 'created_at', 'started_at', 'finished_at', 'progress', 'progress_label',
+      'queue_position', 'eta_s',
     ]);
     assert.equal(job.type, 'qwen');
     assert.equal(job.status, 'succeeded');

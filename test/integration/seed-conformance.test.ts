@@ -99,7 +99,7 @@ void describe('root /openapi.json', () => {
     const doc = (await res.json()) as { info: { title: string; description: string }; paths: Record<string, unknown> };
     assert.equal(doc.info.title, 'kiapi Common API');
     // Only the common routes (the chat-domain /v1/models list included); capability routes live in their own documents.
-    for (const p of Object.keys(doc.paths)) assert.match(p, /^\/(health|v1\/files|v1\/jobs|v1\/models$)/, p);
+    for (const p of Object.keys(doc.paths)) assert.match(p, /^\/(health|v1\/files|v1\/jobs|v1\/events$|v1\/models$)/, p);
 
     const lines = doc.info.description.split('\n');
     for (const { family, title } of FAMILIES) {

@@ -7,7 +7,7 @@ import { defineOperation, type CapabilityDef, type CapabilityServices, type Prep
 import { InputError, RuleError } from '../../core/errors.js';
 import { pinnedRevision } from '../../core/models/revisions.js';
 import type { ImageTask } from '../../engines/engine.js';
-import { runImageJob } from '../image-common/image-job.js';
+import { imageWorkload, runImageJob } from '../image-common/image-job.js';
 import { resolveSeed, snapshot } from '../image-common/params.js';
 import { checkCap, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../image-common/rules.js';
 import { prepareCaption, strictFailureMessage } from './caption-verifier.js';
@@ -82,6 +82,7 @@ async function prepareGenerate(s: Ideogram4Settings, body: GenerateBody, service
   };
   return {
     params,
+    workload: imageWorkload(task),
     discard: async () => {},
     run: (ctx) =>
       runImageJob(

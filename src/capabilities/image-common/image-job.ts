@@ -15,6 +15,7 @@ import { diskFullError, isDiskFull } from '../../core/files/disk-full.js';
 import { assertLoraFile } from '../../core/files/safetensors.js';
 import type { FileRefValue } from '../../core/files/file-ref.js';
 import type { ResolvedInput } from '../../core/files/input-resolver.js';
+import type { Workload } from '../../core/jobs/eta.js';
 import type { JobContext, JobOutput } from '../../core/jobs/job-queue.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
 import type { EngineOutput, ImageTask } from '../../engines/engine.js';
@@ -100,6 +101,16 @@ const MAX_INPUT_PIXELS = 0x3fff * 0x3fff;
 
 function firstLine(text: string): string {
   return (text.split('\n')[0] ?? '').replace(/\/[^\s:]+/g, '…');
+}
+
+/**
+ * What an image task costs per step depends on the model build and the output size; the ETA
+ * keeps its measurements by these.
+ */
+export function imageWorkload(task: ImageTask): Workload {
+  const m = task.model;
+  const group = `${task.operation}/${m.name}/q${m.quantize ?? '-'}${task.loras.length > 0 ? '+lora' : ''}`;
+  return { group, key: `${group}/${task.width}x${task.height}`, pixels: task.width * task.height, steps: task.steps };
 }
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';

@@ -7,7 +7,7 @@ import { defineOperation, type CapabilityDef, type CapabilityServices, type Prep
 import { InputError, RuleError, clip } from '../../core/errors.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
 import type { ImageTask, LoraInput } from '../../engines/engine.js';
-import { resolveInputs, runImageJob, type InputRequest, type ResolvedInputs } from '../image-common/image-job.js';
+import { imageWorkload, resolveInputs, runImageJob, type InputRequest, type ResolvedInputs } from '../image-common/image-job.js';
 import { resolveSeed, snapshot } from '../image-common/params.js';
 import { checkCap, checkInputCount, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../image-common/rules.js';
 import { qwenDescription } from './description.js';
@@ -220,6 +220,7 @@ function qwenJob(
   const { kind, ...inputIds } = inputs.result;
   return {
     params,
+    workload: imageWorkload(task),
     discard: () => resolved.discard(),
     release: () => resolved.release(),
     run: (ctx) =>

@@ -5,15 +5,55 @@
  * for running ones (the signal fires; the engine stops at its next step).
  */
 import type { Logger } from 'pino';
+import type { EnginePreview, PreviewDemand } from '../../engines/engine.js';
 import { BusyError, CanceledError, ConflictError, UnavailableError } from '../errors.js';
+import type { EtaModel, Workload } from './eta.js';
+import { JobEvents } from './job-events.js';
 import { FINISHED, type JobRecord, type JobStore } from './job-store.js';
+
+/** Where a job stands in its engine schedule, as the engine reports it. */
+export interface StepInfo {
+  step: number;
+  total: number;
+}
 
 export interface JobContext {
   job: Readonly<JobRecord>;
   signal: AbortSignal;
-  /** Reports a fraction in [0,1] and optionally a new short label (queued, loading, denoising, saving, …). */
-  progress(fraction: number, label?: string): void;
+  /**
+   * Reports a fraction in [0,1], optionally a new short label (queued, loading, denoising,
+   * saving, …) and the engine step it stands at.
+   */
+  progress(fraction: number, label?: string, step?: StepInfo): void;
+  /** The step previews this job's watchers want right now (none: null). */
+  previews: PreviewDemand;
+  /** Hands a step preview to the job's watchers. */
+  preview(p: EnginePreview): void;
   log: Logger;
+}
+
+/** A job as the API shows it: the record plus where it stands in the queue and when it should end. */
+export type JobView = JobRecord & {
+  /** 1 = the next job to run; null unless queued. */
+  queue_position: number | null;
+  /** Seconds until the job should finish, from measured step times; null when unknown or finished. */
+  eta_s: number | null;
+};
+
+export interface SubmitOptions {
+  /** Runs once the job reached a final state however it got there (lets go of its inputs). */
+  onSettled?: () => void;
+  /** What the job is, for its ETA. */
+  workload?: Workload;
+}
+
+/** A running job's measured schedule: the ETA's live input and, at the end, its measurement. */
+interface RunTrack {
+  startedMs: number;
+  loadingMs: number;
+  loadingSinceMs: number | null;
+  first: { step: number; atMs: number } | null;
+  last: { step: number; total: number; atMs: number } | null;
 }
 
 export interface JobOutput {
@@ -37,6 +77,8 @@ interface Entry {
   job: JobRecord;
   handler: JobHandler;
   controller: AbortController;
+  workload?: Workload;
+  track?: RunTrack;
 }
 
 export class JobQueue {
@@ -49,11 +91,18 @@ export class JobQueue {
   /** Recent job durations, for the Retry-After estimate of a full queue. */
   private readonly recentSeconds: number[] = [];
 
+  readonly events: JobEvents;
+  private readonly eta: EtaModel | null;
+
   constructor(
     private readonly store: JobStore,
     private readonly log: Logger,
     private readonly maxQueue: number,
-  ) {}
+    opts: { events?: JobEvents; eta?: EtaModel } = {},
+  ) {
+    this.events = opts.events ?? new JobEvents();
+    this.eta = opts.eta ?? null;
+  }
 
   get queueLength(): number {
     return this.pending.length;
@@ -80,11 +129,12 @@ export class JobQueue {
   }
 
   /**
-   * Records a queued job and schedules it. Throws BusyError when the queue is full. `onSettled`
-   * runs once the job reaches a final state however it gets there (run, canceled while queued,
-   * failed at shutdown): it lets go of what the job holds, such as its input files.
+   * Records a queued job and schedules it. Throws BusyError when the queue is full.
+   * `opts.onSettled` runs once the job reaches a final state however it gets there (run, canceled
+   * while queued, failed at shutdown): it lets go of what the job holds, such as its input files.
    */
-  submit(type: string, params: Record<string, unknown>, handler: JobHandler, onSettled?: () => void): JobRecord {
+  submit(type: string, params: Record<string, unknown>, handler: JobHandler, opts: SubmitOptions = {}): JobRecord {
+    const { onSettled, workload } = opts;
     if (this.closed) throw new UnavailableError('the server is shutting down; submit the request again once it is back');
     if (this.pending.length >= this.maxQueue) {
       throw new BusyError(
@@ -94,9 +144,76 @@ export class JobQueue {
     }
     const job = this.store.create(type, params);
     if (onSettled) this.settled.set(job.id, onSettled);
-    this.pending.push({ job, handler, controller: new AbortController() });
+    this.pending.push({ job, handler, controller: new AbortController(), workload });
+    this.emitState(job, 'queued');
     queueMicrotask(() => this.pump());
     return job;
+  }
+
+  /** The job with its queue position and ETA, as every API answer shows it. */
+  view(job: JobRecord): JobView {
+    if (FINISHED.has(job.status)) return { ...job, queue_position: null, eta_s: null };
+    const index = this.pending.findIndex((e) => e.job.id === job.id);
+    return { ...job, queue_position: index >= 0 ? index + 1 : null, eta_s: this.etaOf(job.id) };
+  }
+
+  /**
+   * Seconds until `jobId` should finish: what remains of the running job, every job ahead of it
+   * and its own whole run. Null when any of them has no measurement to go by.
+   */
+  etaOf(jobId: string): number | null {
+    let total = 0;
+    const running = this.activeEntry();
+    if (running) {
+      const rest = this.remainingS(running);
+      if (running.job.id === jobId) return round1(rest);
+      if (rest === null) return null;
+      total += rest;
+    }
+    for (const entry of this.pending) {
+      const whole = entry.workload && this.eta ? this.eta.wholeJobS(entry.workload) : null;
+      if (whole === null) return null;
+      total += whole;
+      if (entry.job.id === jobId) return round1(total);
+    }
+    return null;
+  }
+
+  /** What remains of a running job, from its own step rate once it has one, else from history. */
+  private remainingS(entry: Entry): number | null {
+    const t = entry.track;
+    const profile = entry.workload && this.eta ? this.eta.profile(entry.workload) : null;
+    if (!t) return null;
+    const now = Date.now();
+    if (t.last) {
+      const ownRate = t.first && t.last.step > t.first.step ? (t.last.atMs - t.first.atMs) / 1000 / (t.last.step - t.first.step) : null;
+      const rate = ownRate ?? profile?.stepS ?? null;
+      if (rate === null) return null;
+      const sinceLast = (now - t.last.atMs) / 1000;
+      return Math.max(0, (t.last.total - t.last.step) * rate - sinceLast) + (profile?.postS ?? 0);
+    }
+    if (!profile || !entry.workload) return null;
+    const loading = t.loadingMs + (t.loadingSinceMs !== null ? now - t.loadingSinceMs : 0);
+    const elapsed = (now - t.startedMs - loading) / 1000;
+    return Math.max(0, profile.preS + entry.workload.steps * profile.stepS - elapsed) + profile.postS;
+  }
+
+  /** A lifecycle event with the job's state as the API shows it. */
+  private emitState(job: JobRecord, event: 'queued' | 'position' | 'started', extra: Record<string, unknown> = {}): void {
+    const v = this.view(job);
+    this.events.emit(job.id, job.type, job.status, event, {
+      job_id: job.id,
+      type: job.type,
+      status: job.status,
+      ...(event === 'started' ? { started_at: job.started_at } : { queue_position: v.queue_position }),
+      eta_s: v.eta_s,
+      ...extra,
+    });
+  }
+
+  /** After a job left the queue, everyone behind it moved up. */
+  private announcePositions(from: number): void {
+    for (const entry of this.pending.slice(from)) this.emitState(entry.job, 'position');
   }
 
   /**
@@ -134,6 +251,7 @@ export class JobQueue {
     if (index >= 0) {
       const [entry] = this.pending.splice(index, 1);
       this.finish(entry!.job, 'canceled', { error: `${reason} before it started` });
+      this.announcePositions(index);
       return entry!.job;
     }
     const running = this.activeEntry();
@@ -153,6 +271,7 @@ export class JobQueue {
     const wasRunning = job.status === 'running';
     if (!FINISHED.has(job.status)) this.cancel(jobId, 'deleted by request');
     this.store.delete(jobId);
+    this.events.forget(jobId);
     return wasRunning;
   }
 
@@ -192,6 +311,8 @@ export class JobQueue {
       this.running = null;
       this.pump();
     });
+    // After execute's first synchronous part: the running job's schedule now counts in their ETAs.
+    this.announcePositions(0);
   }
 
   private async execute(entry: Entry): Promise<void> {
@@ -202,16 +323,36 @@ export class JobQueue {
     job.progress = 0;
     job.progress_label = 'running';
     this.store.save(job);
+    const track: RunTrack = { startedMs: started, loadingMs: 0, loadingSinceMs: null, first: null, last: null };
+    entry.track = track;
+    this.emitState(job, 'started');
     const log = this.log.child({ job_id: job.id, job_type: job.type });
     try {
       const out = await handler({
         job,
         signal: controller.signal,
-        progress: (fraction, label) => {
-          if (!FINISHED.has(job.status)) this.store.setProgress(job, fraction, label);
+        progress: (fraction, label, step) => {
+          if (FINISHED.has(job.status)) return;
+          this.store.setProgress(job, fraction, label);
+          this.trackProgress(track, job.progress_label, step);
+          this.events.emit(job.id, job.type, job.status, 'progress', {
+            job_id: job.id,
+            type: job.type,
+            status: job.status,
+            progress: job.progress,
+            label: job.progress_label,
+            step: step?.step ?? null,
+            total: step?.total ?? null,
+            eta_s: round1(this.remainingS(entry)),
+          });
+        },
+        previews: this.events.demand(job.id),
+        preview: (p) => {
+          if (!FINISHED.has(job.status)) this.events.preview(job.id, job.type, p);
         },
         log,
       });
+      this.learn(entry, track);
       this.finish(job, 'succeeded', { result: out.result, artifacts: out.artifacts, timings: out.timings });
     } catch (err) {
       const canceled = err instanceof CanceledError || controller.signal.aborted;
@@ -228,6 +369,33 @@ export class JobQueue {
     } finally {
       this.recentSeconds.push((Date.now() - started) / 1000);
       if (this.recentSeconds.length > 20) this.recentSeconds.shift();
+    }
+  }
+
+  private trackProgress(t: RunTrack, label: string, step: StepInfo | undefined): void {
+    const now = Date.now();
+    if (label === 'loading') {
+      t.loadingSinceMs ??= now;
+    } else if (t.loadingSinceMs !== null) {
+      t.loadingMs += now - t.loadingSinceMs;
+      t.loadingSinceMs = null;
+    }
+    if (step && step.total > 0 && step.step > 0) {
+      t.first ??= { step: step.step, atMs: now };
+      t.last = { step: step.step, total: step.total, atMs: now };
+    }
+  }
+
+  /** A succeeded job's measured phases become history for the next estimate. */
+  private learn(entry: Entry, t: RunTrack): void {
+    if (!this.eta || !entry.workload || !t.first || !t.last || t.last.step <= t.first.step) return;
+    const stepS = (t.last.atMs - t.first.atMs) / 1000 / (t.last.step - t.first.step);
+    const preS = Math.max(0, (t.first.atMs - t.startedMs - t.loadingMs) / 1000 - t.first.step * stepS);
+    const postS = (Date.now() - t.last.atMs) / 1000;
+    try {
+      this.eta.observe(entry.workload, { stepS, preS, postS });
+    } catch (err) {
+      this.log.warn({ err }, 'could not record the job’s step times for ETAs');
     }
   }
 
@@ -260,14 +428,22 @@ export class JobQueue {
     } catch (err) {
       this.log.warn({ err, job_id: job.id }, 'releasing what the job held failed');
     }
+    this.events.emit(job.id, job.type, job.status, status, { ...this.view(job) });
     const outcome: JobOutcome = { job, error: extra.cause, timings: extra.timings };
     for (const waiter of [...(this.waiters.get(job.id) ?? [])]) waiter(outcome);
   }
 
   private estimateWaitS(): number {
+    const last = this.pending.at(-1);
+    const measured = last ? this.etaOf(last.job.id) : null;
+    if (measured !== null) return Math.min(3600, measured);
     const avg = this.recentSeconds.length
       ? this.recentSeconds.reduce((a, b) => a + b, 0) / this.recentSeconds.length
       : 5;
     return Math.min(3600, avg * (this.pending.length + 1));
   }
+}
+
+function round1(n: number | null): number | null {
+  return n === null ? null : Math.round(n * 10) / 10;
 }

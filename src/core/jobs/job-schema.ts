@@ -102,6 +102,21 @@ export function jobSchema(name: string, result: TSchema | null): TSchema {
             examples: ['denoising'],
           }),
         ),
+        queue_position: Type.Optional(
+          Type.Union([Type.Integer({ minimum: 1 }), Type.Null()], {
+            title: 'Queue Position',
+            description: 'kiapi extension. While queued: 1 = the next job to run. Null once the job started.',
+            examples: [2],
+          }),
+        ),
+        eta_s: Type.Optional(
+          Type.Union([Type.Number({ minimum: 0 }), Type.Null()], {
+            title: 'ETA (s)',
+            description:
+              'kiapi extension. While queued or running: seconds until the job should finish, from step times measured on earlier jobs of the same model and size (and, once running, its own step rate). Null when there is no measurement to go by yet, and once finished. Model loads are not included.',
+            examples: [12.5],
+          }),
+        ),
       },
       { title: name },
     ),

@@ -96,7 +96,9 @@ export class ModelRuntime {
           buildKey: build.key,
           outputPath,
           signal: ctx.signal,
-          onProgress: (p) => ctx.progress(p.total > 0 ? p.step / p.total : 0, p.label),
+          onProgress: (p) => ctx.progress(p.total > 0 ? p.step / p.total : 0, p.label, { step: p.step, total: p.total }),
+          previews: ctx.previews,
+          onPreview: (p) => ctx.preview(p),
         });
       } finally {
         if (lease) this.residency?.release(lease);

@@ -5,7 +5,8 @@
  */
 import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
 import { CanceledError } from '../../core/errors.js';
-import type { Engine, EngineInfo, EngineOutput, EngineProgress, ImageTask, LoadResult, ModelBuild, RunOptions } from '../engine.js';
+import sharp from 'sharp';
+import type { Engine, EngineInfo, EngineOutput, EnginePreview, ImageTask, LoadResult, ModelBuild, RunOptions } from '../engine.js';
 import { renderPreviewPng } from './render.js';
 
 export interface PreviewEngineOptions {
@@ -49,7 +50,7 @@ export class PreviewEngine implements Engine {
     if (opts.signal.aborted) throw canceledAt(0, total);
     // Rendering first means a bad input file fails the job before any simulated work.
     const png = await renderPreviewPng(task);
-    await this.denoise(total, opts.onProgress, opts.signal);
+    await this.denoise(total, opts, png);
     return {
       png,
       width: task.width,
@@ -60,8 +61,14 @@ export class PreviewEngine implements Engine {
     };
   }
 
-  /** The simulated schedule: one progress event per step, a cancel check at every boundary. */
-  private async denoise(total: number, onProgress: (p: EngineProgress) => void, signal: AbortSignal): Promise<void> {
+  /**
+   * The simulated schedule: one progress event per step, a cancel check at every boundary, and a
+   * preview when watchers ask for one (made beside the schedule, never holding up a step; while
+   * one is being made the next is skipped).
+   */
+  private async denoise(total: number, opts: RunOptions, png: Buffer): Promise<void> {
+    const { signal, onProgress } = opts;
+    let previewing = false;
     for (let step = 1; step <= total; step++) {
       if (signal.aborted) throw canceledAt(step - 1, total);
       try {
@@ -73,7 +80,42 @@ export class PreviewEngine implements Engine {
         throw err;
       }
       onProgress({ step, total, label: STEP_LABEL });
+      const wanted = opts.previews?.current();
+      if (wanted && opts.onPreview && step % wanted.every === 0 && !previewing) {
+        previewing = true;
+        const deliver = opts.onPreview;
+        void partialPreview(png, step, total, wanted.maxSize)
+          .then((p) => {
+            if (!signal.aborted) deliver(p);
+          })
+          .catch(() => {}) // a preview that could not be made is simply not sent
+          .finally(() => (previewing = false));
+      }
     }
     if (signal.aborted) throw canceledAt(total, total);
   }
+}
+
+/**
+ * The picture as it stands after `step` of `total`: the final render seen through blocks that get
+ * finer as the steps advance (coarse at first, full detail at the end), as a small JPEG.
+ */
+export async function partialPreview(png: Buffer, step: number, total: number, maxSize: number): Promise<EnginePreview> {
+  const started = performance.now();
+  const meta = await sharp(png).metadata();
+  const scale = Math.min(1, maxSize / Math.max(meta.width, meta.height));
+  const width = Math.max(1, Math.round(meta.width * scale));
+  const height = Math.max(1, Math.round(meta.height * scale));
+  const fraction = total > 0 ? step / total : 1;
+  const blocks = Math.max(2, Math.round(Math.max(width, height) * fraction * fraction));
+  const bScale = Math.min(1, blocks / Math.max(width, height));
+  const coarse = await sharp(png)
+    .resize(Math.max(1, Math.round(width * bScale)), Math.max(1, Math.round(height * bScale)), { fit: 'fill' })
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  const jpeg = await sharp(coarse.data, { raw: { width: coarse.info.width, height: coarse.info.height, channels: coarse.info.channels } })
+    .resize(width, height, { fit: 'fill', kernel: 'nearest' })
+    .jpeg({ quality: 70 })
+    .toBuffer();
+  return { step, total, width, height, jpeg, costMs: performance.now() - started };
 }

@@ -100,7 +100,7 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
   try {
     // The inputs stay on disk until the job is done, whoever deletes their file meanwhile.
     const release = prepared.release?.bind(prepared);
-    job = ctx.queue.submit(op.jobType, prepared.params, run, release ? () => void release() : undefined);
+    job = ctx.queue.submit(op.jobType, prepared.params, run, { onSettled: release ? () => void release() : undefined, workload: prepared.workload });
   } catch (err) {
     await prepared.discard();
     throw err;
@@ -134,7 +134,7 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
       // The artifact was deleted meanwhile: fall back to the Job JSON, as the original does.
     }
   }
-  return reply.code(200).send(final);
+  return reply.code(200).send(ctx.queue.view(final));
 }
 
 /**

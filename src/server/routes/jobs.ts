@@ -29,7 +29,7 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
       handler: async (req) => {
         const { query } = req as JobListRequest;
         const page = ctx.jobs.list({ ...pageQuery(query), filters: { status: query.status, type: query.type } });
-        return listAnswer(page.data, page.hasMore, (j) => j.id);
+        return listAnswer(page.data.map((j) => ctx.queue.view(j)), page.hasMore, (j) => j.id);
       },
       doc: {
         summary: 'List Jobs',
@@ -47,10 +47,11 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
       method: 'get',
       path: '/v1/jobs/{job_id}',
       params: JobIdParams,
-      handler: async (req) => ctx.jobs.get((req as JobRequest).params.job_id),
+      handler: async (req) => ctx.queue.view(ctx.jobs.get((req as JobRequest).params.job_id)),
       doc: {
         summary: 'Get Job',
-        description: 'Status, progress (fraction + label), result and artifacts of one job.',
+        description:
+          'Status, progress (fraction + label), queue position and ETA, result and artifacts of one job. To follow a job without polling, stream GET /v1/jobs/{job_id}/events.',
         operationId: 'get_job_v1_jobs__job_id__get',
         responses: {
           '200': { description: 'The job.', schema: JobSchema },
@@ -84,7 +85,7 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
       method: 'post',
       path: '/v1/jobs/{job_id}/cancel',
       params: JobIdParams,
-      handler: async (req) => ctx.queue.cancel((req as JobRequest).params.job_id),
+      handler: async (req) => ctx.queue.view(ctx.queue.cancel((req as JobRequest).params.job_id)),
       doc: {
         summary: 'Cancel Job',
         description:
