@@ -10,6 +10,7 @@ import { DEFAULT_PREVIEW_SIZE, MAX_PREVIEW_SIZE, TERMINAL_EVENTS, terminalEventI
 import { FINISHED, JOB_STATUSES } from '../../core/jobs/job-store.js';
 import { InputError } from '../../core/errors.js';
 import type { AppContext } from '../context.js';
+import { numericQuery } from '../query-numbers.js';
 import type { RouteDef } from '../route-def.js';
 import { JobIdParams } from '../schemas.js';
 import type { SseStream, SseStreams } from '../sse.js';
@@ -73,6 +74,7 @@ export function eventRoutes(ctx: AppContext, streams: SseStreams): RouteDef[] {
       path: '/v1/jobs/{job_id}/events',
       params: JobIdParams,
       query: JobEventsQuery,
+      preValidation: numericQuery('previews', 'preview_size'),
       handler: async (request, reply) => {
         const req = request as JobEventsRequest;
         const job = ctx.jobs.get(req.params.job_id);
