@@ -89,6 +89,10 @@ void describe('README "Try it"', () => {
     // The async job was polled through to the end: it was seen unfinished (steps are slow), then succeeded.
     assert.match(r.stdout, /job_[0-9a-f]+: (queued|running)\n/, report);
     assert.match(r.stdout, /job_[0-9a-f]+: succeeded\n/, report);
+    // The watched job streamed its steps and its end.
+    assert.match(r.stdout, /event: progress\n/, report);
+    assert.match(r.stdout, /event: preview\n/, report);
+    assert.match(r.stdout, /event: succeeded\n/, report);
     // The sync PNG answer carried its headers.
     assert.match(r.stdout, /x-kiapi-file-id: file_[0-9a-f]+/i, report);
     // The long job was canceled before it finished (200 with the job, not 409).
