@@ -94,6 +94,7 @@ export class JobEvents {
         width: p.width,
         height: p.height,
         image: `data:image/jpeg;base64,${p.jpeg.toString('base64')}`,
+        at: Date.now() / 1000,
       },
     };
     this.deliver(e);

@@ -207,6 +207,7 @@ export class JobQueue {
       status: job.status,
       ...(event === 'started' ? { started_at: job.started_at } : { queue_position: v.queue_position }),
       eta_s: v.eta_s,
+      at: Date.now() / 1000,
       ...extra,
     });
   }
@@ -344,6 +345,7 @@ export class JobQueue {
             step: step?.step ?? null,
             total: step?.total ?? null,
             eta_s: round1(this.remainingS(entry)),
+            at: Date.now() / 1000,
           });
         },
         previews: this.events.demand(job.id),

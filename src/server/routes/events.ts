@@ -50,7 +50,7 @@ type AllEventsRequest = FastifyRequest<{ Querystring: Static<typeof AllEventsQue
 
 const EVENT_LIST =
   '`queued` (queue_position, eta_s), `position` (when the position changes), `started`, `progress` (progress, label, step, total, eta_s), ' +
-  '`preview` (step, total, width, height, image: a data:image/jpeg URL; only when asked for), and one terminal event ' +
+  '`preview` (step, total, width, height, image: a data:image/jpeg URL; only when asked for), each with job_id, type, status and `at` (Unix seconds), and one terminal event ' +
   '`succeeded` / `failed` / `canceled` whose data is the job JSON. Every event has an `id`; comment lines (`: keep-alive`) keep idle connections open.';
 
 function lastEventId(req: FastifyRequest, query: { last_event_id?: string }): string | undefined {
