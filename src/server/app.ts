@@ -21,9 +21,8 @@ import { homeRoutes } from './routes/home.js';
 import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
 import { SseStreams } from './sse.js';
-import { recordRoutes, registerRoutes, type RouteDef } from './route-def.js';
+import { MAX_PARAM_CHARS, recordRoutes, registerRoutes, type RouteDef } from './route-def.js';
 
-const MAX_PARAM_CHARS = 200;
 
 export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   // Typed as Fastify's logger so the instance type stays the default one routes are written for.

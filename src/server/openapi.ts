@@ -7,7 +7,7 @@ import { capabilityPrefix, type CapabilityDef, type OperationDef } from '../core
 import { jobSchema, AsyncJobResponse } from '../core/jobs/job-schema.js';
 import { componentName, refOf } from '../core/schema.js';
 import { CapabilityModelSpecSchema } from './capability-schemas.js';
-import { isRootDocumented, type RouteDef } from './route-def.js';
+import { isRootDocumented, MAX_PARAM_CHARS, type RouteDef } from './route-def.js';
 import type { TSchema } from 'typebox';
 import { ErrorSchema as ErrorBody } from './schemas.js';
 
@@ -64,6 +64,18 @@ const acceptParameter = {
 };
 
 const binary = { schema: { type: 'string', format: 'binary' } };
+
+/** One server-sent event as the stream's lines carry it (the schema applies to each event). */
+const SSE_EVENT = {
+  type: 'object',
+  description: 'One server-sent event: its `id:`, `event:` and `data:` lines (data is one line of JSON).',
+  properties: {
+    id: { type: 'string', description: 'Send it back as Last-Event-ID to resume after this event.' },
+    event: { type: 'string', enum: ['queued', 'position', 'started', 'progress', 'preview', 'succeeded', 'failed', 'canceled'] },
+    data: { type: 'string', contentMediaType: 'application/json', description: 'The event as JSON: job_id, type and status, then what the event says; the job JSON for a terminal event.' },
+    retry: { type: 'integer', description: 'Milliseconds EventSource waits before it reconnects.' },
+  },
+};
 
 /** Documented only when a token is configured: without one the server never answers 401. */
 function unauthorized(c: ComponentCollector): Json {
@@ -192,13 +204,19 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
         ...(res.binary
           ? { content: Object.fromEntries((res.binary === true ? ['application/octet-stream'] : res.binary).map((t) => [t, binary])) }
           : res.eventStream
-            ? { content: { 'text/event-stream': { schema: { type: 'string', description: 'Server-sent events: `id:`, `event:` and `data:` (JSON) lines per event.' } } } }
+            ? { content: { 'text/event-stream': { schema: SSE_EVENT } } }
           : schema
             ? { content: { 'application/json': { schema: c.convert(schema) } } }
             : {}),
       };
     }
     if (authOn && !r.public) responses['401'] = unauthorized(c);
+    if (r.params) {
+      responses['414'] = {
+        description: `A path segment longer than ${MAX_PARAM_CHARS} characters (ids are about 40): check the URL.`,
+        content: { 'application/json': { schema: c.convert(ErrorBody) } },
+      };
+    }
     paths[r.path] = {
       ...(paths[r.path] ?? {}),
       [r.method]: {

@@ -52,6 +52,9 @@ export interface RouteDef {
   handler: RouteHandlerMethod;
 }
 
+/** Longest path segment the router accepts (ids are ~40 characters); longer ones answer 414. */
+export const MAX_PARAM_CHARS = 200;
+
 export function fastifyPath(openApiPath: string): string {
   return openApiPath.replace(/\{([^}]+)\}/g, ':$1');
 }
