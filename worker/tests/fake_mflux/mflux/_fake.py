@@ -406,7 +406,9 @@ class FakeVAE:
         self.latent_channels = latent_channels
         self._five_d = five_d
         rng = np.random.default_rng(seed)
-        self.colour_map = (rng.standard_normal((latent_channels, 3)) / np.sqrt(latent_channels)).astype(np.float32)
+        self.colour_map = (rng.standard_normal((latent_channels, 3)) / np.sqrt(latent_channels)).astype(
+            np.float32
+        )
         self.colour_bias = (rng.standard_normal(3) * 0.2).astype(np.float32)
         channels = np.arange(latent_channels)
         self.latents_mean = (0.3 * np.sin(channels)).astype(np.float32) if denormalise else None
