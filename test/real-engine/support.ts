@@ -199,45 +199,52 @@ export async function correlation(a: Buffer, b: Buffer, w: number, h: number): P
 }
 
 /**
- * What step previews cost on the real engine: one build per family, a run nobody watches and the
- * same run with a preview after every step. The first preview of a build includes the one-off
- * fit of its projection (reported apart); the per-preview figures are the later ones.
+ * What step previews cost on the real engine: per family, a fresh build's first watched run (its
+ * first preview includes the one-off fit of the projection), then runs nobody watches alternated
+ * with the same runs watched at every step. For the bench (`run.sh cpu --bench`).
  */
 export async function measurePreviewCost(opts: { maxSize?: number; runs?: number } = {}): Promise<Record<string, string>> {
   const maxSize = opts.maxSize ?? 256;
-  const runs = opts.runs ?? 3;
+  const runs = opts.runs ?? 5;
   const dir = tempDir('kiapi-preview-cost-');
   const engine = realWorkerEngine();
   const figures: Record<string, string> = {};
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
+  // Time between consecutive steps as the server sees them (progress events): one denoising step,
+  // plus the preview made after it when watched.
+  const intervals = (r: WatchedRun) => r.stepTimes.slice(1).map((t, i) => t - r.stepTimes[i]!);
   try {
     const tasks: [string, ImageTask][] = [
-      ['qwen.generate 128² 4 steps', previewTask('qwen.generate', 128, 128, 4)],
+      ['qwen.generate 128² 6 steps', previewTask('qwen.generate', 128, 128, 6)],
       ['ideogram4.generate 256² 12 steps', previewTask('ideogram4.generate', 256, 256, 12)],
     ];
     for (const [label, task] of tasks) {
       await engine.load(modelBuild(task.model, task.loras));
-      await runWatched(engine, task, dir, null); // warm: the first run of a build compiles and caches
-      const plain: number[] = [];
-      const watched: number[] = [];
+      const first = await runWatched(engine, task, dir, { every: 1, maxSize });
+      const fitMs = first.previews[0]!.costMs;
+      const plainSteps: number[] = [];
+      const watchedSteps: number[] = [];
+      const plainRuns: number[] = [];
+      const watchedRuns: number[] = [];
       const perPreview: number[] = [];
-      let fitMs = 0;
+      // Alternate unwatched and watched runs, so drift in the machine's speed hits both alike.
       for (let i = 0; i < runs; i++) {
         const a = await runWatched(engine, { ...task, seed: i }, dir, null);
-        plain.push((a.output.engineSeconds * 1000) / a.stepTimes.length);
+        plainSteps.push(...intervals(a));
+        plainRuns.push(a.output.engineSeconds);
         const b = await runWatched(engine, { ...task, seed: i }, dir, { every: 1, maxSize });
-        watched.push((b.output.engineSeconds * 1000) / b.stepTimes.length);
-        const costs = b.previews.map((p) => p.costMs);
-        if (i === 0) fitMs = costs.shift() ?? 0;
-        perPreview.push(...costs);
+        watchedSteps.push(...intervals(b));
+        watchedRuns.push(b.output.engineSeconds);
+        perPreview.push(...b.previews.map((p) => p.costMs));
       }
-      const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]!;
-      const step = median(plain);
+      const step = median(plainSteps);
       const cost = median(perPreview);
-      figures[`${label}: first preview incl. projection fit, ms`] = fitMs.toFixed(0);
-      figures[`${label}: preview cost, ms (median)`] = cost.toFixed(2);
-      figures[`${label}: step time unwatched, ms (median)`] = step.toFixed(1);
-      figures[`${label}: preview cost / step time`] = (cost / step).toFixed(4);
-      figures[`${label}: step time watched / unwatched`] = (median(watched) / step).toFixed(3);
+      figures[`${label}: first preview of a build incl. projection fit, ms`] = fitMs.toFixed(0);
+      figures[`${label}: preview cost, ms (median of ${perPreview.length})`] = cost.toFixed(2);
+      figures[`${label}: step interval unwatched, ms (median)`] = step.toFixed(1);
+      figures[`${label}: preview cost / step`] = (cost / step).toFixed(4);
+      figures[`${label}: step interval watched every step / unwatched (medians)`] = (median(watchedSteps) / step).toFixed(3);
+      figures[`${label}: generate_image watched every step / unwatched (medians of ${runs})`] = (median(watchedRuns) / median(plainRuns)).toFixed(3);
       await engine.unload(modelBuild(task.model, task.loras).key);
     }
     return figures;
