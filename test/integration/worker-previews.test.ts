@@ -209,3 +209,61 @@ void describe('worker engine: step previews (fake mflux)', () => {
     assert.equal(w.progress.length, 3);
   });
 });
+
+/**
+ * A stand-in worker (stdlib Python, started as `python -m kiapi_worker` from its own directory)
+ * that answers a run with broken previews around a good one, to show what the engine does with them.
+ */
+const STUB_WORKER = String.raw`
+import base64, json, sys
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+send({"type": "ready", "python": "3", "mflux": "0.24.0", "mflux_supported": "0.24.0", "mlx": "0", "device": "cpu"})
+jpeg = base64.b64encode(bytes([0xFF, 0xD8, 0xFF, 0xE0]) + b"stub").decode()
+for line in sys.stdin:
+    c = json.loads(line)
+    if c["cmd"] == "load":
+        send({"id": c["id"], "type": "loaded", "key": c["key"], "load_s": 0, "active_gb": 0, "weight_gb": 0})
+    elif c["cmd"] == "run":
+        i = c["id"]
+        good = {"id": i, "type": "preview", "step": 1, "total": 3, "width": 8, "height": 8, "jpeg_b64": jpeg, "cost_ms": 1.5}
+        send({**good, "jpeg_b64": base64.b64encode(b"not a jpeg at all").decode()})
+        send({**good, "step": 0})
+        send({**good, "cost_ms": "slow"})
+        send({k: v for k, v in good.items() if k != "jpeg_b64"})
+        send({**good, "step": 2})
+        send({"id": i, "type": "result", "path": c["output_path"], "width": 8, "height": 8, "seed": 1, "timings": {"total_s": 0.1}, "warnings": []})
+    elif c["cmd"] == "shutdown":
+        send({"id": c["id"], "type": "ack"}); break
+`;
+
+void describe('worker engine: broken previews', () => {
+  let dir: string;
+  let stub: WorkerEngine;
+  const warnings: string[] = [];
+  before(async () => {
+    dir = tempDir('kiapi-previews-stub-');
+    fs.mkdirSync(path.join(dir, 'kiapi_worker'));
+    fs.writeFileSync(path.join(dir, 'kiapi_worker', '__init__.py'), '');
+    fs.writeFileSync(path.join(dir, 'kiapi_worker', '__main__.py'), STUB_WORKER);
+    const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+    stub = new WorkerEngine({ python: process.env.KIAPI_TEST_PYTHON ?? 'python3', workerDir: dir, env: { ...process.env }, log, engineTimeoutS: 30 });
+    await stub.load(modelBuild(baseTask().model, []));
+  });
+  after(async () => {
+    await stub.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  void it('are logged and dropped; the good one arrives and the run succeeds', async () => {
+    const w = watch(dir, 'stub', { previews: new ManualDemand({ every: 1, maxSize: 64 }) });
+    const out = await stub.run(baseTask(), w.options);
+    assert.equal(out.width, 8);
+    assert.deepEqual(
+      w.previews.map((p) => [p.step, p.costMs, p.jpeg.subarray(0, 2).toString('hex')]),
+      [[2, 1.5, 'ffd8']],
+    );
+    assert.ok(warnings.some((l) => l.includes('not a JPEG')));
+    assert.equal(warnings.filter((l) => l.includes('not a protocol message')).length, 3);
+  });
+});
