@@ -205,7 +205,7 @@ export async function correlation(a: Buffer, b: Buffer, w: number, h: number): P
  */
 export async function measurePreviewCost(opts: { maxSize?: number; runs?: number } = {}): Promise<Record<string, string>> {
   const maxSize = opts.maxSize ?? 256;
-  const runs = opts.runs ?? 5;
+  const runs = opts.runs ?? 7;
   const dir = tempDir('kiapi-preview-cost-');
   const engine = realWorkerEngine();
   const figures: Record<string, string> = {};
@@ -224,17 +224,15 @@ export async function measurePreviewCost(opts: { maxSize?: number; runs?: number
       const fitMs = first.previews[0]!.costMs;
       const plainSteps: number[] = [];
       const watchedSteps: number[] = [];
-      const plainRuns: number[] = [];
-      const watchedRuns: number[] = [];
+      const pairRatios: number[] = [];
       const perPreview: number[] = [];
       // Alternate unwatched and watched runs, so drift in the machine's speed hits both alike.
       for (let i = 0; i < runs; i++) {
         const a = await runWatched(engine, { ...task, seed: i }, dir, null);
         plainSteps.push(...intervals(a));
-        plainRuns.push(a.output.engineSeconds);
         const b = await runWatched(engine, { ...task, seed: i }, dir, { every: 1, maxSize });
         watchedSteps.push(...intervals(b));
-        watchedRuns.push(b.output.engineSeconds);
+        pairRatios.push(b.output.engineSeconds / a.output.engineSeconds);
         perPreview.push(...b.previews.map((p) => p.costMs));
       }
       const step = median(plainSteps);
@@ -244,7 +242,7 @@ export async function measurePreviewCost(opts: { maxSize?: number; runs?: number
       figures[`${label}: step interval unwatched, ms (median)`] = step.toFixed(1);
       figures[`${label}: preview cost / step`] = (cost / step).toFixed(4);
       figures[`${label}: step interval watched every step / unwatched (medians)`] = (median(watchedSteps) / step).toFixed(3);
-      figures[`${label}: generate_image watched every step / unwatched (medians of ${runs})`] = (median(watchedRuns) / median(plainRuns)).toFixed(3);
+      figures[`${label}: generate_image watched every step / unwatched (median of ${runs} pairs)`] = median(pairRatios).toFixed(3);
       await engine.unload(modelBuild(task.model, task.loras).key);
     }
     return figures;
