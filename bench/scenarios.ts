@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { fakeMfluxEnv, readFakeCalls } from '../test/support/fake-mflux.js';
-import { realEngineEnv } from '../test/real-engine/support.js';
+import { measurePreviewCost, realEngineEnv } from '../test/real-engine/support.js';
 import { spawnServer, tempDir } from '../test/support/server.js';
 import { events } from './events.js';
 import { scale } from './scale.js';
@@ -214,7 +214,8 @@ async function engine(): Promise<Figures> {
  * The real engine (mflux + MLX from the CPU lock) on the tiny checkpoints of the real-engine lane
  * (`KIAPI_REAL_ENGINE_PYTHON` etc., set by `bash test/real-engine/run.sh` — see BENCHMARKS.md for
  * the command): sync 64×64 2-step latency against the time `generate_image` itself took, the
- * server's added milliseconds, and each build's load time and measured size.
+ * server's added milliseconds, each build's load time and measured size, and what step previews
+ * cost (`measurePreviewCost`).
  */
 async function realEngine(): Promise<Figures> {
   const dataDir = tempDir('kiapi-bench-real-');
@@ -256,6 +257,10 @@ async function realEngine(): Promise<Figures> {
       'server added ms per job (p90 of 20)': fmt(q(added, 90), 1),
     };
     for (const m of health.memory.loaded) figures[`measured GiB of build ${m.key}`] = fmt(m.weight_gb, 3);
+    await server.stop();
+    // Step previews, at the engine (the worker engine on the same tiny builds, after the server
+    // has let go of its worker): the one-off fit and each preview against the step it follows.
+    for (const [name, value] of Object.entries(await measurePreviewCost())) figures[`previews: ${name}`] = value;
     return figures;
   } finally {
     await server.stop();

@@ -5,12 +5,7 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export KIAPI_TEST_CACHE="${KIAPI_TEST_CACHE:-$repo_root/.cache}"
-venv="$KIAPI_TEST_CACHE/pytools-venv"
-requirements="$repo_root/worker/requirements-dev.txt"
-
-# shellcheck source=../scripts/tools-venv.sh
-source "$repo_root/scripts/tools-venv.sh"
-ensure_tools_venv "$venv" "$requirements" ruff run-checks
+venv="$(dirname "$(dirname "$(bash "$repo_root/worker/tools-python.sh")")")"
 
 cd "$repo_root"
 status=0

@@ -1,4 +1,5 @@
 /** Environment for running the real worker on the fake mflux package (worker/tests/fake_mflux). */
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../../src/core/package-info.js';
@@ -46,4 +47,16 @@ export function readFakeCalls(dir: string): FakeCall[] {
     .split('\n')
     .filter(Boolean)
     .map((l) => JSON.parse(l) as FakeCall);
+}
+
+let toolsPythonPath: string | null = null;
+
+/**
+ * The worker's tools venv python (pytest, ruff, numpy, Pillow; built on first use by
+ * worker/tools-python.sh). Step previews need numpy and Pillow, which mflux brings but a bare
+ * python3 lacks, so the preview tests run the worker on the fake mflux with this interpreter.
+ */
+export function toolsPython(): string {
+  toolsPythonPath ??= execFileSync('bash', [path.join(WORKER_DIR, 'tools-python.sh')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  return toolsPythonPath;
 }

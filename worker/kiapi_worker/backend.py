@@ -29,10 +29,12 @@ from kiapi_worker.engine_api import (
     CALL_SHAPES,
     CALLBACKS_ATTRIBUTE,
     OMIT_WHEN_NULL,
+    PREVIEW_PATHS,
     REGISTER_METHOD,
     ModelShape,
 )
 from kiapi_worker.errors import BAD_REQUEST, NOT_LOADED, PROTOCOL, WorkerError
+from kiapi_worker.previews import Preview, PreviewDemand, Previewer, PreviewUnavailable
 
 __all__ = [
     "CALL_SHAPES",
@@ -53,11 +55,21 @@ _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 
 @dataclass
 class RunControl:
-    """What the progress hook needs from the run in flight: its cancel flag and progress sink."""
+    """What the progress hook needs from the run in flight: its cancel flag, progress sink and
+    preview demand.
+
+    ``previews`` is replaced whole by the main thread (the ``previews`` command) and read once per
+    step by the engine thread: a single attribute, so no lock is needed and a run nobody watches
+    pays one attribute read per step.
+    """
 
     cancel: threading.Event
     on_progress: Callable[[int, int], None]
+    previews: PreviewDemand | None = None
+    on_preview: Callable[[int, int, Preview], None] | None = None
     steps_seen: int = 0
+    # Set once a preview of this run failed, so the log says it once rather than at every step.
+    preview_failed: bool = False
 
 
 class ProgressHook:
@@ -67,8 +79,9 @@ class ProgressHook:
     when at least ``mininterval`` (0.1 s) has passed, so it lags when steps are fast.
     """
 
-    def __init__(self, stop_exception: type[BaseException]) -> None:
+    def __init__(self, stop_exception: type[BaseException], previewer: Previewer | None = None) -> None:
         self._stop_exception = stop_exception
+        self._previewer = previewer
         self._run: RunControl | None = None
 
     def bind(self, run: RunControl | None) -> None:
@@ -92,6 +105,33 @@ class ProgressHook:
             # mflux lets a callback's exception leave generate_image unchanged: the cancel point.
             raise self._stop_exception(f"canceled at step {run.steps_seen}/{total}")
         run.on_progress(run.steps_seen, total)
+        demand = run.previews
+        if demand is not None and run.steps_seen % demand.every == 0:
+            self._preview(run, demand, latents, config, total)
+
+    def _preview(self, run: RunControl, demand: PreviewDemand, latents: Any, config: Any, total: int) -> None:
+        """Make and send one preview; a failure is logged (once per run) and never stops the run."""
+        previewer = self._previewer
+        if previewer is None or run.on_preview is None or run.cancel.is_set():
+            return
+        try:
+            # The step's own work is still a lazy graph here (mflux evaluates it after the
+            # callbacks): evaluate it before the clock starts, so cost_ms is the preview's alone.
+            memory.evaluate(latents)
+            preview = previewer.make(latents, int(config.width), int(config.height), demand.max_size)
+        except PreviewUnavailable as exc:
+            if not run.preview_failed:
+                run.preview_failed = True
+                log.info("step previews skipped: %s", exc)
+            return
+        except Exception:
+            if not run.preview_failed:
+                run.preview_failed = True
+                log.warning("step preview failed at step %d (the run goes on)", run.steps_seen, exc_info=True)
+            return
+        if run.cancel.is_set():
+            return
+        run.on_preview(run.steps_seen, total, preview)
 
 
 def _total_steps(time_steps: Any, config: Any) -> int:
@@ -416,7 +456,9 @@ class MfluxBackend:
         load_s = time.perf_counter() - started
         memory.release_cached()  # loading temporaries (conversion, quantization, LoRA bake)
         weight_gb = round(max(0, memory.active_bytes() - before) / memory.GIB, 3)
-        hook = ProgressHook(self._engine.stop_exception)
+        hook = ProgressHook(
+            self._engine.stop_exception, Previewer(request.key, model, PREVIEW_PATHS[shape.operation])
+        )
         getattr(getattr(model, CALLBACKS_ATTRIBUTE), REGISTER_METHOD)(hook)
         with self._lock:
             self._models[request.key] = LoadedModel(shape=shape, model=model, hook=hook, weight_gb=weight_gb)

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiapi_worker.engine_api import CALL_SHAPES, ModelShape, shape_for_model
+from kiapi_worker.previews import PreviewDemand
 from kiapi_worker.protocol import ProtocolError
+
+# The smallest preview long side the worker makes (the server asks for more in practice).
+MIN_PREVIEW_SIZE = 16
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,15 @@ class RunRequest:
     key: str
     output_path: str
     task: Task
+    previews: PreviewDemand | None = None
+
+
+@dataclass(frozen=True)
+class PreviewsRequest:
+    """The ``previews`` command: a new demand for the run ``target`` (None: stop)."""
+
+    target: str
+    demand: PreviewDemand | None
 
 
 class _Fields:
@@ -184,11 +197,35 @@ def parse_task(raw: Any, command_id: str) -> Task:
     )
 
 
+def _demand(fields: _Fields, every: int | None) -> PreviewDemand | None:
+    """``max_size`` is required even when ``every`` is null (stop), as the protocol spells it."""
+    max_size = fields.integer("max_size") or 0
+    if max_size < MIN_PREVIEW_SIZE:
+        raise fields._fail("max_size", f"an integer >= {MIN_PREVIEW_SIZE}")
+    if every is None:
+        return None
+    if every < 1:
+        raise fields._fail("every", "an integer >= 1 or null")
+    return PreviewDemand(every=every, max_size=max_size)
+
+
 def parse_run(body: dict[str, Any], command_id: str) -> RunRequest:
     fields = _Fields(body, "run", command_id)
     output_path = _absolute(fields.text("output_path") or "", "output_path", command_id)
+    raw_previews = fields.raw("previews")
+    previews = None
+    if raw_previews is not None:
+        preview_fields = _Fields(raw_previews, "run.previews", command_id)
+        previews = _demand(preview_fields, preview_fields.integer("every"))
     return RunRequest(
         key=fields.text("key") or "",
         output_path=output_path,
         task=parse_task(body.get("task"), command_id),
+        previews=previews,
     )
+
+
+def parse_previews(body: dict[str, Any], command_id: str) -> PreviewsRequest:
+    fields = _Fields(body, "previews", command_id)
+    target = fields.text("target") or ""
+    return PreviewsRequest(target=target, demand=_demand(fields, fields.integer("every", optional=True)))

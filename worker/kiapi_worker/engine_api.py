@@ -92,6 +92,50 @@ CALL_SHAPES: dict[str, ModelShape] = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class PreviewPath:
+    """How one pipeline's in-loop latents become its image, for fitting step previews.
+
+    The callback gets packed tokens (1, (H/16)*(W/16), 4C): each holds a 2x2 patch of latent pixels
+    with C channels. ``channel_major``: a token's values run channel first (``c*4 + dy*2 + dx``,
+    Qwen's ``unpack_latents``) rather than patch position first (``(dy*2 + dx)*C + c``, Ideogram 4's).
+    The pipeline unpacks with ``<unpack_module>.<unpack_class>.unpack_latents(latents=, height=,
+    width=)`` and decodes with ``VAEUtil.decode(vae=model.vae, latent=, tiling_config=)``.
+    """
+
+    channels: int
+    channel_major: bool
+    unpack_module: str
+    unpack_class: str
+
+
+_QWEN_PREVIEW = PreviewPath(
+    channels=16,
+    channel_major=True,
+    unpack_module="mflux.models.qwen.latent_creator.qwen_latent_creator",
+    unpack_class="QwenLatentCreator",
+)
+
+PREVIEW_PATHS: dict[str, PreviewPath] = {
+    "qwen.generate": _QWEN_PREVIEW,
+    "qwen.edit": _QWEN_PREVIEW,
+    # Ideogram 4's unpack also de-normalises (a per-value scale and shift) before the Flux2 VAE.
+    "ideogram4.generate": PreviewPath(
+        channels=32,
+        channel_major=False,
+        unpack_module="mflux.models.ideogram4.latent_creator",
+        unpack_class="Ideogram4LatentCreator",
+    ),
+}
+PREVIEW_UNPACK_METHOD = "unpack_latents"
+PREVIEW_UNPACK_KEYWORDS = ("latents", "height", "width")
+VAE_ATTRIBUTE = "vae"
+VAE_DECODE_MODULE = "mflux.models.common.vae.vae_util"
+VAE_DECODE_CLASS = "VAEUtil"
+VAE_DECODE_METHOD = "decode"
+VAE_DECODE_KEYWORDS = ("vae", "latent", "tiling_config")
+
 # Keywords left out of a call when the task has null for them, so mflux's own default applies
 # (passing guidance=None to Qwen would mean guidance 0.0, not the default 4.0).
 OMIT_WHEN_NULL: frozenset[str] = frozenset({"guidance", "scheduler"})

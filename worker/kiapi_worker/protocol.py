@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-COMMANDS = ("load", "unload", "run", "cancel", "stats", "shutdown")
+COMMANDS = ("load", "unload", "run", "cancel", "previews", "stats", "shutdown")
 
 
 class ProtocolError(Exception):

@@ -1,9 +1,9 @@
 """The worker's main loop: handshake, command dispatch and the single engine thread.
 
-The main thread only reads stdin and answers quick commands (cancel, stats, shutdown), so a
-cancel reaches a run in flight. ``load``, ``unload`` and ``run`` execute one at a time on one
-engine thread: MLX work then never crosses threads, and a second engine command while one is in
-flight is answered ``busy`` rather than queued.
+The main thread only reads stdin and answers quick commands (cancel, previews, stats, shutdown),
+so a cancel or a new preview demand reaches a run in flight. ``load``, ``unload`` and ``run``
+execute one at a time on one engine thread: MLX work then never crosses threads, and a second
+engine command while one is in flight is answered ``busy`` rather than queued.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from typing import Any, NoReturn
 
 from kiapi_worker import memory
 from kiapi_worker.backend import PROGRESS_LABEL, MfluxBackend, RunControl
-from kiapi_worker.commands import parse_load, parse_run
+from kiapi_worker.commands import parse_load, parse_previews, parse_run
 from kiapi_worker.engine import EngineUnavailable, import_engine
 from kiapi_worker.errors import BUSY, ENGINE_ERROR, PROTOCOL, classify
+from kiapi_worker.previews import Preview, PreviewDemand, jpeg_b64
 from kiapi_worker.protocol import (
     Command,
     ProtocolError,
@@ -82,6 +83,13 @@ class EngineThread:
             job = self._current
         if job is not None and job.control is not None and target in (None, job.command_id):
             job.control.cancel.set()
+
+    def set_previews(self, target: str, demand: PreviewDemand | None) -> None:
+        """Replace the preview demand of the run ``target``; unknown ids are ignored."""
+        with self._lock:
+            job = self._current
+        if job is not None and job.control is not None and job.command_id == target:
+            job.control.previews = demand
 
     def wait_idle(self, timeout: float) -> bool:
         return self._idle.wait(timeout)
@@ -189,7 +197,23 @@ class Worker:
                 {"id": command.id, "type": "progress", "step": step, "total": total, "label": PROGRESS_LABEL}
             )
 
-        control = RunControl(cancel=threading.Event(), on_progress=progress)
+        def preview(step: int, total: int, made: Preview) -> None:
+            self._writer.send(
+                {
+                    "id": command.id,
+                    "type": "preview",
+                    "step": step,
+                    "total": total,
+                    "width": made.width,
+                    "height": made.height,
+                    "jpeg_b64": jpeg_b64(made.jpeg),
+                    "cost_ms": round(made.cost_ms, 3),
+                }
+            )
+
+        control = RunControl(
+            cancel=threading.Event(), on_progress=progress, previews=request.previews, on_preview=preview
+        )
 
         def work() -> Reply:
             outcome = self._backend.run(request, control)
@@ -211,6 +235,12 @@ class Worker:
         if not isinstance(target, str):
             raise ProtocolError("'cancel.target' must be a string", command.id)
         self._engine.cancel(target)
+        self._writer.send({"id": command.id, "type": "ack"})
+        return True
+
+    def _on_previews(self, command: Command) -> bool:
+        request = parse_previews(command.body, command.id)
+        self._engine.set_previews(request.target, request.demand)
         self._writer.send({"id": command.id, "type": "ack"})
         return True
 

@@ -12,7 +12,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from kiapi_worker.engine_api import CALL_SHAPES, STOP_EXCEPTION, ModelShape
+from kiapi_worker.engine_api import (
+    CALL_SHAPES,
+    PREVIEW_PATHS,
+    PREVIEW_UNPACK_METHOD,
+    STOP_EXCEPTION,
+    VAE_DECODE_CLASS,
+    VAE_DECODE_METHOD,
+    VAE_DECODE_MODULE,
+    ModelShape,
+)
 from mflux_source import MfluxSource, load_fake_source, method, parameters
 
 SHAPES = list(CALL_SHAPES.values())
@@ -34,6 +43,25 @@ def test_fake_signatures_equal_real(
     real = parameters(method(real_class, method_name))
     fake = parameters(method(fake_class, method_name))
     assert fake == real, f"fake {shape.class_name}.{method_name} differs from mflux's"
+
+
+@pytest.mark.parametrize(
+    ("module", "owner", "name"),
+    [
+        *sorted({(p.unpack_module, p.unpack_class, PREVIEW_UNPACK_METHOD) for p in PREVIEW_PATHS.values()}),
+        (VAE_DECODE_MODULE, VAE_DECODE_CLASS, VAE_DECODE_METHOD),
+    ],
+)
+def test_fake_preview_decode_path_equals_real(
+    mflux_source: MfluxSource, fake_source: MfluxSource, module: str, owner: str, name: str
+) -> None:
+    """Names, kinds and defaults (the fake works on numpy arrays, so annotations differ)."""
+
+    def signature(source: MfluxSource) -> list[tuple[str, str, str | None]]:
+        _, cls = source.find_class(module, owner)
+        return [(p.name, p.kind, p.default) for p in parameters(method(cls, name))]
+
+    assert signature(fake_source) == signature(mflux_source)
 
 
 def test_fake_in_loop_call_equals_real(mflux_source: MfluxSource, fake_source: MfluxSource) -> None:

@@ -25,6 +25,9 @@ from kiapi_worker.engine_api import (
     MODEL_CONFIG_CLASS,
     MODEL_CONFIG_MODULE,
     PINNED_REVISIONS,
+    PREVIEW_PATHS,
+    PREVIEW_UNPACK_KEYWORDS,
+    PREVIEW_UNPACK_METHOD,
     REGISTER_METHOD,
     REVISIONS_ATTRIBUTE,
     REVISIONS_CLASS,
@@ -32,6 +35,11 @@ from kiapi_worker.engine_api import (
     STOP_EXCEPTION,
     STOP_EXCEPTION_BASES,
     UNPINNED_REPOS,
+    VAE_ATTRIBUTE,
+    VAE_DECODE_CLASS,
+    VAE_DECODE_KEYWORDS,
+    VAE_DECODE_METHOD,
+    VAE_DECODE_MODULE,
     ModelShape,
 )
 from kiapi_worker.pins import ENGINE_REQUIRES_PYTHON, MFLUX_VERSION
@@ -309,3 +317,33 @@ def test_generated_image_exposes_image(mflux_source: MfluxSource) -> None:
         if isinstance(target, ast.Attribute)
     }
     assert "image" in assigned
+
+
+@pytest.mark.parametrize("operation", list(PREVIEW_PATHS))
+def test_preview_fit_uses_the_pipelines_own_decode_path(mflux_source: MfluxSource, operation: str) -> None:
+    """Previews are fitted by unpacking and decoding as the pipeline does after its last step."""
+    path = PREVIEW_PATHS[operation]
+    _, creator = mflux_source.find_class(path.unpack_module, path.unpack_class)
+    unpack = method(creator, PREVIEW_UNPACK_METHOD)
+    assert "staticmethod" in decorator_names(unpack)
+    _assert_call_fits(
+        parameters(unpack), PREVIEW_UNPACK_KEYWORDS, f"{path.unpack_class}.{PREVIEW_UNPACK_METHOD}()"
+    )
+    shape = CALL_SHAPES[operation]
+    _, model = mflux_source.find_class(shape.module, shape.class_name)
+    annotated = {
+        node.target.id
+        for node in model.body
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+    }
+    assert VAE_ATTRIBUTE in annotated, f"{shape.class_name} no longer declares .{VAE_ATTRIBUTE}"
+    called = {ast.unparse(call.func) for call in _calls(model)}
+    for name in (f"{path.unpack_class}.{PREVIEW_UNPACK_METHOD}", f"{VAE_DECODE_CLASS}.{VAE_DECODE_METHOD}"):
+        assert name in called, f"{shape.class_name} no longer decodes its latents with {name}"
+
+
+def test_vae_decode_accepts_the_preview_fits_keywords(mflux_source: MfluxSource) -> None:
+    _, util = mflux_source.find_class(VAE_DECODE_MODULE, VAE_DECODE_CLASS)
+    decode = method(util, VAE_DECODE_METHOD)
+    assert "staticmethod" in decorator_names(decode)
+    _assert_call_fits(parameters(decode), VAE_DECODE_KEYWORDS, f"{VAE_DECODE_CLASS}.{VAE_DECODE_METHOD}()")

@@ -45,6 +45,19 @@ export const ProgressMsg = Type.Object({
   label: Type.String(),
 });
 
+/** A step preview: the worker's linear latent projection, JPEG in base64 (see worker/kiapi_worker/previews.py). */
+export const PreviewMsg = Type.Object({
+  id: Id,
+  type: Type.Literal('preview'),
+  step: Type.Integer({ minimum: 1 }),
+  total: Type.Integer({ minimum: 1 }),
+  width: Type.Integer({ minimum: 1 }),
+  height: Type.Integer({ minimum: 1 }),
+  jpeg_b64: Type.String({ minLength: 4 }),
+  /** Time the worker spent making this preview (the first of a build includes the one-off fit). */
+  cost_ms: Type.Number({ minimum: 0 }),
+});
+
 export const ResultMsg = Type.Object({
   id: Id,
   type: Type.Literal('result'),
@@ -84,7 +97,7 @@ export const StatsMsg = Type.Object({
   loaded: Type.Array(Type.String()),
 });
 
-export const WorkerMessage = Type.Union([ReadyMsg, InitFailedMsg, LoadedMsg, UnloadedMsg, ProgressMsg, ResultMsg, ErrorMsg, AckMsg, StatsMsg]);
+export const WorkerMessage = Type.Union([ReadyMsg, InitFailedMsg, LoadedMsg, UnloadedMsg, ProgressMsg, PreviewMsg, ResultMsg, ErrorMsg, AckMsg, StatsMsg]);
 export type WorkerMessage = Static<typeof WorkerMessage>;
 export type ReplyMessage = Exclude<WorkerMessage, Static<typeof ReadyMsg> | Static<typeof InitFailedMsg>>;
 
@@ -128,14 +141,33 @@ export const TaskArg = Type.Object({
   image_paths: Type.Array(Type.String()),
 });
 
+/** The step previews a run should make: one every `every` steps, long side at most `max_size` px. */
+export const PreviewsArg = Type.Object({ every: Type.Integer({ minimum: 1 }), max_size: Type.Integer({ minimum: 16 }) });
+
 /** Server → worker commands; every one carries an `id` the replies echo. */
 export const Command = Type.Union([
   Type.Object({ id: Id, cmd: Type.Literal('load'), key: Type.String(), model: ModelArg, loras: Type.Array(LoraArg) }),
   Type.Object({ id: Id, cmd: Type.Literal('unload'), key: Type.String() }),
-  Type.Object({ id: Id, cmd: Type.Literal('run'), key: Type.String(), output_path: Type.String(), task: TaskArg }),
+  Type.Object({
+    id: Id,
+    cmd: Type.Literal('run'),
+    key: Type.String(),
+    output_path: Type.String(),
+    task: TaskArg,
+    previews: Type.Optional(Type.Union([PreviewsArg, Type.Null()])),
+  }),
   Type.Object({ id: Id, cmd: Type.Literal('cancel'), target: Id }),
+  /** A new preview demand for the run `target` (`every` null: stop); answered `ack`, unknown targets ignored. */
+  Type.Object({
+    id: Id,
+    cmd: Type.Literal('previews'),
+    target: Id,
+    every: Type.Union([Type.Integer({ minimum: 1 }), Type.Null()]),
+    max_size: Type.Integer({ minimum: 16 }),
+  }),
   Type.Object({ id: Id, cmd: Type.Literal('stats') }),
   Type.Object({ id: Id, cmd: Type.Literal('shutdown') }),
 ]);
 export type Command = Static<typeof Command>;
 export type TaskArg = Static<typeof TaskArg>;
+export type PreviewsArg = Static<typeof PreviewsArg>;

@@ -3,11 +3,14 @@
  * time; a crash fails the running job with the exit code and the worker's last stderr lines, and
  * the next job starts a fresh worker. A run that goes silent for KIAPI_ENGINE_TIMEOUT_S is killed.
  * Cancel sends `cancel`; the worker's per-step callback stops mflux at the next step.
+ * Step previews: the run command carries the demand at the start, each change of it during the
+ * run is sent as a `previews` command, and the worker's `preview` events go to `onPreview`.
  */
 import type { Logger } from 'pino';
 import { CanceledError, EngineError, InputError, UnavailableError } from '../../core/errors.js';
-import type { Engine, EngineInfo, EngineOutput, ImageTask, LoadResult, ModelBuild, RunOptions } from '../engine.js';
-import type { TaskArg } from './protocol.js';
+import type { Static } from 'typebox';
+import type { Engine, EngineInfo, EngineOutput, EnginePreview, ImageTask, LoadResult, ModelBuild, PreviewRequest, RunOptions } from '../engine.js';
+import type { PreviewMsg, PreviewsArg, TaskArg } from './protocol.js';
 import { WorkerProcess, WorkerReplyError, type ReadyInfo } from './worker-process.js';
 
 export interface WorkerEngineOptions {
@@ -83,17 +86,29 @@ export class WorkerEngine implements Engine {
     // Never start a worker here: a fresh one holds no build, and loading is the residency's call.
     const proc = this.proc;
     if (!proc?.alive) throw new EngineError('the engine worker is not running (it exited since the model was loaded); retry the job');
+    const demand = opts.previews;
+    // Previews reach the caller only while the run is in flight and someone asks for them.
+    let settled = false;
     const request = proc.request(
-      { cmd: 'run', key: opts.buildKey, output_path: opts.outputPath, task: toTaskArg(task) },
+      { cmd: 'run', key: opts.buildKey, output_path: opts.outputPath, task: toTaskArg(task), previews: toPreviewsArg(demand?.current() ?? null) },
       {
         silenceMs: this.opts.engineTimeoutS * 1000,
         onEvent: (msg) => {
           if (msg.type === 'progress') opts.onProgress({ step: msg.step, total: msg.total, label: msg.label });
+          else if (msg.type === 'preview' && !settled && demand?.current() && opts.onPreview) this.deliverPreview(msg, opts.onPreview);
         },
       },
     );
     const onAbort = () => proc.notify({ cmd: 'cancel', target: request.id });
     opts.signal.addEventListener('abort', onAbort, { once: true });
+    // The worker's `max_size` is required even for a stop; the last size asked for is as good as any.
+    let lastMaxSize = demand?.current()?.maxSize ?? MIN_PREVIEW_SIZE;
+    const unsubscribe = demand?.subscribe(() => {
+      if (settled) return;
+      const now = demand.current();
+      if (now) lastMaxSize = now.maxSize;
+      proc.notify({ cmd: 'previews', target: request.id, ...(toPreviewsArg(now) ?? { every: null, max_size: lastMaxSize }) });
+    });
     try {
       const inputs = [...(task.initImage ? [['init_image', task.initImage] as const] : []), ...(task.images ?? []).map((im, i) => [`images[${i}]`, im] as const)];
       const reply = await this.call(request, opts.signal, [
@@ -109,7 +124,26 @@ export class WorkerEngine implements Engine {
         warnings: reply.warnings,
       };
     } finally {
+      settled = true;
+      unsubscribe?.();
       opts.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * Hands one preview to the caller. A preview is a nicety: one that does not decode to a JPEG, or
+   * whose listener throws, is logged and dropped, and the run goes on.
+   */
+  private deliverPreview(msg: Static<typeof PreviewMsg>, onPreview: (p: EnginePreview) => void): void {
+    const jpeg = Buffer.from(msg.jpeg_b64, 'base64');
+    if (jpeg.length < 4 || jpeg[0] !== 0xff || jpeg[1] !== 0xd8) {
+      this.opts.log.warn({ step: msg.step, bytes: jpeg.length }, 'dropped a step preview from the engine worker that is not a JPEG');
+      return;
+    }
+    try {
+      onPreview({ step: msg.step, total: msg.total, width: msg.width, height: msg.height, jpeg, costMs: msg.cost_ms });
+    } catch (err) {
+      this.opts.log.warn({ err, step: msg.step }, 'a step preview listener failed; the preview was dropped');
     }
   }
 
@@ -187,6 +221,14 @@ export class WorkerEngine implements Engine {
 function reasonOf(signal: AbortSignal): Error {
   const r: unknown = signal.reason;
   return r instanceof Error ? r : new CanceledError();
+}
+
+/** The smallest preview the worker makes (its `max_size` floor). */
+const MIN_PREVIEW_SIZE = 16;
+
+function toPreviewsArg(req: PreviewRequest | null): PreviewsArg | null {
+  if (!req) return null;
+  return { every: Math.max(1, Math.floor(req.every)), max_size: Math.max(MIN_PREVIEW_SIZE, Math.floor(req.maxSize)) };
 }
 
 function toTaskArg(task: ImageTask): TaskArg {

@@ -139,7 +139,7 @@ export class WorkerProcess {
   }
 
   /**
-   * Sends a command; resolves with its final reply, passes `progress` events to `onEvent`.
+   * Sends a command; resolves with its final reply, passes `progress` and `preview` events to `onEvent`.
    * With `silenceMs`, a command that hears nothing for that long kills the worker.
    */
   request(cmd: DistributiveOmit<Command, 'id'>, opts: { onEvent?: (msg: ReplyMessage) => void; silenceMs?: number } = {}): Promise<ReplyMessage> & { id: string } {
@@ -159,7 +159,7 @@ export class WorkerProcess {
     return promise;
   }
 
-  /** Sends a command whose reply nobody waits for (cancel). */
+  /** Sends a command whose reply nobody waits for (cancel, previews). */
   notify(cmd: DistributiveOmit<Command, 'id'>): void {
     if (!this.alive) return;
     const id = String(this.nextId++);
@@ -216,7 +216,7 @@ export class WorkerProcess {
     }
     const p = this.pending.get(id);
     if (!p) return;
-    if (msg.type === 'progress') {
+    if (msg.type === 'progress' || msg.type === 'preview') {
       this.arm(id, p);
       p.onEvent?.(msg);
       return;

@@ -272,9 +272,55 @@ class FakeTqdm:
 
 
 class FakeLatents:
-    def __init__(self, seed: int, width: int, height: int) -> None:
+    """What the loops pass as latents where numpy is missing: a shape, no values."""
+
+    def __init__(self, seed: int, width: int, height: int, values_per_token: int = 64) -> None:
         self.seed = seed
-        self.shape = (1, (height // 16) * (width // 16), 64)
+        self.shape = (1, (height // 16) * (width // 16), values_per_token)
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
+class FakeDenoiser:
+    """The latents of a fake denoising loop, shaped as mflux's packed latents.
+
+    With numpy: float32 arrays of mflux's shape (1, (H/16)*(W/16), values_per_token) going in a
+    straight line from seeded noise (before the first step) to a seeded smooth target (after the
+    last), so a step preview changes from step to step and ends on the target. Without numpy:
+    ``FakeLatents`` throughout.
+    """
+
+    def __init__(self, seed: int, width: int, height: int, values_per_token: int, steps: int) -> None:
+        self.steps = max(steps, 1)
+        np = _numpy()
+        if np is None:
+            self._noise: Any = FakeLatents(seed, width, height, values_per_token)
+            self._target: Any = None
+            return
+        rng = np.random.default_rng(seed)
+        tokens = (height // 16) * (width // 16)
+        self._noise = rng.standard_normal((1, tokens, values_per_token)).astype(np.float32)
+        # A smooth target: one random value per token column and row, added up.
+        rows = rng.standard_normal((height // 16, 1, values_per_token))
+        columns = rng.standard_normal((1, width // 16, values_per_token))
+        self._target = ((rows + columns) / 2).reshape(1, tokens, values_per_token).astype(np.float32)
+
+    @property
+    def initial(self) -> Any:
+        return self._noise
+
+    def after(self, step: int) -> Any:
+        """The latents after ``step`` (1-based position in a loop of ``steps``)."""
+        if self._target is None:
+            return self._noise
+        progress = min(step, self.steps) / self.steps
+        return (1 - progress) * self._noise + progress * self._target
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,3 +386,50 @@ class FakeImage:
             Path(name).write_bytes(data)
         else:
             fp.write(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# VAE
+
+
+class FakeVAE:
+    """A VAE whose decode is linear: colour = latent pixel @ map + bias, each latent pixel
+    becoming an 8x8 block. A linear map fitted to it (as the worker's previews do) is exact, so a
+    test can check the fit end to end. ``denormalise``: decode undoes a per-channel normalisation
+    first (Qwen's VAE does; Ideogram 4's unpack does it instead). Needs numpy (only previews call it).
+    """
+
+    spatial_scale = 8
+
+    def __init__(self, latent_channels: int, seed: int, denormalise: bool, five_d: bool) -> None:
+        np = _numpy()
+        self.latent_channels = latent_channels
+        self._five_d = five_d
+        rng = np.random.default_rng(seed)
+        self.colour_map = (rng.standard_normal((latent_channels, 3)) / np.sqrt(latent_channels)).astype(
+            np.float32
+        )
+        self.colour_bias = (rng.standard_normal(3) * 0.2).astype(np.float32)
+        channels = np.arange(latent_channels)
+        self.latents_mean = (0.3 * np.sin(channels)).astype(np.float32) if denormalise else None
+        self.latents_std = (1.5 + 0.5 * np.cos(channels)).astype(np.float32) if denormalise else None
+
+    def decode(self, latents: Any) -> Any:
+        np = _numpy()
+        x = np.asarray(latents, dtype=np.float32)
+        if x.ndim == 5:
+            x = x[:, :, 0]
+        if self.latents_mean is not None:
+            x = x * self.latents_std[None, :, None, None] + self.latents_mean[None, :, None, None]
+        rgb = np.einsum("bchw,ck->bkhw", x, self.colour_map) + self.colour_bias[None, :, None, None]
+        rgb = rgb.repeat(self.spatial_scale, axis=2).repeat(self.spatial_scale, axis=3)
+        # Qwen's VAE is 3-D and returns (B, 3, 1, H, W); VAEUtil.decode drops the frame axis.
+        return rgb[:, :, None] if self._five_d else rgb
+
+
+def qwen_vae() -> FakeVAE | None:
+    return FakeVAE(16, seed=16, denormalise=True, five_d=True) if _numpy() is not None else None
+
+
+def flux2_vae() -> FakeVAE | None:
+    return FakeVAE(32, seed=32, denormalise=False, five_d=False) if _numpy() is not None else None

@@ -128,6 +128,13 @@ def eval(*trees: Any) -> None:
             pending.extend(item)
 
 
+def array(values: Any) -> Any:
+    """Like ``mx.array``: here a numpy array (numpy is needed only where arrays are made)."""
+    import numpy
+
+    return numpy.asarray(values)
+
+
 def synchronize(stream: Any = None) -> None:
     """Nothing runs asynchronously here."""
 

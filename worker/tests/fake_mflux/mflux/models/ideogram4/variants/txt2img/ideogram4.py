@@ -49,6 +49,7 @@ class Ideogram4:
             lora_scales=lora_scales,
             model_config=model_config,
         )
+        self.vae = _fake.flux2_vae()
 
     @_fake.logged("generate_image")
     def generate_image(
@@ -88,7 +89,8 @@ class Ideogram4:
             model_config=self.model_config,
             num_inference_steps=num_steps,
         )
-        latents = _fake.FakeLatents(seed, config.width, config.height)
+        denoiser = _fake.FakeDenoiser(seed, config.width, config.height, 128, num_steps)
+        latents = denoiser.initial
 
         ctx = self.callbacks.start(seed=seed, prompt=prompt, config=config)
         ctx.before_loop(latents)
@@ -97,6 +99,7 @@ class Ideogram4:
             for position, step_index in enumerate(time_steps, start=1):
                 try:
                     _fake.before_step(position)
+                    latents = denoiser.after(position)
                     ctx.in_loop(step_index, latents, time_steps=time_steps)
                 except KeyboardInterrupt:
                     ctx.interruption(step_index, latents, time_steps=time_steps)

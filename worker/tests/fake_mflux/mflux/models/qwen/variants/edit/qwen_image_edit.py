@@ -31,6 +31,7 @@ class QwenImageEdit:
             lora_scales=lora_scales,
             model_config=model_config,
         )
+        self.vae = _fake.qwen_vae()
 
     @_fake.logged("generate_image")
     def generate_image(
@@ -60,7 +61,8 @@ class QwenImageEdit:
         for path in image_paths:
             _fake.image_size(path)  # every image is loaded for the conditioning latents
         time_steps = _fake.FakeTqdm(range(config.num_inference_steps))
-        latents = _fake.FakeLatents(seed, config.width, config.height)
+        denoiser = _fake.FakeDenoiser(seed, config.width, config.height, 64, time_steps.total)
+        latents = denoiser.initial
 
         ctx = self.callbacks.start(seed=seed, prompt=prompt, config=config)
         ctx.before_loop(latents)
@@ -68,6 +70,7 @@ class QwenImageEdit:
             for position, t in enumerate(time_steps, start=1):
                 try:
                     _fake.before_step(position)
+                    latents = denoiser.after(position)
                     ctx.in_loop(t, latents, time_steps=time_steps)
                 except KeyboardInterrupt:
                     ctx.interruption(t, latents, time_steps=time_steps)

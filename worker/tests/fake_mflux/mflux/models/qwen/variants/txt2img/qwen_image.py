@@ -30,6 +30,7 @@ class QwenImage:
             lora_scales=lora_scales,
             model_config=model_config,
         )
+        self.vae = _fake.qwen_vae()
 
     @_fake.logged("generate_image")
     def generate_image(
@@ -61,7 +62,8 @@ class QwenImage:
         _ = config.scheduler  # resolved while creating the latents in mflux
         if config.init_time_step > 0 and config.image_path is not None:
             _fake.image_size(config.image_path)  # mflux loads the init image here
-        latents = _fake.FakeLatents(seed, config.width, config.height)
+        denoiser = _fake.FakeDenoiser(seed, config.width, config.height, 64, len(config.time_steps))
+        latents = denoiser.initial
         # mflux caches encoded prompts under this key and never evicts them (docs/compatibility.md §10.11).
         self.prompt_cache.setdefault(f"{prompt}|NEG|{negative_prompt}", object())
 
@@ -71,6 +73,7 @@ class QwenImage:
             for position, t in enumerate(config.time_steps, start=1):
                 try:
                     _fake.before_step(position)
+                    latents = denoiser.after(position)
                     ctx.in_loop(t, latents)
                 except KeyboardInterrupt:
                     ctx.interruption(t, latents)
