@@ -10,7 +10,9 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { modelBuild, type ImageTask } from '../../src/engines/engine.js';
 import type { WorkerEngine } from '../../src/engines/worker/worker-engine.js';
-import { correlation, meanAbsDiff, previewTask, realWorkerEngine, runWatched, solidPng, tempDir, type WatchedRun } from './support.js';
+import { sendJson } from '../support/api.js';
+import { watch as watchEvents } from '../support/sse.js';
+import { correlation, meanAbsDiff, previewTask, realWorkerEngine, runWatched, solidPng, tempDir, withRealServer, type WatchedRun } from './support.js';
 
 void describe('step previews on the real engine', () => {
   let dir: string;
@@ -112,5 +114,41 @@ void describe('step previews on the real engine', () => {
   void it('ideogram 4: every 3 steps of the 12-step preset', async () => {
     const task = previewTask('ideogram4.generate', 256, 256, 12);
     await check(await watch(task, 3, 128), task, [3, 6, 9, 12], [128, 128]);
+  });
+});
+
+/**
+ * The whole way on the real engine: an HTTP client watches a Qwen job's event stream with
+ * previews, as a browser would, and gets every step, previews of the asked size and the end.
+ */
+void describe('job events with previews from the real engine over HTTP', () => {
+  void it('queued or started, every denoising step, JPEG previews every 2nd step, then succeeded', async () => {
+    await withRealServer({}, async (s) => {
+      const res = await sendJson<{ job_id: string }>('POST', `${s.url}/v1/image/qwen/generate`, {
+        prompt: 'a red square',
+        width: 128,
+        height: 128,
+        steps: 6,
+        seed: 3,
+        mode: 'async',
+      });
+      assert.equal(res.status, 202, res.bytes.toString());
+      const w = watchEvents(`${s.url}/v1/jobs/${res.json.job_id}/events?previews=2&preview_size=64`);
+      const events = await w.ended;
+      w.close();
+      assert.equal(events.at(-1)!.event, 'succeeded', events.map((e) => e.event).join());
+      const steps = events.filter((e) => e.event === 'progress' && e.data.label === 'denoising').map((e) => e.data.step);
+      // A watcher that connects after the first steps starts from the latest one (the stream's snapshot).
+      assert.ok(steps.length >= 1 && steps.at(-1) === 6, `steps: ${steps.join()}`);
+      const previews = events.filter((e) => e.event === 'preview');
+      assert.ok(previews.length >= 1, 'at least one preview');
+      for (const p of previews) {
+        assert.equal((p.data.step as number) % 2, 0);
+        const jpeg = Buffer.from(String(p.data.image).replace(/^data:image\/jpeg;base64,/, ''), 'base64');
+        const meta = await sharp(jpeg).metadata();
+        assert.equal(meta.format, 'jpeg');
+        assert.equal(Math.max(meta.width, meta.height), 64);
+      }
+    });
   });
 });
