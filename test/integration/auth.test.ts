@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { readStream } from '../support/sse.js';
 import { startServer, type TestServer } from '../support/server.js';
 import { generateBody, getJson, listFiles, listJobs, rawRequest, request, sendJson, uploadFile, waitFinished } from '../support/api.js';
 
@@ -42,6 +43,8 @@ void describe('with KIAPI_AUTH_TOKEN set', () => {
     ['GET', '/v1/jobs/job_0123456789abcdef0123456789abcdef'],
     ['DELETE', '/v1/jobs/job_0123456789abcdef0123456789abcdef'],
     ['POST', '/v1/jobs/job_0123456789abcdef0123456789abcdef/cancel'],
+    ['GET', '/v1/jobs/job_0123456789abcdef0123456789abcdef/events'],
+    ['GET', '/v1/events'],
     ['GET', '/v1/image/qwen/models'],
     ['POST', '/v1/image/qwen/generate'],
     ['POST', '/v1/image/qwen/edit'],
@@ -98,6 +101,11 @@ void describe('with KIAPI_AUTH_TOKEN set', () => {
     const job = await sendJson<{ job_id: string }>('POST', `${url}/v1/image/qwen/generate`, generateBody({ mode: 'async' }), GOOD);
     assert.equal(job.status, 202);
     assert.equal((await waitFinished(url, job.json.job_id, GOOD)).status, 'succeeded');
+    // The event stream of the finished job: its terminal event, and never a shared cache.
+    const events = await readStream(`${url}/v1/jobs/${job.json.job_id}/events`, GOOD);
+    assert.equal(events.status, 200);
+    assert.equal(events.headers.get('cache-control'), 'no-store');
+    assert.deepEqual(events.events.map((e) => e.event), ['succeeded']);
     assert.equal((await request(`${url}/v1/jobs/${job.json.job_id}`, { method: 'DELETE', headers: GOOD })).status, 200);
   });
 });
