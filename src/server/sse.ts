@@ -41,6 +41,11 @@ export class SseStream {
   private readonly heartbeat: NodeJS.Timeout;
   private readonly cleanups: (() => void)[] = [];
   private ended = false;
+  /**
+   * The reconnect delay rides on the first event: alone in a block of its own, some clients
+   * (httpx-sse among them) report it as an event with empty data.
+   */
+  private retrySent = false;
   /** Previews not sent because the watcher was behind. */
   skippedPreviews = 0;
 
@@ -63,7 +68,6 @@ export class SseStream {
       // nginx buffers answers unless told not to; an event stream must not wait in a buffer.
       'x-accel-buffering': 'no',
     });
-    raw.write(`retry: ${RETRY_MS}\n\n`);
     this.heartbeat = setInterval(() => this.write(': keep-alive\n\n'), opts.heartbeatMs);
     raw.once('close', () => this.end());
   }
@@ -89,7 +93,9 @@ export class SseStream {
       this.skippedPreviews++;
       return;
     }
-    this.write(`id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`);
+    const retry = this.retrySent ? '' : `retry: ${RETRY_MS}\n`;
+    this.retrySent = true;
+    this.write(`${retry}id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`);
   }
 
   end(): void {
