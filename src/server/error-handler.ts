@@ -107,7 +107,7 @@ function mapFrameworkError(
 }
 
 function toIssues(errors: AjvIssue[], where: string, req: FastifyRequest): ValidationIssue[] {
-  const source: unknown = where === 'path' ? req.params : where === 'body' ? req.body : undefined;
+  const source: unknown = where === 'path' ? req.params : where === 'body' ? req.body : where === 'query' ? req.query : undefined;
   const seen = new Set<string>();
   const issues: ValidationIssue[] = [];
   for (const issue of collapse(errors, source, where)) {
@@ -293,7 +293,9 @@ function plainIssue(e: AjvIssue, source: unknown, where: string): ValidationIssu
   const msg =
     SCALAR_KEYWORDS.has(e.keyword) && e.parentSchema && isScalarSchema(e.parentSchema) && !(e.keyword === 'type' && e.parentSchema.type === 'null')
       ? `'${fieldName(loc)}' must be ${describeSchema(e.parentSchema)}${gotText(input)}`
-      : describe(e, loc);
+      : e.keyword === 'pattern'
+        ? `${describe(e, loc)}${forExample(e.parentSchema)}${gotText(input)}`
+        : describe(e, loc);
   const issue: ValidationIssue = { type: e.keyword, loc, msg };
   if (input !== undefined) issue.input = truncate(input);
   return issue;
@@ -328,6 +330,16 @@ function describe(e: AjvIssue, loc: (string | number)[]): string {
     default:
       return `'${field}' ${e.message ?? 'is invalid'}`;
   }
+}
+
+/**
+ * A pattern alone is hard to read as a fix (`^[!#$%&'+.^_…]+/…$`); the schema's own examples,
+ * where it has them, show what passes.
+ */
+function forExample(schema: Record<string, unknown> | undefined): string {
+  const examples = schema?.examples;
+  if (!Array.isArray(examples) || examples.length === 0) return '';
+  return ` (for example ${examples.map((x) => JSON.stringify(x)).join(' or ')})`;
 }
 
 function pathSegments(instancePath: string): (string | number)[] {

@@ -50,7 +50,32 @@ function pagingQuery(idPattern: string, noun: string) {
   };
 }
 
-export const FileListQuery = Type.Object(pagingQuery(FILE_ID_PATTERN, 'file'));
+/**
+ * RFC 9110 token characters other than `*`: a media type's two halves. The subtype may be `*`
+ * alone (a family); a `*` anywhere else is refused rather than read as a glob it is not.
+ */
+const TYPE_CHARS = "[!#$%&'+.^_`|~0-9A-Za-z-]";
+
+export const FileListQuery = Type.Object({
+  ...pagingQuery(FILE_ID_PATTERN, 'file'),
+  content_type: Type.Optional(
+    Type.String({
+      pattern: `^${TYPE_CHARS}+/(?:${TYPE_CHARS}+|\\*)$`,
+      maxLength: 255,
+      examples: ['image/png', 'image/*'],
+      description:
+        'Only files stored with this media type: exact (image/png), or a whole family with a * subtype (image/* = every image). Compared case-insensitively.',
+    }),
+  ),
+  job_id: Type.Optional(
+    Type.String({
+      pattern: JOB_ID_PATTERN,
+      maxLength: 64,
+      description:
+        "Only the files this job produced (its artifacts, not the inputs it was given); they keep the job's id after the job itself is deleted or pruned. No such files: an empty list.",
+    }),
+  ),
+});
 export const JobListQuery = Type.Object({
   ...pagingQuery(JOB_ID_PATTERN, 'job'),
   status: Type.Optional(refTo(JobStatusSchema, { description: 'Only jobs in this state.' })),

@@ -1,12 +1,13 @@
 /**
- * Cursor paging of GET /v1/jobs and GET /v1/files (limit / after / before, status and type
- * filters, has_more / first_id / last_id), the whole list for clients that do not page, the
- * served OpenAPI's description of both, and KIAPI_FILE_RETENTION_S.
+ * Cursor paging of GET /v1/jobs and GET /v1/files (limit / after / before, has_more / first_id /
+ * last_id), the jobs' status and type filters and the files' content_type and job_id filters, the
+ * whole list for clients that do not page, the served OpenAPI's description of both, and
+ * KIAPI_FILE_RETENTION_S.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startServer, type TestServer } from '../support/server.js';
-import { getJson, pngBytes, pollUntil, sendJson, uploadFile, waitFinished, waitForStatus, type FileRecordJson, type JobJson } from '../support/api.js';
+import { getJson, listFiles, pngBytes, pollUntil, request, sendJson, uploadFile, waitFinished, waitForStatus, type FileRecordJson, type JobJson } from '../support/api.js';
 
 interface Page<T> {
   object: 'list';
@@ -191,12 +192,135 @@ void describe('file list paging', () => {
     const doc = (await getJson<{ paths: Record<string, Record<string, { parameters?: { name: string; in: string }[] }>>; components: { schemas: Record<string, { properties: Record<string, unknown> }> } }>(`${s.url}/openapi.json`)).json;
     const names = (p: string) => (doc.paths[p]!.get!.parameters ?? []).filter((x) => x.in === 'query').map((x) => x.name).sort();
     assert.deepEqual(names('/v1/jobs'), ['after', 'before', 'limit', 'status', 'type']);
-    assert.deepEqual(names('/v1/files'), ['after', 'before', 'limit']);
+    assert.deepEqual(names('/v1/files'), ['after', 'before', 'content_type', 'job_id', 'limit']);
     for (const list of ['JobList', 'FileList']) {
       for (const field of ['object', 'data', 'has_more', 'first_id', 'last_id']) {
         assert.ok(field in doc.components.schemas[list]!.properties, `${list}.${field}`);
       }
     }
+  });
+});
+
+void describe('file list filters (content_type, job_id)', () => {
+  let s: TestServer;
+  /** Every file record, newest first. */
+  let all: FileRecordJson[];
+  let input: string;
+  let edit: JobJson;
+  let generate: JobJson;
+
+  const ids = (records: FileRecordJson[]) => records.map((f) => f.file_id);
+  const list = (query: string) => getJson<Page<FileRecordJson>>(`${s.url}/v1/files?${query}`);
+
+  before(async () => {
+    s = await startServer();
+    const png = await pngBytes();
+    // Stated types are kept as stated (lower-cased), so any bytes do for the non-image ones.
+    const uploads: [string, string, Buffer | string][] = [
+      ['a.png', 'image/png', png],
+      ['b.jpg', 'image/jpeg', png],
+      ['c.pdf', 'application/pdf', '%PDF-1.4 not really'],
+      ['d.png', 'IMAGE/PNG', png],
+      ['e.json', 'application/json', '{}'],
+    ];
+    for (const [filename, contentType, data] of uploads) {
+      const res = await uploadFile(s.url, { filename, contentType, data });
+      assert.equal(res.status, 200, res.bytes.toString());
+    }
+    input = (await listFiles(s.url)).find((f) => f.filename === 'a.png')!.file_id;
+    const body = { width: 64, height: 64, steps: 1 };
+    const edited = await sendJson<JobJson>('POST', `${s.url}/v1/image/qwen/edit`, { ...body, prompt: 'edit', images: [{ type: 'file_id', file_id: input }] }, { accept: 'application/json' });
+    assert.equal(edited.status, 200, edited.bytes.toString());
+    edit = edited.json;
+    const generated = await sendJson<JobJson>('POST', `${s.url}/v1/image/qwen/generate`, { ...body, prompt: 'jpeg', format: 'jpeg' }, { accept: 'application/json' });
+    assert.equal(generated.status, 200, generated.bytes.toString());
+    generate = generated.json;
+    all = await listFiles(s.url);
+  });
+
+  after(async () => {
+    await s.close();
+  });
+
+  void it('content_type: an exact type, compared case-insensitively, newest first', async () => {
+    const png = all.filter((f) => f.content_type === 'image/png');
+    assert.equal(png.length, 3, 'two uploads and the edit artifact');
+    assert.deepEqual(all.find((f) => f.filename === 'd.png')?.content_type, 'image/png', 'stored lower-cased');
+    for (const q of ['content_type=image/png', 'content_type=Image/PNG', 'content_type=image%2Fpng']) {
+      const res = await list(q);
+      assert.equal(res.status, 200, q);
+      assert.deepEqual(ids(res.json.data), ids(png), q);
+      assert.equal(res.json.has_more, false, q);
+    }
+    assert.deepEqual(ids((await list('content_type=application/pdf')).json.data), ids(all.filter((f) => f.filename === 'c.pdf')));
+    assert.deepEqual((await list('content_type=image/gif')).json.data, []);
+  });
+
+  void it('content_type: a family with a * subtype', async () => {
+    const images = all.filter((f) => f.content_type.startsWith('image/'));
+    assert.equal(images.length, 5);
+    assert.deepEqual(ids((await list('content_type=image/*')).json.data), ids(images));
+    assert.deepEqual(ids((await list('content_type=application%2F*')).json.data), ids(all.filter((f) => f.content_type.startsWith('application/'))));
+    assert.deepEqual((await list('content_type=video/*')).json.data, []);
+  });
+
+  void it('job_id: the artifacts of that job only, not the inputs it was given', async () => {
+    assert.equal(edit.artifacts.length, 1);
+    const res = await list(`job_id=${edit.id}`);
+    assert.equal(res.status, 200);
+    assert.deepEqual(ids(res.json.data), edit.artifacts);
+    assert.ok(!ids(res.json.data).includes(input));
+    assert.deepEqual(ids((await list(`job_id=${generate.id}`)).json.data), generate.artifacts);
+    // Filters combine: the jpeg job's artifact is no png.
+    assert.deepEqual((await list(`job_id=${generate.id}&content_type=image/png`)).json.data, []);
+    assert.deepEqual(ids((await list(`job_id=${generate.id}&content_type=image/jpeg`)).json.data), generate.artifacts);
+    // A job that produced nothing (or never existed) has an empty list, not an error.
+    assert.deepEqual((await list('job_id=job_0123456789abcdef0123456789abcdef')).json.data, []);
+    // The artifacts keep the job's id after the job record is gone.
+    assert.equal((await request(`${s.url}/v1/jobs/${edit.id}`, { method: 'DELETE' })).status, 200);
+    assert.deepEqual(ids((await list(`job_id=${edit.id}`)).json.data), edit.artifacts);
+  });
+
+  void it('pages within a filter, forwards and back', async () => {
+    const images = ids(all.filter((f) => f.content_type.startsWith('image/')));
+    const seen: string[] = [];
+    let cursor = '';
+    for (;;) {
+      const res = await list(`content_type=image/*&limit=2${cursor ? `&after=${cursor}` : ''}`);
+      assert.equal(res.status, 200);
+      seen.push(...ids(res.json.data));
+      if (!res.json.has_more) break;
+      cursor = res.json.last_id!;
+    }
+    assert.deepEqual(seen, images);
+    // A cursor need not match the filter: it marks a place in the whole list.
+    const pdf = all.find((f) => f.filename === 'c.pdf')!.file_id;
+    const olderThanPdf = all.slice(all.findIndex((f) => f.file_id === pdf) + 1).filter((f) => f.content_type.startsWith('image/'));
+    assert.deepEqual(ids((await list(`content_type=image/*&after=${pdf}`)).json.data), ids(olderThanPdf));
+    const back = await list(`content_type=image/*&limit=2&before=${images[4]}`);
+    assert.deepEqual(ids(back.json.data), images.slice(2, 4));
+    assert.equal(back.json.has_more, true);
+  });
+
+  void it('malformed filters are a 422 naming the parameter and showing what passes', async () => {
+    const cases: [string, string][] = [
+      ['content_type=png', 'content_type'],
+      ['content_type=image/', 'content_type'],
+      ['content_type=*/*', 'content_type'],
+      ['content_type=image/p*', 'content_type'],
+      ['content_type=image/png;%20charset=utf-8', 'content_type'],
+      [`content_type=image/${'x'.repeat(300)}`, 'content_type'],
+      ['job_id=file_0123456789abcdef0123456789abcdef', 'job_id'],
+      ['job_id=job_XYZ', 'job_id'],
+    ];
+    for (const [query, param] of cases) {
+      const res = await getJson<{ detail: Issue[] }>(`${s.url}/v1/files?${query}`);
+      assert.equal(res.status, 422, query);
+      assert.deepEqual(res.json.detail[0]!.loc, ['query', param], query);
+      assert.match(res.json.detail[0]!.msg, new RegExp(`^'${param}' `), query);
+    }
+    const res = await getJson<{ detail: Issue[] }>(`${s.url}/v1/files?content_type=png`);
+    assert.equal(res.json.detail[0]!.msg.endsWith(' (for example "image/png" or "image/*"); got "png"'), true, res.json.detail[0]!.msg);
   });
 });
 

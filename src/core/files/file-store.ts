@@ -41,6 +41,14 @@ interface FileRow {
   meta: string;
 }
 
+/** What GET /v1/files can narrow the list to; both together mean both must hold. */
+export interface FileFilter {
+  /** A media type (`image/png`) or a type family (`image/*`). */
+  contentType?: string;
+  /** The job whose artifacts to list. */
+  jobId?: string;
+}
+
 export interface NewFileInfo {
   filename: string;
   /** A type the client or engine stated; null lets the store sniff it. */
@@ -104,7 +112,7 @@ export class FileStore {
     this.selectOne = db.prepare<[string], FileRow>('SELECT * FROM files WHERE id = ?');
     this.selectIds = db.prepare<[], string>('SELECT id FROM files');
     this.deleteOne = db.prepare('DELETE FROM files WHERE id = ?');
-    this.pager = new KeysetPager<FileRow>(db, 'files', 'file', []);
+    this.pager = new KeysetPager<FileRow>(db, 'files', 'file', ['content_type', 'content_family', 'job_id']);
     this.selectExpired = db.prepare<[number, number], { id: string }>(
       'SELECT id FROM files WHERE created_at < ? ORDER BY created_at LIMIT ?',
     );
@@ -307,10 +315,15 @@ export class FileStore {
     return digest;
   }
 
-  /** A page of files, newest first (every file when `limit` is unset). */
-  list(q: PageQuery = {}): { data: FileRecord[]; hasMore: boolean } {
-    const page = this.pager.page(q);
+  /** A page of files, newest first (every file when `limit` is unset), optionally filtered. */
+  list(q: PageQuery = {}, filter: FileFilter = {}): { data: FileRecord[]; hasMore: boolean } {
+    const page = this.pager.page(withFilter(q, filter));
     return { data: page.rows.map(fromRow), hasMore: page.hasMore };
+  }
+
+  /** SQLite's plan for that list query (see KeysetPager.explain). */
+  explainList(q: PageQuery = {}, filter: FileFilter = {}): string[] {
+    return this.pager.explain(withFilter(q, filter));
   }
 
   /**
@@ -445,6 +458,17 @@ async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
   return hash.digest('hex');
+}
+
+/** A file filter as the columns it compares (content_family: see the migration that added it). */
+function withFilter(q: PageQuery, filter: FileFilter): PageQuery {
+  // Stored types are lower case (resolveContentType); media types compare case-insensitively.
+  const type = filter.contentType?.toLowerCase();
+  const family = type?.endsWith('/*') ? type.slice(0, -2) : undefined;
+  return {
+    ...q,
+    filters: { content_type: family === undefined ? type : undefined, content_family: family, job_id: filter.jobId },
+  };
 }
 
 function fromRow(row: FileRow): FileRecord {

@@ -249,18 +249,19 @@ export function fileRoutes(ctx: AppContext): RouteDef[] {
       query: FileListQuery,
       preValidation: numericLimit,
       handler: async (req) => {
-        const page = ctx.files.list(pageQuery((req as FastifyRequest<{ Querystring: Static<typeof FileListQuery> }>).query));
+        const { query } = req as FastifyRequest<{ Querystring: Static<typeof FileListQuery> }>;
+        const page = ctx.files.list(pageQuery(query), { contentType: query.content_type, jobId: query.job_id });
         return listAnswer(page.data, page.hasMore, (f) => f.file_id);
       },
       doc: {
         summary: 'List Files',
         description:
-          "Stored files, newest first. Cursor paging as in OpenAI's list endpoints: limit, after, before; the answer says has_more, first_id and last_id. With KIAPI_FILE_RETENTION_S set, files older than that are deleted (never the inputs of a queued or running job).",
+          "Stored files, newest first, optionally only one media type or type family (content_type) or one job's artifacts (job_id). Cursor paging as in OpenAI's list endpoints: limit, after, before; the answer says has_more, first_id and last_id; filters and cursors combine. With KIAPI_FILE_RETENTION_S set, files older than that are deleted (never the inputs of a queued or running job).",
         operationId: 'list_files_v1_files_get',
         responses: {
           '200': { description: 'File list.', schema: FileListSchema, links: fileLinks('$response.body#/data/0/file_id') },
           '400': { description: 'after or before names no file (deleted or pruned): start again without it.' },
-          '422': { description: 'A malformed query parameter (limit out of range, a cursor that is not a file id).' },
+          '422': { description: 'A malformed query parameter (limit out of range, a cursor that is not a file id, a content_type that is neither type/subtype nor type/*, a job_id that is not a job id).' },
         },
       },
     },
