@@ -77,6 +77,18 @@ const SSE_EVENT = {
   },
 };
 
+/**
+ * Unknown top-level body fields are ignored, as the contract allows, and reported on the answer
+ * (unknown-fields.ts). Documented so a client (or a generator) knows the header may come; it is
+ * absent when every field was known.
+ */
+const warningHeader = {
+  description:
+    'Present only when the body had top-level fields this endpoint does not know: one `299 - "…"` warning per field (at most 10, then a count), comma-separated, naming the field and, for a likely typo, the known field meant. The fields were ignored; the job\'s result.warnings lists the same lines.',
+  required: false,
+  schema: { type: 'string', examples: [`299 - "unknown field 'widht' ignored; did you mean 'width'?"`] },
+};
+
 /** Documented only when a token is configured: without one the server never answers 401. */
 function unauthorized(c: ComponentCollector): Json {
   return { description: 'Missing or wrong bearer token (KIAPI_AUTH_TOKEN is set).', content: { 'application/json': { schema: c.convert(ErrorBody) } } };
@@ -126,11 +138,13 @@ function operationDoc(c: ComponentCollector, op: OperationDef, authOn: boolean):
         headers: {
           'X-Kiapi-File-Id': { description: 'Produced artifact file_id when raw bytes are returned.', schema: { type: 'string' } },
           'X-Kiapi-Job-Id': { description: 'Job id when raw bytes are returned.', schema: { type: 'string' } },
+          Warning: warningHeader,
         },
       },
       '202': {
         description: 'Async job accepted. Poll GET /v1/jobs/{job_id}.',
         content: { 'application/json': { schema: c.convert(AsyncJobResponse) } },
+        headers: { Warning: warningHeader },
       },
       '409': { description: 'The job was canceled before it finished (sync mode).', content: { 'application/json': { schema: c.convert(ErrorBody) } } },
       ...errorResponses(c, authOn),

@@ -1,8 +1,9 @@
 /**
  * The served OpenAPI documents against the served routes: every route is documented (or says why
  * it is not), every protected route refuses a request without the token, the documents carry what
- * client generators need (servers, bearer scheme, binary downloads, no null-only types), and every
- * operation's example — what Swagger UI pre-fills for "Try it out" — succeeds as it stands.
+ * client generators need (servers, bearer scheme, binary downloads, no null-only types) and the
+ * optional Warning header of the generation answers, and every operation's example — what
+ * Swagger UI pre-fills for "Try it out" — succeeds as it stands.
  */
 /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-member-access, @typescript-eslint/no-unsafe-assignment, @typescript-eslint/no-unsafe-argument --
    the served documents are walked as plain JSON; their shape is what these tests check. */
@@ -162,6 +163,32 @@ void describe('served OpenAPI documents, without a token', () => {
     assert.equal(models.operationId, 'list_models_v1_models_get');
     assert.equal(models.responses['200'].content['application/json'].schema.$ref, '#/components/schemas/ModelList');
     assert.deepEqual((await getJson(`${server.url}/v1/models`)).json, { object: 'list', data: [] });
+  });
+
+  void it('declares the optional Warning header on the sync (200) and async (202) answers of every generation operation', async () => {
+    let checked = 0;
+    for (const at of FAMILIES) {
+      for (const [path, item] of Object.entries(docs[at]!.paths as Json)) {
+        const op = (item as Json).post;
+        if (!op) continue;
+        for (const code of ['200', '202']) {
+          const header = op.responses[code].headers?.Warning;
+          assert.ok(header, `${path} ${code} declares Warning`);
+          assert.equal(header.required, false, `${path} ${code}: the header is optional`);
+          assert.equal(header.schema.type, 'string');
+          assert.match(header.description, /unknown|does not know/);
+        }
+        // The declared header is what an answer carries when the body has an unknown field.
+        const example = op.requestBody.content['application/json'].example;
+        const res = await sendJson('POST', `${server.url}${path}`, { ...example, mode: 'async', colour: 'red' });
+        assert.equal(res.status, 202, path);
+        assert.equal(res.headers.get('warning'), `299 - "unknown field 'colour' ignored"`, path);
+        const clean = await sendJson('POST', `${server.url}${path}`, { ...example, mode: 'async' });
+        assert.equal(clean.headers.get('warning'), null, `${path}: no header when every field is known`);
+        checked++;
+      }
+    }
+    assert.equal(checked, 3);
   });
 
   void it('gives every generation operation an example that succeeds as it stands (Swagger "Try it out")', async () => {
