@@ -42,7 +42,9 @@ export function seed(dataDir: string, n: number): { jobIds: string[]; fileIds: s
       const params = JSON.stringify({ prompt: `a lighthouse at dusk, take ${i}`, width: 1024, height: 1024, steps: 20, seed: i });
       const result = JSON.stringify({ file_id: fileId, image_bytes: 1, width: 1024, height: 1024, seed: i, format: 'png' });
       insertJob.run(jobId, i % 3 === 0 ? 'qwen-edit' : 'qwen', params, 'succeeded', result, JSON.stringify([fileId]), t, t, t + 20);
-      insertFile.run(fileId, `${fileId}.png`, 'image/png', t + 20, result, jobId);
+      // Two types, so a content_type filter skips rows as a real one would (a third are jpeg).
+      const jpeg = i % 3 === 1;
+      insertFile.run(fileId, `${fileId}.${jpeg ? 'jpg' : 'png'}`, jpeg ? 'image/jpeg' : 'image/png', t + 20, result, jobId);
       jobIds.push(jobId);
       fileIds.push(fileId);
     }
@@ -106,6 +108,9 @@ async function measure(n: number): Promise<Figures> {
       const firstPage = await latency(SAMPLES, () => get(agent, `${server.url}/v1/jobs?limit=100`));
       const filtered = await latency(SAMPLES, (i) => get(agent, `${server.url}/v1/jobs?limit=100&type=qwen-edit&after=${pick(jobIds, i)}`));
       const filePage = await latency(SAMPLES, (i) => get(agent, `${server.url}/v1/files?limit=100&after=${pick(fileIds, i)}`));
+      const fileType = await latency(SAMPLES, (i) => get(agent, `${server.url}/v1/files?limit=100&content_type=image/png&after=${pick(fileIds, i)}`));
+      const fileFamily = await latency(SAMPLES, (i) => get(agent, `${server.url}/v1/files?limit=100&content_type=image/*&after=${pick(fileIds, i)}`));
+      const fileJob = await latency(SAMPLES, (i) => get(agent, `${server.url}/v1/files?job_id=${pick(jobIds, i)}`));
       const jobById = await latency(SAMPLES, (i) => get(agent, `${server.url}/v1/jobs/${pick(jobIds, i)}`));
       const fileById = await latency(SAMPLES, (i) => get(agent, `${server.url}/v1/files/${pick(fileIds, i)}`));
       const body = (i: number) => JSON.stringify({ prompt: 'bench', width: 64, height: 64, steps: 1, seed: i });
@@ -119,6 +124,9 @@ async function measure(n: number): Promise<Figures> {
         'GET /v1/jobs?limit=100 (first page) p50 / p99 ms': firstPage,
         'GET /v1/jobs?limit=100&type=qwen-edit&after= p50 / p99 ms': filtered,
         'GET /v1/files?limit=100&after=<random> p50 / p99 ms': filePage,
+        'GET /v1/files?limit=100&content_type=image/png&after= p50 / p99 ms': fileType,
+        'GET /v1/files?limit=100&content_type=image/*&after= p50 / p99 ms': fileFamily,
+        'GET /v1/files?job_id=<random> p50 / p99 ms': fileJob,
         'GET /v1/jobs/{id} p50 / p99 ms': jobById,
         'GET /v1/files/{id} p50 / p99 ms': fileById,
         'sync 64x64 1-step generation p50 / p99 ms': generation,
