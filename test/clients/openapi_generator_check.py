@@ -2,7 +2,7 @@
 kiapi's served documents, against a live server, and fails unless each answers as its document
 says: health (whose `relay` is null), the Files API (upload, paging, the content_type and job_id
 filters, download), a sync and an async generation on every family operation with the job polled
-to its end, cancel and delete.
+to its end, the event streams, cancel and delete.
 
 Run by test/clients/run-clients.sh once the packages kiapi_og_root, kiapi_og_qwen and
 kiapi_og_ideogram4 are installed in this venv: argv = base URL, bearer token. The generation
@@ -139,8 +139,10 @@ def check_files(root) -> str:
     return file_id
 
 
-def check_family(root, family: str) -> None:
-    """Every generation operation of the family: sync JSON, then async with an unknown field, polled."""
+def check_family(root, family: str) -> list[str]:
+    """Every generation operation of the family: sync JSON, then async with an unknown field, polled.
+    Returns the ids of the jobs that succeeded."""
+    succeeded = []
     package = f"kiapi_og_{family}"
     client = api(package)
     models = importlib.import_module(f"{package}.models")
@@ -174,6 +176,7 @@ def check_family(root, family: str) -> None:
         if final != "succeeded":
             failures.append(f"{name} async job {job_id}: {final}")
             continue
+        succeeded.append(job_id)
         artifacts = call(root, "list_files_v1_files_get", 200, job_id=job_id)
         if artifacts is None or len(artifacts.data.data) != 1:
             failures.append(f"{name}: list_files(job_id=…) should give the job's one artifact")
@@ -181,6 +184,22 @@ def check_family(root, family: str) -> None:
         image = call(root, "download_file_v1_files_file_id_download_get", 200, file_id=artifacts.data.data[0].file_id)
         if image is not None and not bytes(image.data).startswith(IMAGE_MAGIC):
             failures.append(f"{name}: the artifact download is not an image ({bytes(image.data)[:16]!r})")
+    return succeeded
+
+
+def check_events(root, job_id: str) -> None:
+    """The event streams (text/event-stream): a finished job's is its terminal event, then the end;
+    the all-jobs stream never ends, so only its opening is read (the client's unread response)."""
+    events = call(root, "job_events_v1_jobs_job_id_events_get", 200, job_id=job_id)
+    if events is not None and "event: succeeded" not in events.data:
+        failures.append(f"job events: no succeeded event in {events.data[:300]!r}")
+    called.add("all_events_v1_events_get")
+    stream = root.all_events_v1_events_get_without_preload_content(status="succeeded")
+    try:
+        if stream.status != 200 or not stream.headers.get("content-type", "").startswith("text/event-stream"):
+            failures.append(f"all events: {stream.status} {stream.headers.get('content-type')}")
+    finally:
+        stream.close()  # never drained: the stream would not end
 
 
 def main() -> int:
@@ -200,8 +219,11 @@ def main() -> int:
             failures.append(f"list_files without a token: expected 401, got {err!r}")
 
     file_id = check_files(root)
+    finished = []
     for family in ("qwen", "ideogram4"):
-        check_family(root, family)
+        finished += check_family(root, family)
+    if finished:
+        check_events(root, finished[0])
 
     succeeded = importlib.import_module("kiapi_og_root.models").JobStatus("succeeded")
     listed = call(root, "list_jobs_v1_jobs_get", 200, limit=5, status=succeeded)

@@ -100,6 +100,17 @@ def main() -> int:
 
     call(ops, "list_jobs_v1_jobs_get", 200, client)
     call(ops, "get_job_v1_jobs_job_id_get", 200, client, job_id=job_ids[0])
+    # The event streams (text/event-stream): a finished job's is its terminal event, then the end;
+    # the all-jobs stream never ends, so only its opening is read, sent as the generated module
+    # builds the request.
+    events = call(ops, "job_events_v1_jobs_job_id_events_get", 200, client, job_id=job_ids[0])
+    if events is not None and "event: succeeded" not in events:
+        failures.append(f"job events: no succeeded event in {events[:300]!r}")
+    called.add("all_events_v1_events_get")
+    request = ops["all_events_v1_events_get"]._get_kwargs(status="succeeded")
+    with client.get_httpx_client().stream(**request) as stream:
+        if stream.status_code != 200 or not stream.headers.get("content-type", "").startswith("text/event-stream"):
+            failures.append(f"all events: {stream.status_code} {stream.headers.get('content-type')}")
     # A job that is still running when canceled: many steps on a preview engine that sleeps per step.
     qwen_ops = operations("kiapi_qwen")
     qwen = importlib.import_module("kiapi_qwen")

@@ -113,6 +113,15 @@ const jobIds: string[] = [];
   const job = await root.GET('/v1/jobs/{job_id}', { params: { path: { job_id: jobIds[0]! } } });
   check('GET /v1/jobs/{job_id}', job.response, 200, job.data);
   if (job.data?.status !== 'succeeded') failures.push(`job ${jobIds[0]}: ${job.data?.status}`);
+  // The event streams (text/event-stream): a finished job's is its terminal event, then the end;
+  // the all-jobs stream never ends, so only its opening is read before it is canceled.
+  const events = await root.GET('/v1/jobs/{job_id}/events', { params: { path: { job_id: jobIds[0]! } }, parseAs: 'text' });
+  check('GET /v1/jobs/{job_id}/events', events.response, 200, events.data);
+  if (typeof events.data !== 'string' || !events.data.includes('event: succeeded')) failures.push(`job events: no succeeded event in ${String(events.data)}`);
+  const all = await root.GET('/v1/events', { params: { query: { status: 'succeeded' } }, parseAs: 'stream' });
+  check('GET /v1/events', all.response, 200, all.data);
+  if (!all.response.headers.get('content-type')?.startsWith('text/event-stream')) failures.push(`all events: ${all.response.headers.get('content-type')}`);
+  await all.response.body?.cancel();
   // Still running when canceled: many steps on a preview engine that sleeps per step.
   // openapi-typescript (default options) types every field with a default as required, in request
   // bodies too, so a hand-written body spells those out.
