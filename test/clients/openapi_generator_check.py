@@ -20,7 +20,7 @@ import urllib.request
 
 base, token = sys.argv[1], sys.argv[2]
 
-# A 16×16 PNG to upload.
+# A 16x16 PNG to upload.
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAACXBIWXMAAAPoAAAD6AG1e1JrAAAAGUlEQVQokWNwa9pCEmIY1dA0GkpuwzVpAACXG3wQY/W53wAAAABJRU5ErkJggg=="
 )
@@ -57,7 +57,9 @@ def call(client, name: str, expect: int, **kwargs):
         failures.append(f"{name}: expected {expect}, raised {type(err).__name__}: {str(err)[:300]}")
         return None
     if res.status_code != expect or res.data is None:
-        failures.append(f"{name}: expected {expect} with a body, got {res.status_code} {res.raw_data[:300]!r}")
+        failures.append(
+            f"{name}: expected {expect} with a body, got {res.status_code} {res.raw_data[:300]!r}"
+        )
         return None
     return res
 
@@ -124,14 +126,20 @@ def check_files(root) -> str:
             break
         after = page.data.last_id
     if whole is not None and walked != [f.file_id for f in whole.data.data]:
-        failures.append(f"list_files paging: walked {walked}, the whole list is {[f.file_id for f in whole.data.data]}")
+        failures.append(
+            f"list_files paging: walked {walked}, the whole list is {[f.file_id for f in whole.data.data]}"
+        )
     if walked[:3] != uploaded[::-1]:
         failures.append(f"list_files paging: expected the uploads first, newest first; got {walked[:3]}")
     pngs = call(root, "list_files_v1_files_get", 200, content_type="image/png", limit=1000)
     if pngs is not None:
         listed = pngs.data.data
-        if not set(uploaded) <= {f.file_id for f in listed} or any(f.content_type != "image/png" for f in listed):
-            failures.append(f"list_files content_type=image/png: got {[(f.file_id, f.content_type) for f in listed]}")
+        if not set(uploaded) <= {f.file_id for f in listed} or any(
+            f.content_type != "image/png" for f in listed
+        ):
+            failures.append(
+                f"list_files content_type=image/png: got {[(f.file_id, f.content_type) for f in listed]}"
+            )
 
     downloaded = call(root, "download_file_v1_files_file_id_download_get", 200, file_id=file_id)
     if downloaded is not None and bytes(downloaded.data) != PNG:
@@ -147,7 +155,7 @@ def check_family(root, family: str) -> list[str]:
     client = api(package)
     models = importlib.import_module(f"{package}.models")
     call(client, f"list_models_v1_image_{family}_models_get", 200)
-    for path, item in document(f"/v1/image/{family}/openapi.json")["paths"].items():
+    for _path, item in document(f"/v1/image/{family}/openapi.json")["paths"].items():
         op = item.get("post")
         if not op:
             continue
@@ -181,7 +189,9 @@ def check_family(root, family: str) -> list[str]:
         if artifacts is None or len(artifacts.data.data) != 1:
             failures.append(f"{name}: list_files(job_id=…) should give the job's one artifact")
             continue
-        image = call(root, "download_file_v1_files_file_id_download_get", 200, file_id=artifacts.data.data[0].file_id)
+        image = call(
+            root, "download_file_v1_files_file_id_download_get", 200, file_id=artifacts.data.data[0].file_id
+        )
         if image is not None and not bytes(image.data).startswith(IMAGE_MAGIC):
             failures.append(f"{name}: the artifact download is not an image ({bytes(image.data)[:16]!r})")
     return succeeded
@@ -227,7 +237,9 @@ def main() -> int:
 
     succeeded = importlib.import_module("kiapi_og_root.models").JobStatus("succeeded")
     listed = call(root, "list_jobs_v1_jobs_get", 200, limit=5, status=succeeded)
-    if listed is not None and (not listed.data.data or any(status_of(j) != "succeeded" for j in listed.data.data)):
+    if listed is not None and (
+        not listed.data.data or any(status_of(j) != "succeeded" for j in listed.data.data)
+    ):
         failures.append(f"list_jobs status=succeeded: got {[status_of(j) for j in listed.data.data]}")
     # Cancel a job that is still running: many steps on a preview engine that sleeps per step.
     qwen = api("kiapi_og_qwen")
