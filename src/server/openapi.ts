@@ -65,16 +65,17 @@ const acceptParameter = {
 
 const binary = { schema: { type: 'string', format: 'binary' } };
 
-/** One server-sent event as the stream's lines carry it (the schema applies to each event). */
-const SSE_EVENT = {
-  type: 'object',
-  description: 'One server-sent event: its `id:`, `event:` and `data:` lines (data is one line of JSON).',
-  properties: {
-    id: { type: 'string', description: 'Send it back as Last-Event-ID to resume after this event.' },
-    event: { type: 'string', enum: ['queued', 'position', 'started', 'progress', 'preview', 'succeeded', 'failed', 'canceled'] },
-    data: { type: 'string', contentMediaType: 'application/json', description: 'The event as JSON: job_id, type and status, then what the event says; the job JSON for a terminal event.' },
-    retry: { type: 'integer', description: 'Milliseconds EventSource waits before it reconnects.' },
-  },
+/**
+ * An event stream's body. OpenAPI 3.1 has no way to give the schema of each event apart from the
+ * body's (3.2's `itemSchema` does), and the client generators read `schema` as the body: so the
+ * body is described as text, and the events in words.
+ */
+const SSE_BODY = {
+  type: 'string',
+  description:
+    'Server-sent events, one per blank-line-separated block: `id:` (send it back as Last-Event-ID to resume after it), ' +
+    '`event:` (queued, position, started, progress, preview, succeeded, failed or canceled) and `data:` (one line of JSON). ' +
+    'The first block also carries `retry:`; lines starting with `:` are keep-alive comments.',
 };
 
 /**
@@ -218,7 +219,7 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
         ...(res.binary
           ? { content: Object.fromEntries((res.binary === true ? ['application/octet-stream'] : res.binary).map((t) => [t, binary])) }
           : res.eventStream
-            ? { content: { 'text/event-stream': { schema: SSE_EVENT } } }
+            ? { content: { 'text/event-stream': { schema: SSE_BODY } } }
           : schema
             ? { content: { 'application/json': { schema: c.convert(schema) } } }
             : {}),

@@ -8,7 +8,8 @@
 # from Maven Central with Maven into the cache; the generated packages are installed into the
 # clients venv). It type-checks the TypeScript client with tsc and calls every operation of every
 # document through each client (test/clients/python_client_check.py,
-# test/clients/ts/client-check.ts, test/clients/openapi_generator_check.py).
+# test/clients/ts/client-check.ts, test/clients/openapi_generator_check.py). Last, a hand-written
+# Python client watches the job event streams with httpx-sse (test/clients/python_events_check.py).
 #
 # The server is the built CLI with the preview engine on a free 127.0.0.1 port, a temp data dir and
 # a bearer token, so the documents carry the security scheme and the 401 answers the clients see.
@@ -172,6 +173,9 @@ if wait "$og_pid"; then
 else
   say "openapi-generator failed to generate or install the clients:"; cat "$work/og.log"; status=1
 fi
+
+say "Python SSE client (httpx-sse): watching job events"
+"$venv/bin/python" "$here/python_events_check.py" "$base" "$token" || status=1
 
 if ! kill -0 "$server_pid" 2>/dev/null; then
   say "the server died during the run:"; cat "$work/server.log"; status=1

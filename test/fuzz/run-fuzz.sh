@@ -77,13 +77,16 @@ say "server on $base (data dir $work/data)"
 # pass, among them not_a_server_error, status_code_conformance, content_type_conformance,
 # response_schema_conformance, response_headers_conformance, unsupported_method (405 + Allow)
 # and use_after_free.
-# GET /v1/events is excluded: it streams until the client goes (a dashboard's feed), so every
-# case would wait for the request timeout; its parameters are checked in
-# test/integration/job-events.test.ts. A job's own event stream ends with the job and is fuzzed.
+# The two event streams are left out. GET /v1/events streams until the client goes (a
+# dashboard's feed), so every case would wait out the request timeout. A job's stream ends with
+# the job, but its documented body is text (OpenAPI 3.1 cannot give each event a schema apart from
+# the body's, and the client generators read `schema` as the body), while schemathesis checks each
+# event against that schema. Both are covered by test/integration/job-events.test.ts, the
+# generated-client checks and test/clients/python_events_check.py.
 # --workers 1: with Python 3.11's ast module, concurrent workers crash hypothesis while it
 # describes strategies ("AST constructor recursion depth mismatch"), a runner error, not ours.
 st_args=(--checks all --exclude-checks positive_data_acceptance,negative_data_rejection
-  --exclude-operation-id all_events_v1_events_get
+  --exclude-operation-id all_events_v1_events_get --exclude-operation-id job_events_v1_jobs__job_id__events_get
   --max-examples "$max_examples" --workers 1 --request-timeout 120
   --generation-database none --no-color)
 if [[ -n "${KIAPI_FUZZ_SEED:-}" ]]; then st_args+=(--seed "$KIAPI_FUZZ_SEED"); fi
