@@ -68,6 +68,9 @@ export class SseStream {
       // nginx buffers answers unless told not to; an event stream must not wait in a buffer.
       'x-accel-buffering': 'no',
     });
+    // Headers otherwise leave with the first write; a quiet stream (the all-jobs feed between
+    // jobs) would keep its client waiting for them until the first event or heartbeat.
+    raw.flushHeaders();
     this.heartbeat = setInterval(() => this.write(': keep-alive\n\n'), opts.heartbeatMs);
     raw.once('close', () => this.end());
   }

@@ -328,6 +328,20 @@ void describe('GET /v1/events', () => {
     for (const w of [all, ideogram, finished]) w.close();
   });
 
+  void it('a quiet stream answers its headers at once', async () => {
+    // The heartbeat here is 0.2 s; the headers must not wait for it (nor for an event).
+    const quiet = await startServer({ KIAPI_EVENTS_HEARTBEAT_S: '3600' });
+    try {
+      const controller = new AbortController();
+      const res = await fetch(`${quiet.url}/v1/events`, { signal: controller.signal });
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
+      controller.abort();
+    } finally {
+      await quiet.close();
+    }
+  });
+
   void it('a heartbeat comment arrives on an idle stream', async () => {
     const controller = new AbortController();
     const res = await fetch(`${url}/v1/events`, { signal: controller.signal });
