@@ -10,6 +10,7 @@ import { CapabilityModelSpecSchema } from './capability-schemas.js';
 import { isRootDocumented, MAX_PARAM_CHARS, type RouteDef } from './route-def.js';
 import type { TSchema } from 'typebox';
 import { ErrorSchema as ErrorBody } from './schemas.js';
+import { OpenAIError } from '../openai/schemas.js';
 
 type Json = Record<string, unknown>;
 
@@ -78,8 +79,8 @@ const SSE_EVENT = {
 };
 
 /** Documented only when a token is configured: without one the server never answers 401. */
-function unauthorized(c: ComponentCollector): Json {
-  return { description: 'Missing or wrong bearer token (KIAPI_AUTH_TOKEN is set).', content: { 'application/json': { schema: c.convert(ErrorBody) } } };
+function unauthorized(c: ComponentCollector, body: TSchema = ErrorBody): Json {
+  return { description: 'Missing or wrong bearer token (KIAPI_AUTH_TOKEN is set).', content: { 'application/json': { schema: c.convert(body) } } };
 }
 
 /** Error responses every generation endpoint can give, beyond the seed's 400/422/503/504. */
@@ -196,8 +197,8 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
     const parameters = all.length > 0 ? all : undefined;
     const responses: Json = {};
     for (const [code, res] of Object.entries(doc.responses)) {
-      // Every error answer is `{"detail": ...}` JSON; 304 has no body.
-      const schema = res.schema ?? (Number(code) >= 400 ? ErrorBody : undefined);
+      // Every error answer is `{"detail": ...}` JSON (OpenAI's shape on its routes); 304 has no body.
+      const schema = res.schema ?? (Number(code) >= 400 ? (r.errorShape === 'openai' ? OpenAIError : ErrorBody) : undefined);
       responses[code] = {
         description: res.description,
         ...(res.links ? { links: res.links } : {}),
@@ -210,7 +211,8 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
             : {}),
       };
     }
-    if (authOn && !r.public) responses['401'] = unauthorized(c);
+    // The OpenAI-compatible routes answer every error in OpenAI's shape, the 401 included.
+    if (authOn && !r.public) responses['401'] = unauthorized(c, r.errorShape === 'openai' ? OpenAIError : ErrorBody);
     if (r.params) {
       responses['414'] = {
         description: `A path segment longer than ${MAX_PARAM_CHARS} characters (ids are about 40): check the URL.`,
@@ -224,6 +226,7 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
         description: doc.description,
         operationId: doc.operationId,
         ...(parameters ? { parameters } : {}),
+        ...(doc.multipartBody ? { requestBody: { required: true, content: { 'multipart/form-data': { schema: doc.multipartBody } } } } : {}),
         ...(doc.multipartFile
           ? {
               requestBody: {
