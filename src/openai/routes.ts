@@ -6,7 +6,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { Compile } from 'typebox/compile';
-import { InputError, MalformedBodyError, clip, isKiapiError } from '../core/errors.js';
+import { InputError, MalformedBodyError, TooLargeError, clip, isKiapiError } from '../core/errors.js';
 import type { AppContext } from '../server/context.js';
 import { openAiErrorBody } from '../server/error-handler.js';
 import { laxenBody } from '../server/lax-inputs.js';
@@ -98,7 +98,7 @@ export function openAiRoutes(ctx: AppContext, settings: OpenAiSettings, streams:
       method: 'post',
       path: '/v1/images/edits',
       errorShape: 'openai',
-      handler: async (req, reply) => run(req, reply, await readEdit(req, editSchema, editCheck), true),
+      handler: async (req, reply) => run(req, reply, await readEdit(req, editSchema, editCheck, ctx.config.maxInputBytes), true),
       doc: {
         summary: 'Create Image Edit (OpenAI)',
         description: `OpenAI Images API \`images.edit\`, multipart as the SDKs send it: \`image\` (or several \`image[]\`, up to 3) and the fields of a generation. Runs Qwen Image Edit (\`qwen-image-edit\`). A \`mask\` is refused (400): kiapi has no masked inpainting. ${STREAM_NOTE} Events: \`image_edit.partial_image\`, \`image_edit.completed\`.`,
@@ -170,12 +170,13 @@ function editMultipartSchema(fields: ReturnType<typeof editFieldsSchema>) {
   return {
     type: 'object',
     properties: {
-      image: { description: 'The image to edit (png, jpeg, webp or gif).', ...binary },
-      'image[]': { type: 'array', items: binary, description: 'Several images (the SDKs send a list this way).' },
+      // Several images are several parts named `image[]` (what the SDKs send for a list); a
+      // property of that name would not survive client generators, so the description says it.
+      image: { description: 'The image to edit (png, jpeg, webp or gif). Several images (up to 3): repeat the part, named `image[]`.', ...binary },
       mask: { description: 'Refused (400): masks are not supported.', ...binary },
       ...(fields as unknown as { properties: Record<string, unknown> }).properties,
     },
-    required: ['prompt'],
+    required: ['image', 'prompt'],
   };
 }
 
@@ -187,15 +188,27 @@ const MAX_EDIT_IMAGES = 3;
  * text parts are converted (`"2"` → 2, `"true"` → true) and checked by the same schema that
  * documents them.
  */
-async function readEdit(req: FastifyRequest, schema: ReturnType<typeof editFieldsSchema>, check: ReturnType<typeof Compile>): Promise<ImageRequest> {
+async function readEdit(
+  req: FastifyRequest,
+  schema: ReturnType<typeof editFieldsSchema>,
+  check: ReturnType<typeof Compile>,
+  maxImageBytes: number,
+): Promise<ImageRequest> {
   if (!req.isMultipart()) throw withParam(new MalformedBodyError('send the edit as multipart/form-data with an `image` file part and a `prompt` field (what the OpenAI SDKs send)'), 'image', 'invalid_request');
   const fields: Record<string, unknown> = {};
   const images: string[] = [];
   let mask = false;
-  for await (const part of req.parts()) {
+  // Each image is held in memory (it becomes a data URL input), so it gets the input cap, not the upload cap.
+  for await (const part of req.parts({ limits: { fileSize: maxImageBytes } })) {
     if (part.type === 'file') {
       const file = part;
-      const bytes = await file.toBuffer();
+      let bytes: Buffer;
+      try {
+        bytes = await file.toBuffer();
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'FST_REQ_FILE_TOO_LARGE') throw err;
+        throw withParam(new TooLargeError(`'${clip(file.fieldname, 100)}' is larger than the ${maxImageBytes} byte limit of an input image (KIAPI_MAX_INPUT_BYTES)`), 'image', 'file_too_large');
+      }
       if (file.fieldname === 'mask') mask = true;
       else if (file.fieldname === 'image' || file.fieldname === 'image[]') images.push(dataUrl(file.fieldname, file.mimetype, bytes));
       else throw withParam(new InputError(`Unknown file parameter: '${clip(file.fieldname, 100)}' (files go in 'image' or 'image[]')`), file.fieldname, 'unknown_parameter');

@@ -45,7 +45,7 @@ void describe('OpenAI Images API (official openai npm package)', () => {
   let s: TestServer;
   let ai: OpenAI;
   before(async () => {
-    s = await startServer({ KIAPI_PREVIEW_STEP_MS: '25', KIAPI_MAX_QUEUE: '3' });
+    s = await startServer({ KIAPI_PREVIEW_STEP_MS: '25', KIAPI_MAX_QUEUE: '3', KIAPI_MAX_INPUT_BYTES: '65536' });
     ai = client(s);
   });
   after(async () => s.close());
@@ -166,6 +166,8 @@ void describe('OpenAI Images API (official openai npm package)', () => {
     await expectApiError(ai.images.edit({ image: png, prompt: 'x', model: 'ideogram-4' }), 400, 'model', /cannot be used with POST \/v1\/images\/edits/);
     await expectApiError(ai.images.edit({ image: png, prompt: 'x', n: 0 } as OpenAI.ImageEditParams), 400, 'n', /'n' must be/);
     await expectApiError(ai.images.createVariation({ image: png }), 400, null, /variations are not supported/);
+    const big = await toFile(Buffer.alloc(100_000, 1), 'big.png', { type: 'image/png' });
+    await expectApiError(ai.images.edit({ image: big, prompt: 'x' }), 413, 'image', /KIAPI_MAX_INPUT_BYTES/);
     assert.deepEqual(await stored(s.url), before);
   });
 
