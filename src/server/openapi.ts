@@ -205,7 +205,8 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
         ...(res.binary
           ? { content: Object.fromEntries((res.binary === true ? ['application/octet-stream'] : res.binary).map((t) => [t, binary])) }
           : res.eventStream
-            ? { content: { 'text/event-stream': { schema: SSE_EVENT } } }
+            ? // A route that answers JSON or, when asked to stream, events (the OpenAI image routes) documents both.
+              { content: { ...(res.schema ? { 'application/json': { schema: c.convert(res.schema) } } : {}), 'text/event-stream': { schema: SSE_EVENT } } }
           : schema
             ? { content: { 'application/json': { schema: c.convert(schema) } } }
             : {}),
@@ -226,6 +227,7 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
         description: doc.description,
         operationId: doc.operationId,
         ...(parameters ? { parameters } : {}),
+        ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: c.convert(r.body) } } } } : {}),
         ...(doc.multipartBody ? { requestBody: { required: true, content: { 'multipart/form-data': { schema: doc.multipartBody } } } } : {}),
         ...(doc.multipartFile
           ? {
