@@ -28,7 +28,12 @@ import type { OpenAiSettings } from './settings.js';
 
 const ERRORS = {
   '400': { description: 'A field is invalid (`param` names it), or the request asks for something kiapi does not do (masks, transparency).', schema: OpenAIError },
+  '413': { description: 'The body, or an edit image, is larger than its limit (the message names the setting).', schema: OpenAIError },
+  '415': { description: 'A body of a type the route does not take (generations take JSON; edits take multipart/form-data, and a JSON edit is a 400).', schema: OpenAIError },
   '429': { description: 'The queue is full; `Retry-After` says when to try again.', schema: OpenAIError },
+  '500': { description: 'The engine failed on this image (the message says how).', schema: OpenAIError },
+  '504': { description: 'The image did not finish within KIAPI_SYNC_TIMEOUT_S; its job keeps running (GET /v1/jobs).', schema: OpenAIError },
+  '507': { description: 'The disk filled up while the image or an input was stored.', schema: OpenAIError },
   '503': { description: 'The model is not activated; the message names the `kiapi activate` command.', schema: OpenAIError },
 };
 
@@ -125,7 +130,10 @@ export function openAiRoutes(ctx: AppContext, settings: OpenAiSettings, streams:
         summary: 'Create Image Variation (OpenAI; not supported)',
         description: 'Always 400: no served model makes prompt-less variations. Use `/v1/images/edits` with a prompt.',
         operationId: 'openai_create_image_variation_v1_images_variations_post',
-        responses: { '400': { description: 'Not supported.', schema: OpenAIError } },
+        responses: {
+          '400': { description: 'Not supported.', schema: OpenAIError },
+          '415': { description: 'A body of a type no route takes.', schema: OpenAIError },
+        },
       },
     },
     {
