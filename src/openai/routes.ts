@@ -12,6 +12,7 @@ import { openAiErrorBody } from '../server/error-handler.js';
 import { laxenBody } from '../server/lax-inputs.js';
 import type { RouteDef } from '../server/route-def.js';
 import type { SseStreams } from '../server/sse.js';
+import { uploadError } from '../server/routes/files.js';
 import { answerJson, plan, streamOne, submitAll, withoutIdleTimeout, type ImageRequest } from './images.js';
 import { modelOrNotFound, openAiModels, specOf, withParam, type OpenAiModel } from './models.js';
 import {
@@ -206,6 +207,28 @@ async function readEdit(
   const fields: Record<string, unknown> = {};
   const images: string[] = [];
   let mask = false;
+  try {
+    await readParts(req, fields, images, maxImageBytes, () => (mask = true));
+  } catch (err) {
+    // A body the multipart parser cannot read (no boundary, truncated) is the client's 400.
+    const mapped = uploadError(err, req.raw.destroyed);
+    if (mapped !== err && mapped instanceof MalformedBodyError) {
+      throw withParam(new MalformedBodyError(`malformed multipart body: ${(err as Error).message}; send multipart/form-data with its boundary, an 'image' file part and a 'prompt' field`), null, 'invalid_request');
+    }
+    throw mapped;
+  }
+  if (mask) throw withParam(new InputError('masks are not supported: kiapi edits the whole image (Qwen Image Edit) from the prompt; send the request without `mask`'), 'mask', 'unsupported_parameter');
+  if (images.length === 0) throw withParam(new InputError("an edit needs at least one image: send a file part named 'image' (or several named 'image[]')"), 'image', 'missing_required_parameter');
+  if (images.length > MAX_EDIT_IMAGES) throw withParam(new InputError(`at most ${MAX_EDIT_IMAGES} images per edit`), 'image', 'invalid_value');
+  laxenBody(schema, fields);
+  if (!check.Check(fields)) {
+    throw Object.assign(new Error('invalid edit fields'), { validation: check.Errors(fields), validationContext: 'body', statusCode: 400 });
+  }
+  const { prompt, ...options } = fields as EditFields;
+  return { prompt, options, images };
+}
+
+async function readParts(req: FastifyRequest, fields: Record<string, unknown>, images: string[], maxImageBytes: number, onMask: () => void): Promise<void> {
   // Each image is held in memory (it becomes a data URL input), so it gets the input cap, not the upload cap.
   for await (const part of req.parts({ limits: { fileSize: maxImageBytes } })) {
     if (part.type === 'file') {
@@ -217,22 +240,13 @@ async function readEdit(
         if ((err as { code?: string }).code !== 'FST_REQ_FILE_TOO_LARGE') throw err;
         throw withParam(new TooLargeError(`'${clip(file.fieldname, 100)}' is larger than the ${maxImageBytes} byte limit of an input image (KIAPI_MAX_INPUT_BYTES)`), 'image', 'file_too_large');
       }
-      if (file.fieldname === 'mask') mask = true;
+      if (file.fieldname === 'mask') onMask();
       else if (file.fieldname === 'image' || file.fieldname === 'image[]') images.push(dataUrl(file.fieldname, file.mimetype, bytes));
       else throw withParam(new InputError(`Unknown file parameter: '${clip(file.fieldname, 100)}' (files go in 'image' or 'image[]')`), file.fieldname, 'unknown_parameter');
     } else {
       fields[part.fieldname] = part.value;
     }
   }
-  if (mask) throw withParam(new InputError('masks are not supported: kiapi edits the whole image (Qwen Image Edit) from the prompt; send the request without `mask`'), 'mask', 'unsupported_parameter');
-  if (images.length === 0) throw withParam(new InputError("an edit needs at least one image: send a file part named 'image' (or several named 'image[]')"), 'image', 'missing_required_parameter');
-  if (images.length > MAX_EDIT_IMAGES) throw withParam(new InputError(`at most ${MAX_EDIT_IMAGES} images per edit`), 'image', 'invalid_value');
-  laxenBody(schema, fields);
-  if (!check.Check(fields)) {
-    throw Object.assign(new Error('invalid edit fields'), { validation: check.Errors(fields), validationContext: 'body', statusCode: 400 });
-  }
-  const { prompt, ...options } = fields as EditFields;
-  return { prompt, options, images };
 }
 
 /** A data URL of an uploaded image; the SDKs label bytes without a type as octet-stream, so the type is read from the bytes then. */

@@ -199,6 +199,16 @@ void describe('OpenAI Images API (official openai npm package)', () => {
     assert.equal((err.error as { code: string }).code, 'model_not_found');
   });
 
+  void it('a multipart edit without its boundary is a 400 in the OpenAI shape', async () => {
+    const res = await request<{ error: { message: string } }>(`${s.url}/v1/images/edits`, {
+      method: 'POST',
+      headers: { 'content-type': 'multipart/form-data' },
+      body: 'prompt=x',
+    });
+    assert.equal(res.status, 400);
+    assert.match(res.json.error.message, /malformed multipart body/);
+  });
+
   void it('keeps the rest of the API in its {"detail": ...} shape', async () => {
     const res = await request<{ detail: string }>(`${s.url}/v1/jobs/job_0000`);
     assert.equal(res.status, 404);
