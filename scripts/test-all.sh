@@ -32,8 +32,9 @@ if [[ "${results[2]%% *}" == 0 ]]; then
   run real-engine npm run --silent test:real-engine
   run fuzz npm run --silent test:fuzz
   run clients npm run --silent test:clients
+  run openai-sdk npm run --silent test:openai-sdk
 else
-  names+=("real-engine" "fuzz" "clients"); results+=("skipped 0" "skipped 0" "skipped 0")
+  names+=("real-engine" "fuzz" "clients" "openai-sdk"); results+=("skipped 0" "skipped 0" "skipped 0" "skipped 0")
 fi
 
 echo

@@ -20,5 +20,7 @@ run "$venv/bin/ruff" check --config worker/pyproject.toml test/real-engine
 run "$venv/bin/ruff" format --check --config worker/pyproject.toml test/real-engine
 run "$venv/bin/ruff" check --config worker/pyproject.toml test/clients/python_events_check.py
 run "$venv/bin/ruff" format --check --config worker/pyproject.toml test/clients/python_events_check.py
+run "$venv/bin/ruff" check --config worker/pyproject.toml test/clients/python_openai_check.py
+run "$venv/bin/ruff" format --check --config worker/pyproject.toml test/clients/python_openai_check.py
 run "$venv/bin/python" -m pytest worker/tests -q
 exit "$status"

@@ -54,6 +54,12 @@ export interface OperationDef<S extends TSchema = TSchema> {
    */
   example?: Static<S>;
   /**
+   * What the quality tiers of clients that only know `low` / `medium` / `high` (the OpenAI Images
+   * API) mean for this operation: the body fields each tier sets. A tier not listed, and `auto`,
+   * leave the family's defaults alone.
+   */
+  qualityTiers?: Partial<Record<'low' | 'medium' | 'high', Record<string, unknown>>>;
+  /**
    * Checks rules the schema cannot express (422/400), resolves inputs and returns the job.
    * Everything that can fail because of the request fails here, before anything is queued.
    */

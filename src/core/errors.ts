@@ -7,6 +7,12 @@ export abstract class KiapiError extends Error {
   abstract readonly status: number;
   /** Extra response headers (e.g. Retry-After). */
   headers: Record<string, string> = {};
+  /**
+   * The request field at fault and a machine-readable code, where a route knows them (the
+   * OpenAI-shaped errors carry both as `param` and `code`).
+   */
+  param?: string | null;
+  code?: string | null;
   constructor(message: string) {
     super(message);
     this.name = new.target.name;

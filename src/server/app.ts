@@ -21,6 +21,7 @@ import { homeRoutes } from './routes/home.js';
 import { eventRoutes } from './routes/events.js';
 import { jobRoutes } from './routes/jobs.js';
 import { SseStreams } from './sse.js';
+import { openAiRoutes } from '../openai/routes.js';
 import { MAX_PARAM_CHARS, recordRoutes, registerRoutes, type RouteDef } from './route-def.js';
 
 
@@ -130,7 +131,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   // Event streams never end by themselves: a server shutting down ends them before it waits for
   // its connections to close.
   app.addHook('preClose', async () => streams.closeAll());
-  const api: RouteDef[] = [...healthRoutes(ctx), ...fileRoutes(ctx), ...jobRoutes(ctx), ...eventRoutes(ctx, streams), ...capabilityRoutes(ctx)];
+  const api: RouteDef[] = [...healthRoutes(ctx), ...fileRoutes(ctx), ...jobRoutes(ctx), ...eventRoutes(ctx, streams), ...capabilityRoutes(ctx), ...openAiRoutes(ctx, ctx.server.openai, streams)];
   registerRoutes(app, [...api, ...docsRoutes(ctx, () => api), ...homeRoutes(ctx)]);
   return app;
 }

@@ -26,7 +26,10 @@ interface AjvIssue {
 
 export function installErrorHandler(app: FastifyInstance, limits: { maxBodyBytes: number; maxUploadBytes: number }): void {
   app.setNotFoundHandler((req, reply) => {
-    void reply.code(404).send({ detail: `Not Found: ${req.method} ${clip(req.url.split('?')[0] ?? '', 200)}` });
+    const detail = `Not Found: ${req.method} ${clip(req.url.split('?')[0] ?? '', 200)}`;
+    // An unknown path under the OpenAI-compatible prefixes is answered as those routes answer.
+    if (/^\/v1\/(images|models)(\/|\?|$)/.test(req.url)) return void reply.code(404).send(openAiErrorBody(404, detail, null, 'not_found'));
+    void reply.code(404).send({ detail });
   });
 
   app.setErrorHandler((err: FastifyError, req: FastifyRequest, reply: FastifyReply) => {
@@ -46,21 +49,63 @@ function handle(err: FastifyError, req: FastifyRequest, reply: FastifyReply, lim
   // body is not worth reading, so the connection closes after this answer, and says so, so no
   // client reuses a connection the server is about to close.
   if (!req.raw.complete) void reply.header('connection', 'close');
+  const a = answerFor(err, req, limits);
+  if (a.status >= 500 && a.log !== false) req.log.error({ err }, a.status === 500 && !isKiapiError(err) ? 'unhandled error' : err.message);
+  void reply.headers(a.headers ?? {});
+  if (req.routeOptions.config.errorShape === 'openai') {
+    // The SDKs treat 422 as a different class of error than OpenAI's own 400 for a bad field.
+    const status = a.status === 422 ? 400 : a.status;
+    return reply.code(status).send(openAiErrorBody(status, a.detail, a.param ?? null, a.code ?? null));
+  }
+  return reply.code(a.status).send({ detail: a.detail });
+}
+
+interface Answer {
+  status: number;
+  detail: string | ValidationIssue[];
+  headers?: Record<string, string>;
+  param?: string | null;
+  code?: string | null;
+  log?: false;
+}
+
+function answerFor(err: FastifyError, req: FastifyRequest, limits: { maxBodyBytes: number; maxUploadBytes: number }): Answer {
   if (isKiapiError(err)) {
-    if (err.status >= 500) req.log.error({ err }, err.message);
-    return reply.code(err.status).headers(err.headers).send({ detail: clip(err.message, MAX_DETAIL_CHARS) });
+    return { status: err.status, detail: clip(err.message, MAX_DETAIL_CHARS), headers: err.headers, param: err.param, code: err.code };
   }
   if (err.validation) {
     const where = err.validationContext === 'params' ? 'path' : err.validationContext === 'querystring' ? 'query' : (err.validationContext ?? 'body');
-    return reply.code(422).send({ detail: toIssues(err.validation, where, req) });
+    const extra = err.validation.find((e) => e.keyword === 'additionalProperties');
+    const name = extra?.params?.additionalProperty;
+    // Named here because the issue list says only that the object has extra properties.
+    if (typeof name === 'string') return { status: 422, detail: `Unknown parameter: '${clip(name, 100)}'`, param: name, code: 'unknown_parameter' };
+    return { status: 422, detail: toIssues(err.validation, where, req) };
   }
   const mapped = mapFrameworkError(err, limits);
-  if (mapped) return reply.code(mapped.status).send({ detail: mapped.detail });
-  if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) {
-    return reply.code(err.statusCode).send({ detail: clip(err.message, MAX_DETAIL_CHARS) });
-  }
-  req.log.error({ err }, 'unhandled error');
-  return reply.code(500).send({ detail: 'internal server error (see the kiapi server log)' });
+  if (mapped) return { status: mapped.status, detail: mapped.detail };
+  if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return { status: err.statusCode, detail: clip(err.message, MAX_DETAIL_CHARS) };
+  return { status: 500, detail: 'internal server error (see the kiapi server log)' };
+}
+
+const OPENAI_TYPES: Record<number, string> = {
+  401: 'authentication_error',
+  403: 'permission_error',
+  404: 'not_found_error',
+  429: 'rate_limit_error',
+  503: 'service_unavailable',
+};
+
+/**
+ * OpenAI's error body. `param` is the field at fault: given by the route, else the first field of
+ * a validation issue list. `code` says what kind of fault it is where that is known.
+ */
+export function openAiErrorBody(status: number, detail: string | ValidationIssue[], param: string | null, code: string | null) {
+  const issues = typeof detail === 'string' ? null : detail;
+  const message = issues ? issues.map((i) => i.msg).join('; ') : (detail as string);
+  const field = param ?? (issues?.[0] ? issues[0].loc.slice(1).join('.') || null : null);
+  const type = OPENAI_TYPES[status] ?? (status >= 500 ? 'server_error' : 'invalid_request_error');
+  const fallback = status === 401 ? 'invalid_api_key' : status === 429 ? 'rate_limit_exceeded' : status === 503 ? 'model_not_activated' : issues ? 'invalid_value' : null;
+  return { error: { message, type, param: field, code: code ?? fallback } };
 }
 
 /**

@@ -10,6 +10,7 @@ import { CapabilityModelSpecSchema } from './capability-schemas.js';
 import { isRootDocumented, MAX_PARAM_CHARS, type RouteDef } from './route-def.js';
 import type { TSchema } from 'typebox';
 import { ErrorSchema as ErrorBody } from './schemas.js';
+import { OpenAIError } from '../openai/schemas.js';
 
 type Json = Record<string, unknown>;
 
@@ -73,9 +74,9 @@ const binary = { schema: { type: 'string', format: 'binary' } };
 const SSE_BODY = {
   type: 'string',
   description:
-    'Server-sent events, one per blank-line-separated block: `id:` (send it back as Last-Event-ID to resume after it), ' +
-    '`event:` (queued, position, started, progress, preview, succeeded, failed or canceled) and `data:` (one line of JSON). ' +
-    'The first block also carries `retry:`; lines starting with `:` are keep-alive comments.',
+    'Server-sent events, one per blank-line-separated block: `event:` (its name; the operation says which there are), `data:` ' +
+    '(one line of JSON) and, on job event streams, `id:` (send it back as Last-Event-ID to resume after it) and `retry:` on the first. ' +
+    'Lines starting with `:` are keep-alive comments.',
 };
 
 /**
@@ -91,8 +92,8 @@ const warningHeader = {
 };
 
 /** Documented only when a token is configured: without one the server never answers 401. */
-function unauthorized(c: ComponentCollector): Json {
-  return { description: 'Missing or wrong bearer token (KIAPI_AUTH_TOKEN is set).', content: { 'application/json': { schema: c.convert(ErrorBody) } } };
+function unauthorized(c: ComponentCollector, body: TSchema = ErrorBody): Json {
+  return { description: 'Missing or wrong bearer token (KIAPI_AUTH_TOKEN is set).', content: { 'application/json': { schema: c.convert(body) } } };
 }
 
 /** Error responses every generation endpoint can give, beyond the seed's 400/422/503/504. */
@@ -211,21 +212,23 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
     const parameters = all.length > 0 ? all : undefined;
     const responses: Json = {};
     for (const [code, res] of Object.entries(doc.responses)) {
-      // Every error answer is `{"detail": ...}` JSON; 304 has no body.
-      const schema = res.schema ?? (Number(code) >= 400 ? ErrorBody : undefined);
+      // Every error answer is `{"detail": ...}` JSON (OpenAI's shape on its routes); 304 has no body.
+      const schema = res.schema ?? (Number(code) >= 400 ? (r.errorShape === 'openai' ? OpenAIError : ErrorBody) : undefined);
       responses[code] = {
         description: res.description,
         ...(res.links ? { links: res.links } : {}),
         ...(res.binary
           ? { content: Object.fromEntries((res.binary === true ? ['application/octet-stream'] : res.binary).map((t) => [t, binary])) }
           : res.eventStream
-            ? { content: { 'text/event-stream': { schema: SSE_BODY } } }
+            ? // A route that answers JSON or, when asked to stream, events (the OpenAI image routes) documents both.
+              { content: { ...(res.schema ? { 'application/json': { schema: c.convert(res.schema) } } : {}), 'text/event-stream': { schema: SSE_BODY } } }
           : schema
             ? { content: { 'application/json': { schema: c.convert(schema) } } }
             : {}),
       };
     }
-    if (authOn && !r.public) responses['401'] = unauthorized(c);
+    // The OpenAI-compatible routes answer every error in OpenAI's shape, the 401 included.
+    if (authOn && !r.public) responses['401'] = unauthorized(c, r.errorShape === 'openai' ? OpenAIError : ErrorBody);
     if (r.params) {
       responses['414'] = {
         description: `A path segment longer than ${MAX_PARAM_CHARS} characters (ids are about 40): check the URL.`,
@@ -239,6 +242,8 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
         description: doc.description,
         operationId: doc.operationId,
         ...(parameters ? { parameters } : {}),
+        ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: c.convert(r.body) } } } } : {}),
+        ...(doc.multipartBody ? { requestBody: { required: true, content: { 'multipart/form-data': { schema: doc.multipartBody } } } } : {}),
         ...(doc.multipartFile
           ? {
               requestBody: {

@@ -16,6 +16,12 @@ declare module 'fastify' {
     public?: boolean;
     /** Why the route is in no OpenAPI document (a docs page, an asset, the documents themselves). */
     undocumented?: string;
+    /**
+     * `openai`: errors are answered in OpenAI's shape `{"error": {message, type, param, code}}`
+     * (the OpenAI-compatible routes); otherwise kiapi's `{"detail": ...}`. Read by the one error
+     * handler (error-handler.ts).
+     */
+    errorShape?: 'openai';
   }
 }
 
@@ -26,6 +32,8 @@ export interface RouteDoc {
   operationId: string;
   /** Set for multipart uploads. */
   multipartFile?: boolean;
+  /** A multipart body of other parts than one `file` (its JSON schema). */
+  multipartBody?: Record<string, unknown>;
   /**
    * `binary`: raw bytes; `true` is application/octet-stream, a list names the media types (the
    * stored file's type is one of them or application/octet-stream).
@@ -42,6 +50,8 @@ export interface RouteDef {
   query?: TSchema;
   body?: TSchema;
   public?: boolean;
+  /** Answer errors in OpenAI's shape (see FastifyContextConfig.errorShape). */
+  errorShape?: 'openai';
   /**
    * Where the route is documented: its root-document entry, `family` when a capability's own
    * document describes it, or a reason it is in no document (not an API operation).
@@ -69,6 +79,7 @@ export function registerRoutes(app: FastifyInstance, defs: RouteDef[]): void {
       ...(d.preValidation ? { preValidation: d.preValidation } : {}),
       config: {
         public: d.public === true,
+        ...(d.errorShape ? { errorShape: d.errorShape } : {}),
         ...(typeof d.doc === 'object' && 'undocumented' in d.doc ? { undocumented: d.doc.undocumented } : {}),
       },
       handler: d.handler,

@@ -120,14 +120,6 @@ export const JobDeletedSchema = component(
   ),
 );
 
-export const ModelListSchema = component(
-  'ModelList',
-  Type.Object(
-    { object: Type.Literal('list'), data: Type.Array(openObject({ description: 'A chat model (kiapi serves none).' })) },
-    { title: 'ModelList' },
-  ),
-);
-
 const ResidentModelStats = component(
   'ResidentModelStats',
   Type.Object(

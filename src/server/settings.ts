@@ -5,6 +5,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { EnvReader } from '../core/config.js';
+import { readOpenAiSettings, type OpenAiSettings } from '../openai/settings.js';
 
 export interface ServerSettings {
   /**
@@ -32,6 +33,8 @@ export interface ServerSettings {
    * change state is refused.
    */
   allowedOrigins: string[];
+  /** The OpenAI-compatible routes (KIAPI_OPENAI_*, KIAPI_PUBLIC_BASE_URL). */
+  openai: OpenAiSettings;
 }
 
 export const DEFAULT_REQUEST_TIMEOUT_S = 3600;
@@ -61,6 +64,7 @@ export function readServerSettings(env: Record<string, string | undefined>, list
     allowedOrigins,
     loopbackOnly: isLoopbackName(listenHost),
     requestTimeoutS: r.number('KIAPI_REQUEST_TIMEOUT_S', DEFAULT_REQUEST_TIMEOUT_S, { min: 0, max: 7 * 24 * 3600 }, 'longest a client may take to send one request, in seconds (0: no limit)'),
+    openai: readOpenAiSettings(env),
     idleTimeoutS: r.number('KIAPI_IDLE_TIMEOUT_S', DEFAULT_IDLE_TIMEOUT_S, { min: 0, max: 7 * 24 * 3600 }, 'close a connection on which no byte moves this long, in seconds (0: no limit)'),
   };
   r.check();

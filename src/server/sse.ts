@@ -101,6 +101,26 @@ export class SseStream {
     this.write(`${retry}id: ${e.id}\nevent: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`);
   }
 
+  /**
+   * An event of a stream that is not a job's (the OpenAI image streams): a name and a JSON body,
+   * no id, since such a stream cannot be resumed. A behind watcher gets no more previews.
+   */
+  sendData(event: string, data: unknown, opts: { preview?: boolean } = {}): void {
+    if (this.ended) return;
+    const behind = this.reply.raw.writableLength;
+    if (behind > this.opts.maxBufferBytes) {
+      this.end();
+      return;
+    }
+    if (opts.preview && behind > this.opts.maxBufferBytes / 4) {
+      this.skippedPreviews++;
+      return;
+    }
+    const retry = this.retrySent ? '' : `retry: ${RETRY_MS}\n`;
+    this.retrySent = true;
+    this.write(`${retry}event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  }
+
   end(): void {
     if (this.ended) return;
     this.ended = true;

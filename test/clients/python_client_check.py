@@ -98,6 +98,16 @@ def main() -> int:
             if accepted is not None:
                 job_ids.append(accepted.job_id)
 
+    # The OpenAI-compatible routes as a generated client sees them (the SDKs have their own check).
+    generation = models.OpenAIImageGenerationRequest.from_dict({"prompt": "a kite", "size": "64x64", "steps": 2})
+    call(ops, "openai_create_image_v1_images_generations_post", 200, client, body=generation)
+    edit = models.OpenaiCreateImageEditV1ImagesEditsPostBody(
+        image=types.File(payload=io.BytesIO(PNG), file_name="in.png", mime_type="image/png"), prompt="make it blue", size="64x64", steps=2
+    )
+    call(ops, "openai_create_image_edit_v1_images_edits_post", 200, client, body=edit)
+    call(ops, "openai_create_image_variation_v1_images_variations_post", 400, client)
+    call(ops, "retrieve_model_v1_models_model_get", 200, anonymous, model="qwen-image")
+
     call(ops, "list_jobs_v1_jobs_get", 200, client)
     call(ops, "get_job_v1_jobs_job_id_get", 200, client, job_id=job_ids[0])
     # The event streams (text/event-stream): a finished job's is its terminal event, then the end;

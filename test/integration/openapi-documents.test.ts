@@ -161,8 +161,10 @@ void describe('served OpenAPI documents, without a token', () => {
     assert.equal(wrongType.status, 415);
     const models = docs['/']!.paths['/v1/models'].get;
     assert.equal(models.operationId, 'list_models_v1_models_get');
-    assert.equal(models.responses['200'].content['application/json'].schema.$ref, '#/components/schemas/ModelList');
-    assert.deepEqual((await getJson(`${server.url}/v1/models`)).json, { object: 'list', data: [] });
+    assert.equal(models.responses['200'].content['application/json'].schema.$ref, '#/components/schemas/OpenAIModelList');
+    const list = (await getJson<{ object: string; data: { id: string }[] }>(`${server.url}/v1/models`)).json;
+    assert.equal(list.object, 'list');
+    assert.deepEqual(list.data.map((m) => m.id), ['qwen-image', 'qwen-image-edit', 'ideogram-4']);
   });
 
   void it('declares the optional Warning header on the sync (200) and async (202) answers of every generation operation', async () => {

@@ -98,8 +98,8 @@ void describe('root /openapi.json', () => {
     assert.equal(res.status, 200);
     const doc = (await res.json()) as { info: { title: string; description: string }; paths: Record<string, unknown> };
     assert.equal(doc.info.title, 'kiapi Common API');
-    // Only the common routes (the chat-domain /v1/models list included); capability routes live in their own documents.
-    for (const p of Object.keys(doc.paths)) assert.match(p, /^\/(health|v1\/files|v1\/jobs|v1\/events$|v1\/models$)/, p);
+    // Only the common routes and the OpenAI-compatible ones; capability routes live in their own documents.
+    for (const p of Object.keys(doc.paths)) assert.match(p, /^\/(health|v1\/files|v1\/jobs|v1\/events$|v1\/models$|v1\/models\/\{model\}$|v1\/images\/(generations|edits|variations)$)/, p);
 
     const lines = doc.info.description.split('\n');
     for (const { family, title } of FAMILIES) {

@@ -175,6 +175,8 @@ export function ideogram4Capability(env: Record<string, string | undefined>): Ca
         body: generateRequestSchema(s),
         result: Ideogram4ImageResponse,
         example: { prompt: EXAMPLE_CAPTION, preset: 'V4_TURBO_12', width: 512, height: 512, seed: 42, strict_caption_validation: true },
+        // The presets are Ideogram's own speed/quality tiers.
+        qualityTiers: { low: { preset: 'V4_TURBO_12' }, medium: { preset: 'V4_DEFAULT_20' }, high: { preset: 'V4_QUALITY_48' } },
         prepare: (body, services) => prepareGenerate(s, body, services),
       }),
     ],

@@ -267,6 +267,14 @@ function round2(n: number): number {
   return Math.round(n * 100) / 100;
 }
 
+/**
+ * Qwen has no quality switch but its step count: `medium` is the configured default, `low` half
+ * of it, `high` twice it (within KIAPI_QWEN_MAX_STEPS).
+ */
+function qwenTiers(s: QwenSettings, steps: number) {
+  return { low: { steps: Math.max(1, Math.round(steps / 2)) }, medium: { steps }, high: { steps: Math.min(s.maxSteps, steps * 2) } };
+}
+
 export function qwenCapability(env: Record<string, string | undefined>): CapabilityDef {
   const s = readQwenSettings(env);
   const generateBody = generateRequestSchema(s);
@@ -288,6 +296,7 @@ export function qwenCapability(env: Record<string, string | undefined>): Capabil
         body: generateBody,
         result: QwenImageResponse,
         example: { prompt: 'A lighthouse on a rocky cliff at dusk, warm light in its windows', width: 512, height: 512, steps: 4, seed: 42 },
+        qualityTiers: qwenTiers(s, s.generateSteps),
         prepare: (body, services, signal) => prepareGenerate(s, body, services, signal),
       }),
       defineOperation({
@@ -306,6 +315,7 @@ export function qwenCapability(env: Record<string, string | undefined>): Capabil
           steps: 4,
           seed: 42,
         },
+        qualityTiers: qwenTiers(s, s.editSteps),
         prepare: (body, services, signal) => prepareEdit(s, body, services, signal),
       }),
     ],

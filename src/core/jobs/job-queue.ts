@@ -150,6 +150,21 @@ export class JobQueue {
     return job;
   }
 
+  /**
+   * Several jobs of one request (the OpenAI routes' `n` images), all or none: when the queue has
+   * no room for all of them the request is refused as a whole and nothing is recorded.
+   */
+  submitMany(items: { type: string; params: Record<string, unknown>; handler: JobHandler; opts?: SubmitOptions }[]): JobRecord[] {
+    const free = this.maxQueue - this.pending.length;
+    if (!this.closed && items.length > 1 && items.length > free) {
+      throw new BusyError(
+        `the job queue has room for ${Math.max(0, free)} more jobs and this request needs ${items.length} (KIAPI_MAX_QUEUE=${this.maxQueue}); retry later or ask for fewer images`,
+        this.estimateWaitS(),
+      );
+    }
+    return items.map((i) => this.submit(i.type, i.params, i.handler, i.opts));
+  }
+
   /** The job with its queue position and ETA, as every API answer shows it. */
   view(job: JobRecord): JobView {
     if (FINISHED.has(job.status)) return { ...job, queue_position: null, eta_s: null };

@@ -180,7 +180,7 @@ function asciiFallback(filename: string): string {
  * cannot parse (no boundary, truncated data, a broken part header): the client's fault, 400, not
  * the 500 they used to be. Named and framework errors keep their mapping (error-handler.ts).
  */
-function uploadError(err: unknown, connectionGone: boolean): unknown {
+export function uploadError(err: unknown, connectionGone: boolean): unknown {
   if (isKiapiError(err)) return err;
   const code = (err as { code?: unknown }).code;
   if (code === 'FST_PROTO_VIOLATION' || code === 'FST_INVALID_JSON_FIELD_ERROR') {

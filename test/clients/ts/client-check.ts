@@ -108,6 +108,29 @@ const jobIds: string[] = [];
 }
 
 {
+  // The OpenAI-compatible routes as a generated client sees them (the SDKs have their own checks).
+  type Generation = RootPaths['/v1/images/generations']['post']['requestBody']['content']['application/json'];
+  const gen = await root.POST('/v1/images/generations', { body: { prompt: 'a kite', size: '64x64', steps: 2 } as Generation });
+  check('POST /v1/images/generations', gen.response, 200, gen.data);
+  const edit = await root.POST('/v1/images/edits', {
+    body: { image: '', prompt: '' },
+    bodySerializer: () => {
+      const form = new FormData();
+      form.append('image', new Blob([PNG], { type: 'image/png' }), 'in.png');
+      form.append('prompt', 'make it blue');
+      form.append('size', '64x64');
+      form.append('steps', '2');
+      return form;
+    },
+  });
+  check('POST /v1/images/edits', edit.response, 200, edit.data);
+  const variation = await root.POST('/v1/images/variations');
+  check('POST /v1/images/variations', variation.response, 400, variation.error);
+  const model = await anonymous.GET('/v1/models/{model}', { params: { path: { model: 'qwen-image' } } });
+  check('GET /v1/models/{model}', model.response, 200, model.data);
+}
+
+{
   const list = await root.GET('/v1/jobs');
   check('GET /v1/jobs', list.response, 200, list.data);
   const job = await root.GET('/v1/jobs/{job_id}', { params: { path: { job_id: jobIds[0]! } } });
