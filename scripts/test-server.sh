@@ -1,5 +1,7 @@
-# Sourced by test/fuzz/run-fuzz.sh and test/clients/run-clients.sh: the built server they start,
-# on a free 127.0.0.1 port, stopped (TERM, then KILL after 10 s) and its work dir removed on exit.
+# Sourced by test/fuzz/run-fuzz.sh, test/clients/run-clients.sh and test/clients/run-openai-sdk.sh:
+# the built server they start, on a free 127.0.0.1 port, waited for, checked afterwards, stopped
+# (TERM, then KILL after 10 s) and its work dir removed on exit. The server's output goes to
+# "$work/server.log".
 
 # ensure_build LOG_FUNCTION: builds dist/ when it is missing (the scripts also run on their own).
 ensure_build() {
@@ -27,4 +29,34 @@ _stop_test_server() {
     kill -KILL "$server_pid" 2>/dev/null || true
   fi
   rm -rf "$work"
+}
+
+# wait_healthy BASE LOG_FUNCTION: waits up to 60 s for BASE/health to answer 200; otherwise prints
+# the server's log and exits 1.
+wait_healthy() {
+  python3 - "$1" <<'PY' || { "$2" "the server did not become healthy:"; cat "$work/server.log"; exit 1; }
+import sys, time, urllib.request
+deadline = time.time() + 60
+while time.time() < deadline:
+    try:
+        with urllib.request.urlopen(sys.argv[1] + "/health", timeout=2) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except Exception:
+        time.sleep(0.2)
+sys.exit(1)
+PY
+}
+
+# server_findings LOG_FUNCTION: fails (1) when the server died during the run or logged anything
+# at error level (an unhandled error, a failed job): either is a finding of the run.
+server_findings() {
+  local found=0
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    "$1" "the server died during the run:"; cat "$work/server.log"; found=1
+  fi
+  if grep -q '"level":\(50\|60\)' "$work/server.log"; then
+    "$1" "the server logged errors:"; grep '"level":\(50\|60\)' "$work/server.log" | head -n 20; found=1
+  fi
+  return "$found"
 }

@@ -97,18 +97,7 @@ env "${unset_args[@]}" \
   node dist/src/cli/main.js run --host 127.0.0.1 --port "$port" > "$work/server.log" 2>&1 &
 server_pid=$!
 
-python3 - "$base" <<'PY' || { say "the server did not become healthy:"; cat "$work/server.log"; exit 1; }
-import sys, time, urllib.request
-deadline = time.time() + 60
-while time.time() < deadline:
-    try:
-        with urllib.request.urlopen(sys.argv[1] + "/health", timeout=2) as r:
-            if r.status == 200:
-                sys.exit(0)
-    except Exception:
-        time.sleep(0.2)
-sys.exit(1)
-PY
+wait_healthy "$base" say
 say "server on $base"
 
 status=0
@@ -177,11 +166,6 @@ fi
 say "Python SSE client (httpx-sse): watching job events"
 "$venv/bin/python" "$here/python_events_check.py" "$base" "$token" || status=1
 
-if ! kill -0 "$server_pid" 2>/dev/null; then
-  say "the server died during the run:"; cat "$work/server.log"; status=1
-fi
-if grep -q '"level":\(50\|60\)' "$work/server.log"; then
-  say "the server logged errors:"; grep '"level":\(50\|60\)' "$work/server.log" | head -n 20; status=1
-fi
+server_findings say || status=1
 if [[ $status -eq 0 ]]; then say "ok"; else say "FAILED"; fi
 exit "$status"

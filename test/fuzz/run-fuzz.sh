@@ -53,18 +53,7 @@ env "${unset_args[@]}" \
   node dist/src/cli/main.js run --host 127.0.0.1 --port "$port" > "$work/server.log" 2>&1 &
 server_pid=$!
 
-python3 - "$base" <<'PY' || { say "the server did not become healthy:"; cat "$work/server.log"; exit 1; }
-import sys, time, urllib.request
-deadline = time.time() + 60
-while time.time() < deadline:
-    try:
-        with urllib.request.urlopen(sys.argv[1] + "/health", timeout=2) as r:
-            if r.status == 200:
-                sys.exit(0)
-    except Exception:
-        time.sleep(0.2)
-sys.exit(1)
-PY
+wait_healthy "$base" say
 say "server on $base (data dir $work/data)"
 
 # Checks: every schemathesis check but two. positive_data_acceptance: the seed contract keeps the
