@@ -67,6 +67,17 @@ const acceptParameter = {
 const binary = { schema: { type: 'string', format: 'binary' } };
 
 /**
+ * One event of a stream that is the alternative to a JSON answer (the OpenAI image routes with
+ * `stream: true`): the generators read the JSON entry as the answer, so here `schema` can describe
+ * each event, which is how schemathesis reads it.
+ */
+const SSE_EVENT = {
+  type: 'object',
+  description: 'One server-sent event: its `event:` name and its `data:` (one line of JSON).',
+  properties: { id: { type: 'string' }, event: { type: 'string' }, data: { type: 'string', contentMediaType: 'application/json' }, retry: { type: 'integer' } },
+};
+
+/**
  * An event stream's body. OpenAPI 3.1 has no way to give the schema of each event apart from the
  * body's (3.2's `itemSchema` does), and the client generators read `schema` as the body: so the
  * body is described as text, and the events in words.
@@ -221,7 +232,9 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
           ? { content: Object.fromEntries((res.binary === true ? ['application/octet-stream'] : res.binary).map((t) => [t, binary])) }
           : res.eventStream
             ? // A route that answers JSON or, when asked to stream, events (the OpenAI image routes) documents both.
-              { content: { ...(res.schema ? { 'application/json': { schema: c.convert(res.schema) } } : {}), 'text/event-stream': { schema: SSE_BODY } } }
+              res.schema
+              ? { content: { 'application/json': { schema: c.convert(res.schema) }, 'text/event-stream': { schema: SSE_EVENT } } }
+              : { content: { 'text/event-stream': { schema: SSE_BODY } } }
           : schema
             ? { content: { 'application/json': { schema: c.convert(schema) } } }
             : {}),

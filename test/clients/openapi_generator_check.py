@@ -212,6 +212,36 @@ def check_events(root, job_id: str) -> None:
         stream.close()  # never drained: the stream would not end
 
 
+def check_openai(root, anonymous) -> None:
+    """The OpenAI image routes: a generation, an edit, the refused variation, one model."""
+    models = importlib.import_module("kiapi_og_root.models")
+    request = models.OpenAIImageGenerationRequest.from_dict({"prompt": "a kite", "size": "64x64", "steps": 2})
+    generated = call(
+        root, "openai_create_image_v1_images_generations_post", 200, open_ai_image_generation_request=request
+    )
+    images = generated.data.data if generated is not None else []
+    if generated is not None and not images:
+        failures.append("openai generation: no image in the answer")
+    image = base64.b64decode(images[0].b64_json) if images else b""
+    if image:
+        call(
+            root,
+            "openai_create_image_edit_v1_images_edits_post",
+            200,
+            image=("kite.png", image),
+            prompt="make it night",
+            size="64x64",
+        )
+    called.add("openai_create_image_variation_v1_images_variations_post")
+    try:
+        root.openai_create_image_variation_v1_images_variations_post()
+        failures.append("openai variation: expected 400, it succeeded")
+    except Exception as err:
+        if getattr(err, "status", None) != 400:
+            failures.append(f"openai variation: expected 400, got {err!r}")
+    call(anonymous, "retrieve_model_v1_models_model_get", 200, model="qwen-image")
+
+
 def main() -> int:
     root = api("kiapi_og_root")
     anonymous = api("kiapi_og_root", authenticated=False)
@@ -234,6 +264,7 @@ def main() -> int:
         finished += check_family(root, family)
     if finished:
         check_events(root, finished[0])
+    check_openai(root, anonymous)
 
     succeeded = importlib.import_module("kiapi_og_root.models").JobStatus("succeeded")
     listed = call(root, "list_jobs_v1_jobs_get", 200, limit=5, status=succeeded)
