@@ -132,5 +132,16 @@ export class ForbiddenError extends KiapiError {
  * echoes a megabyte the client sent.
  */
 export function clip(text: string, max = 200): string {
-  return text.length > max ? `${text.slice(0, max)}…(${text.length} chars)` : text;
+  return text.length > max ? `${head(text, max)}…(${text.length} chars)` : text;
+}
+
+/**
+ * The first `max` UTF-16 units of `text`, one fewer when the cut would split a surrogate pair: a
+ * lone half is no character, so an answer quoting it was not valid Unicode (a fuzzer's JSON
+ * library refused a 422 that quoted a clipped '𝕏…').
+ */
+export function head(text: string, max: number): string {
+  const cut = text.slice(0, max);
+  const last = cut.charCodeAt(cut.length - 1);
+  return last >= 0xd800 && last <= 0xdbff ? cut.slice(0, -1) : cut;
 }

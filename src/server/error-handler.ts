@@ -4,7 +4,7 @@
  * anything else → 500 whose body hides internals (the log has the stack).
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { clip, isKiapiError } from '../core/errors.js';
+import { clip, head, isKiapiError } from '../core/errors.js';
 import { MAX_JSON_DEPTH } from './json-depth.js';
 
 export interface ValidationIssue {
@@ -317,7 +317,7 @@ function gotText(value: unknown): string {
   } catch {
     text = '[unprintable]';
   }
-  return `; got ${text.length > 100 ? `${text.slice(0, 100)}…` : text}`;
+  return `; got ${text.length > 100 ? `${head(text, 100)}…` : text}`;
 }
 
 function fieldName(loc: (string | number)[]): string {
@@ -406,7 +406,7 @@ function valueAt(root: unknown, path: (string | number)[]): unknown {
 }
 
 function truncate(v: unknown): unknown {
-  if (typeof v === 'string' && v.length > 200) return `${v.slice(0, 200)}…`;
+  if (typeof v === 'string' && v.length > 200) return `${head(v, 200)}…`;
   if (typeof v === 'object' && v !== null) {
     try {
       if (JSON.stringify(v).length > 500) return '[object omitted: too large]';

@@ -4,6 +4,7 @@
  * 1024-wide image. Each one is reported instead, with the closest known name when it is close
  * enough to be a typo: on the answer as a `Warning` header and in the job's `result.warnings`.
  */
+import { head } from '../core/errors.js';
 
 /** A body can carry thousands of extra keys; a few warnings say enough. */
 const MAX_WARNINGS = 10;
@@ -16,7 +17,7 @@ export function unknownFieldWarnings(known: readonly string[], body: unknown): s
   const unknown = Object.keys(body).filter((k) => !knownSet.has(k));
   const warnings = unknown.slice(0, MAX_WARNINGS).map((name) => {
     const guess = closest(name, known);
-    const shown = name.length > MAX_NAME_CHARS ? `${name.slice(0, MAX_NAME_CHARS)}…` : name;
+    const shown = name.length > MAX_NAME_CHARS ? `${head(name, MAX_NAME_CHARS)}…` : name;
     return `unknown field '${shown}' ignored${guess ? `; did you mean '${guess}'?` : ''}`;
   });
   if (unknown.length > MAX_WARNINGS) warnings.push(`${unknown.length - MAX_WARNINGS} more unknown fields ignored`);

@@ -322,6 +322,20 @@ void describe('file list filters (content_type, job_id)', () => {
     const res = await getJson<{ detail: Issue[] }>(`${s.url}/v1/files?content_type=png`);
     assert.equal(res.json.detail[0]!.msg.endsWith(' (for example "image/png" or "image/*"); got "png"'), true, res.json.detail[0]!.msg);
   });
+
+  void it('a long value quoted in a 422 is clipped between characters, never inside one', async () => {
+    // Each '𝕏' is two UTF-16 units: a clip at an odd unit would leave half of one (no character).
+    const lone = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+    for (const value of ['𝕏'.repeat(150), `x${'𝕏'.repeat(150)}`]) {
+      const res = await getJson<{ detail: (Issue & { input?: unknown })[] }>(`${s.url}/v1/files?content_type=${encodeURIComponent(value)}`);
+      assert.equal(res.status, 422);
+      const issue = res.json.detail[0]!;
+      assert.match(issue.msg, /got "x?𝕏/);
+      assert.doesNotMatch(issue.msg, lone, 'the message');
+      assert.equal(typeof issue.input, 'string');
+      assert.doesNotMatch(issue.input as string, lone, 'the quoted input');
+    }
+  });
 });
 
 void describe('file retention (KIAPI_FILE_RETENTION_S)', () => {
