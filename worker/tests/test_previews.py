@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,17 @@ def _loaded(worker: WorkerProcess) -> None:
     assert reply["type"] == "loaded", reply
 
 
+def _stderr_says(worker: WorkerProcess, text: str, timeout: float = 30.0) -> bool:
+    """Whether the worker's log shows ``text`` within ``timeout``: stderr is read by another
+    thread, so a line written before a reply may still be on its way when the reply is read."""
+    deadline = time.monotonic() + timeout
+    while text not in worker.stderr:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def _until_final(worker: WorkerProcess) -> list[dict[str, Any]]:
     replies: list[dict[str, Any]] = []
     while not replies or replies[-1].get("type") not in ("result", "error"):
@@ -330,7 +342,7 @@ def test_run_with_previews_sends_jpeg_messages(spawn: Spawn, tmp_path: Path) -> 
     # Each preview follows its step's progress message.
     order = [(m["type"], m["step"]) for m in replies if m["type"] in ("progress", "preview")]
     assert order.index(("preview", 2)) == order.index(("progress", 2)) + 1
-    assert "preview projection for k fitted in" in worker.stderr
+    assert _stderr_says(worker, "preview projection for k fitted in"), worker.stderr
 
 
 def test_previews_command_changes_the_run_in_flight(spawn: Spawn, tmp_path: Path) -> None:
@@ -385,7 +397,7 @@ def test_without_numpy_the_run_goes_on_without_previews(spawn: Spawn, tmp_path: 
     assert replies[-1]["type"] == "result", replies[-1]
     assert [m["type"] for m in replies].count("preview") == 0
     assert [m["type"] for m in replies].count("progress") == 3
-    assert "previews need numpy" in worker.stderr
+    assert _stderr_says(worker, "previews need numpy"), worker.stderr
 
 
 # --- against the real mflux (where it is installed: KIAPI_TEST_MLX_PYTHON, e.g. the engine venv) ---
