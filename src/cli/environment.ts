@@ -11,6 +11,7 @@ import { ModelRegistry } from '../core/models/model-spec.js';
 import { readSetupSettings } from '../core/setup/setup-settings.js';
 import { annotateFileProblems, mergeSettings, readSettingsFile, settingsFilePath, type SettingsFile } from '../core/setup/settings-file.js';
 import { readServerSettings } from '../server/settings.js';
+import { readServiceSettings } from './service/settings.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -32,6 +33,7 @@ export function settingsCatalog(): SettingInfo[] {
   loadConfig(empty);
   readServerSettings(empty);
   readSetupSettings(empty);
+  readServiceSettings(empty);
   registerCapabilities(new CapabilityRegistry(new ModelRegistry()), empty);
   catalogCache = knownSettings();
   return catalogCache;
@@ -52,6 +54,7 @@ export function effectiveDefaults(env: Env): Map<string, string | null> {
     () => loadConfig(env),
     () => readServerSettings(env),
     () => readSetupSettings(env),
+    () => readServiceSettings(env),
     () => registerCapabilities(new CapabilityRegistry(new ModelRegistry()), env),
   ];
   for (const read of readers) {

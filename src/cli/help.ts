@@ -22,6 +22,8 @@ Usage:
                                   one small real image per activated model, with timings
   kiapi config init|show|edit|template
                                   the settings file (keys are the KIAPI_* variable names)
+  kiapi service install|start|stop|restart|status|logs|show|uninstall
+                                  run kiapi in the background (launchd on macOS, systemd on Linux)
   kiapi help [COMMAND] | --help   this text, or one command's
   kiapi --version                 the version
 
@@ -96,11 +98,104 @@ Commands:
   template         every setting kiapi reads, with its default and meaning, as YAML
 
   -h, --help       this text`,
+
+  service: `Usage: kiapi service install|start|stop|restart|status|logs|show|uninstall
+
+Runs \`kiapi run\` in the background as your user: a launchd user agent on macOS, a systemd user
+unit on Linux. It reads the settings file (\`kiapi config edit\`; a change applies at the next
+restart), starts at login and is restarted after a crash. Its output goes to a log file:
+~/Library/Logs/kiapi/<name>.log on macOS, ~/.local/state/kiapi/<name>.log on Linux.
+
+Commands (\`kiapi service <command> --help\` for each):
+  install [--force]        write the plist / unit file (--force: write it anew)
+  start [--wait S]         start it and wait until it answers /health
+  stop                     stop it (the running job gets KIAPI_SHUTDOWN_GRACE_S)
+  restart [--wait S]       stop, then start (applies changed settings)
+  status [--json]          installed? running? answering /health? the last log lines
+  logs [-n N] [-f]         the log file's last lines, or follow it
+  show                     the file install writes
+  uninstall                stop it and remove the file (the log stays)
+
+The name is io.github.kiarina.kiapi on macOS and kiapi on Linux (KIAPI_SERVICE_LABEL changes it).
+  -h, --help               this text`,
 };
 
-/** The help page of `command`, or undefined when it is not a command. */
-export function commandHelp(command: string | undefined): string | undefined {
-  return command !== undefined && Object.hasOwn(COMMAND_HELP, command) ? COMMAND_HELP[command] : undefined;
+/** One page per \`kiapi service\` command. */
+const SERVICE_HELP: Record<string, string> = {
+  install: `Usage: kiapi service install [--force]
+
+Writes the service file: ~/Library/LaunchAgents/<name>.plist (launchd) or
+~/.config/systemd/user/<name>.service (systemd, then enabled). It runs this node and this kiapi by
+absolute path with \`run\`, gets KIAPI_CONFIG_FILE (the settings file) and the location variables
+set now (KIAPI_DATA_DIR, XDG_CONFIG_HOME, XDG_DATA_HOME, XDG_CACHE_HOME, HF_HOME, HF_HUB_CACHE);
+every other setting comes from the settings file. The settings must be valid. Does not start it.
+
+Options:
+  --force          write it anew when it exists (after moving or updating kiapi or node)
+  -h, --help       this text`,
+  start: `Usage: kiapi service start [--wait S]
+
+Starts the installed service and waits until the server answers /health. Exit code 1 when it
+stops at once or does not answer in time (the log's last lines say why).
+
+Options:
+  --wait S         seconds to wait for /health (default 30; 0: do not wait)
+  -h, --help       this text`,
+  stop: `Usage: kiapi service stop
+
+Stops the service (SIGTERM: the running job gets KIAPI_SHUTDOWN_GRACE_S to finish). It stays
+installed and starts again at the next login or \`kiapi service start\`.
+
+  -h, --help       this text`,
+  restart: `Usage: kiapi service restart [--wait S]
+
+Stops the service when it runs, then starts it: how a changed settings file takes effect.
+
+Options:
+  --wait S         seconds to wait for /health (default 30; 0: do not wait)
+  -h, --help       this text`,
+  status: `Usage: kiapi service status [--json]
+
+Whether the service is installed and running, whether a server answers /health on the host and
+port of the settings file, and the last lines of its log.
+
+Exit codes: 0 running and answering, 1 running but not answering /health (starting, or the port
+is taken), 3 installed but not running, 4 not installed.
+
+Options:
+  --json           the same as JSON, for scripts
+  -h, --help       this text`,
+  logs: `Usage: kiapi service logs [-n N] [-f]
+
+Prints the end of the service's log file (the server's output): ~/Library/Logs/kiapi/<name>.log on
+macOS, $XDG_STATE_HOME/kiapi/<name>.log (~/.local/state/kiapi/<name>.log) on Linux.
+
+Options:
+  -n, --lines N    how many lines (default 50)
+  -f, --follow     keep printing new lines (Ctrl-C ends)
+  -h, --help       this text`,
+  show: `Usage: kiapi service show
+
+Prints the plist or unit file \`kiapi service install\` would write now, and says so on stderr
+when the installed one differs.
+
+  -h, --help       this text`,
+  uninstall: `Usage: kiapi service uninstall
+
+Stops the service and removes its file (and, with systemd, disables it). The log file stays.
+
+  -h, --help       this text`,
+};
+
+/**
+ * The help page of `command`, or undefined when it is not a command. A command with commands of
+ * its own (service) has a page for each: `args[0]` picks it.
+ */
+export function commandHelp(command: string | undefined, args: string[] = []): string | undefined {
+  if (command === undefined || !Object.hasOwn(COMMAND_HELP, command)) return undefined;
+  const sub = args[0];
+  if (command === 'service' && sub !== undefined && Object.hasOwn(SERVICE_HELP, sub)) return SERVICE_HELP[sub];
+  return COMMAND_HELP[command];
 }
 
 /** `args` asks for help: `-h`/`--help` anywhere before a `--` end-of-options marker. */

@@ -10,6 +10,7 @@ import { deactivateCommand } from './deactivate.js';
 import { commandHelp, OVERVIEW, wantsHelp } from './help.js';
 import { PromptCanceled } from './prompt.js';
 import { runCommand } from './run.js';
+import { serviceCommand } from './service.js';
 import { statusCommand } from './status.js';
 import { UsageError } from './usage-error.js';
 
@@ -19,7 +20,7 @@ export { UsageError };
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  const page = commandHelp(command);
+  const page = commandHelp(command, rest);
   if (page !== undefined && wantsHelp(rest)) {
     console.log(page);
     return 0;
@@ -37,6 +38,8 @@ async function main(argv: string[]): Promise<number> {
       return checkCommand(rest);
     case 'config':
       return configCommand(rest);
+    case 'service':
+      return serviceCommand(rest);
     case '--version':
     case '-V':
       console.log(VERSION);
@@ -47,7 +50,7 @@ async function main(argv: string[]): Promise<number> {
         console.log(OVERVIEW);
         return 0;
       }
-      const text = commandHelp(topic);
+      const text = commandHelp(topic, rest.slice(1));
       if (text === undefined) throw new UsageError(`no help for '${topic}': not a command`, { showUsage: true });
       console.log(text);
       return 0;
@@ -65,7 +68,7 @@ async function main(argv: string[]): Promise<number> {
 
 const argv = process.argv.slice(2);
 // A syntax error shows the usage of the command it was made in, or the overview.
-const usageOnError = commandHelp(argv[0]) ?? OVERVIEW;
+const usageOnError = commandHelp(argv[0], argv.slice(1)) ?? OVERVIEW;
 
 main(argv).then(
   (code) => {
