@@ -53,6 +53,15 @@ const COMMANDS: Array<[string[], RegExp]> = [
   [['config', 'show'], /^Usage: kiapi config/m],
   [['config', 'edit'], /^Usage: kiapi config/m],
   [['config', 'template'], /^Usage: kiapi config/m],
+  [['service'], /^Usage: kiapi service install\|start\|stop\|restart\|status\|logs\|show\|uninstall/m],
+  [['service', 'install'], /^Usage: kiapi service install \[--force\]/m],
+  [['service', 'start'], /^Usage: kiapi service start \[--wait S\]/m],
+  [['service', 'stop'], /^Usage: kiapi service stop$/m],
+  [['service', 'restart'], /^Usage: kiapi service restart/m],
+  [['service', 'status'], /^Usage: kiapi service status \[--json\][\s\S]*Exit codes: 0 running/m],
+  [['service', 'logs'], /^Usage: kiapi service logs \[-n N\] \[-f\]/m],
+  [['service', 'show'], /^Usage: kiapi service show$/m],
+  [['service', 'uninstall'], /^Usage: kiapi service uninstall$/m],
 ];
 
 void describe('kiapi --help', () => {
@@ -87,6 +96,9 @@ void describe('kiapi --help', () => {
       assert.match(r.stdout, /kiapi run/);
       assert.match(r.stdout, /kiapi deactivate/);
     }
+    const sub = await kiapi(['help', 'service', 'logs']);
+    assert.equal(sub.code, 0);
+    assert.match(sub.stdout, /^Usage: kiapi service logs/m);
     const page = await kiapi(['help', 'check']);
     assert.equal(page.code, 0);
     assert.match(page.stdout, /^Usage: kiapi check/m);
