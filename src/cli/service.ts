@@ -194,12 +194,13 @@ async function awaitHealth(svc: Service, config: Config, waitS: number): Promise
   const deadline = Date.now() + waitS * 1000;
   let goneTwice = 0;
   for (;;) {
+    const st = manager.state(def);
     const server = await serverStatus(config, 1000);
-    if (server.running) {
+    // Only with the service's process running: another kiapi may hold the port.
+    if (server.running && st.running) {
       console.log(`kiapi is running at ${server.url} (engine ${server.engine ?? '?'})`);
       return 0;
     }
-    const st = manager.state(def);
     // Twice in a row: right after a start the manager may not show the process yet.
     goneTwice = st.running ? 0 : goneTwice + 1;
     if (goneTwice >= 2) {
@@ -316,7 +317,10 @@ async function status(args: string[]): Promise<number> {
   }
   console.log(`Service   ${def.name} (${manager.kind})`);
   console.log(`File      ${def.file}${isInstalled ? '' : ' (not installed: kiapi service install)'}`);
-  if (isInstalled) console.log(`State     ${st.running ? `running${st.pid ? ` (pid ${st.pid})` : ''}` : `not running (${st.detail})`}`);
+  if (isInstalled) {
+    const detail = st.detail === 'not running' ? '' : ` (${st.detail})`;
+    console.log(`State     ${st.running ? `running${st.pid ? ` (pid ${st.pid})` : ''}` : `not running${detail}`}`);
+  }
   if (server) {
     console.log(
       `Server    ${

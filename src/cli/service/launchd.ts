@@ -74,8 +74,9 @@ export class LaunchdManager implements ServiceManager {
     const r = this.launchctl(args);
     if (r.code === NOT_FOUND) return { loaded: false, running: false, pid: null, detail: 'not loaded' };
     if (r.code !== 0) throw toolFailure('launchctl', args, r);
-    const state = /^\s*state = (.+)$/m.exec(r.stdout)?.[1]?.trim() ?? 'unknown';
-    const pid = /^\s*pid = (\d+)$/m.exec(r.stdout)?.[1];
+    // The service's own keys are indented by one tab; nested blocks (endpoints, …) by more.
+    const state = /^\tstate = (.+)$/m.exec(r.stdout)?.[1]?.trim() ?? 'unknown';
+    const pid = /^\tpid = (\d+)$/m.exec(r.stdout)?.[1];
     return { loaded: true, running: state === 'running', pid: pid ? Number(pid) : null, detail: state };
   }
 
