@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { SetupError } from '../../src/core/errors.js';
-import { buildDefinition, serviceEnvironment, serviceView, unseenVariables, type ServiceDefinition } from '../../src/cli/service/definition.js';
+import { buildDefinition, serviceEnvironment, servicePlatform, serviceView, unseenVariables, type ServiceDefinition } from '../../src/cli/service/definition.js';
 import { plistText } from '../../src/cli/service/launchd.js';
 import { readServiceSettings } from '../../src/cli/service/settings.js';
 import { unitText } from '../../src/cli/service/systemd.js';
@@ -137,6 +137,16 @@ void describe('the service environment', () => {
 
   void it('without KIAPI_CONFIG_FILE, the settings file kiapi config uses', () => {
     assert.equal(serviceEnvironment({ XDG_CONFIG_HOME: path.join(home, 'cfg') }).KIAPI_CONFIG_FILE, path.join(home, 'cfg', 'kiapi', 'settings.yaml'));
+  });
+
+  void it('the platform: this machine\'s, or KIAPI_SERVICE_PLATFORM; others are refused with what is supported', () => {
+    assert.equal(servicePlatform(AUTO, 'linux'), 'linux');
+    assert.equal(servicePlatform(AUTO, 'darwin'), 'darwin');
+    assert.equal(servicePlatform({ label: null, platform: 'darwin' }, 'linux'), 'darwin');
+    assert.throws(
+      () => servicePlatform(AUTO, 'win32'),
+      (e: unknown) => e instanceof SetupError && /supports macOS \(a launchd user agent\) and Linux \(a systemd user unit\), not win32/.test(e.message),
+    );
   });
 
   void it('bad service settings name the variable', () => {

@@ -43,11 +43,11 @@ export const LOCATION_VARS = ['KIAPI_DATA_DIR', 'XDG_CONFIG_HOME', 'XDG_DATA_HOM
 /** The kiapi entry point this code belongs to (dist/src/cli/main.js). */
 export const KIAPI_ENTRY = fileURLToPath(new URL('../main.js', import.meta.url));
 
-export function servicePlatform(settings: ServiceSettings): ServicePlatform {
+export function servicePlatform(settings: ServiceSettings, platform: NodeJS.Platform = process.platform): ServicePlatform {
   if (settings.platform !== 'auto') return settings.platform;
-  if (process.platform === 'darwin' || process.platform === 'linux') return process.platform;
+  if (platform === 'darwin' || platform === 'linux') return platform;
   throw new SetupError(
-    `kiapi service supports macOS (a launchd user agent) and Linux (a systemd user unit), not ${process.platform}; run \`kiapi run\` under your own service manager instead`,
+    `kiapi service supports macOS (a launchd user agent) and Linux (a systemd user unit), not ${platform}; run \`kiapi run\` under your own service manager instead`,
   );
 }
 
