@@ -125,8 +125,16 @@ function install(args: string[]): number {
   }
   const text = manager.render(def);
   fs.mkdirSync(path.dirname(def.logFile), { recursive: true });
+  const previous = existed ? fs.readFileSync(def.file, 'utf8') : null;
   writeFileAtomic(def.file, text);
-  manager.afterInstall(def);
+  try {
+    manager.afterInstall(def);
+  } catch (err) {
+    // The manager did not take it: leave things as they were, so a retry is a plain install.
+    if (previous === null) fs.rmSync(def.file, { force: true });
+    else writeFileAtomic(def.file, previous);
+    throw err;
+  }
   console.log(`${existed ? 'rewrote' : 'installed'} ${def.file} (${manager.kind} ${def.name})`);
   console.log(`  runs:     ${def.program.join(' ')}`);
   console.log(`  settings: ${def.env.KIAPI_CONFIG_FILE}`);

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { PACKAGE_ROOT } from '../../src/core/package-info.js';
 import { freePort, tempDir } from '../support/server.js';
-import { fakeServiceBin, parsePlist } from '../support/service.js';
+import { fakeServiceBin, parsePlist, systemdAnalyze, systemdVerify } from '../support/service.js';
 
 const CLI = path.join(PACKAGE_ROOT, 'dist/src/cli/main.js');
 const root = tempDir('kiapi-service-');
@@ -181,6 +181,11 @@ for (const platform of ['darwin', 'linux'] as const) {
         assert.deepEqual(plist.ProgramArguments, [process.execPath, CLI, 'run']);
         assert.deepEqual(plist.EnvironmentVariables, { KIAPI_CONFIG_FILE: s.settings, KIAPI_DATA_DIR: s.dataDir });
       } else {
+        if (systemdAnalyze()) {
+          const v = systemdVerify(file, path.join(s.home, '..', 'runtime'));
+          assert.equal(v.code, 0, v.stderr);
+          assert.equal(v.stderr, '', 'systemd-analyze verify found nothing to say about the installed unit');
+        }
         // Enabled: linked into default.target.wants, as systemctl enable does.
         assert.ok(fs.existsSync(path.join(s.home, '.config', 'systemd', 'user', 'default.target.wants', 'kiapi.service')));
         assert.deepEqual(calls(s).slice(0, 2), [
@@ -332,6 +337,19 @@ void describe('kiapi service: usage and environment problems', () => {
     const r = await kiapi(s, ['start'], { PATH: path.dirname(process.execPath) });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /launchctl was not found on PATH: kiapi service needs launchd \(macOS\)/);
+  });
+
+  void it('where no systemd user manager runs (this machine), install fails with systemctl\'s words and leaves nothing', { skip: fs.existsSync('/usr/bin/systemctl') ? false : 'no systemctl here' }, async () => {
+    const l = setup('linux');
+    l.home = path.join(l.home, '..', 'real systemctl');
+    fs.mkdirSync(l.home, { recursive: true });
+    l.settings = path.join(l.home, '.config', 'kiapi', 'settings.yaml');
+    writeSettings(l, await freePort());
+    // The real systemctl, not the fake: PATH without the fake's bin.
+    const r = await kiapi(l, ['install'], { PATH: `${path.dirname(process.execPath)}${path.delimiter}/usr/bin${path.delimiter}/bin` });
+    assert.equal(r.code, 1, r.stdout);
+    assert.match(r.stderr, /`systemctl --user (daemon-reload|enable kiapi\.service)` failed/);
+    assert.equal(fs.existsSync(path.join(l.home, '.config', 'systemd', 'user', 'kiapi.service')), false);
   });
 
   void it('show prints the file install writes', async () => {
