@@ -12,7 +12,7 @@ with its arguments, environment, working directory and log file, so a test talks
 its exit status, as the manager would.
 
 State lives in $FAKE_SERVICE_STATE; every call is appended to calls.jsonl there.
-Usage: fake_service_manager.py launchctl|systemctl ARGS...  (and, internally, supervise DIR)
+Usage: fake_service_manager.py launchctl|systemctl ARGS...  (internally also: supervise DIR, unload DIR TIMEOUT)
 """
 
 import json
@@ -217,8 +217,16 @@ def launchctl(args):
         loaded = json.loads(loaded)
         plist = loaded["plist"]
         if cmd == "bootout":
-            terminate(d, float(plist.get("ExitTimeOut", 20)))
-            os.remove(os.path.join(d, "loaded"))
+            # Returns at once, as launchd may: the service is unloaded once its process has exited
+            # (SIGTERM, SIGKILL after ExitTimeOut), so a caller must wait for that itself.
+            subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "unload", d, str(plist.get("ExitTimeOut", 20))],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                env=os.environ.copy(),
+            )
             return 0
         if cmd == "kickstart":
             if kill:
@@ -412,6 +420,10 @@ def main():
     tool, args = sys.argv[1], sys.argv[2:]
     if tool == "supervise":
         supervise(args[0])
+        return 0
+    if tool == "unload":
+        terminate(args[0], float(args[1]))
+        os.remove(os.path.join(args[0], "loaded"))
         return 0
     os.makedirs(STATE, exist_ok=True)
     with open(os.path.join(STATE, "calls.jsonl"), "a", encoding="utf-8") as f:

@@ -6,11 +6,14 @@
  * which sends SIGTERM and waits, with ExitTimeOut before a SIGKILL.
  */
 import { build } from 'plist';
+import { SetupError } from '../../core/errors.js';
 import type { ServiceDefinition } from './definition.js';
 import { runTool, toolFailure, type ServiceManager, type ServiceState } from './manager.js';
 
 /** `launchctl print` of a service launchd does not know: "Could not find service … in domain". */
 const NOT_FOUND = 113;
+/** `launchctl bootout` of a service that is still shutting down: "Operation now in progress". */
+const IN_PROGRESS = 36;
 const NEEDS = 'launchd (macOS)';
 
 export function plistText(def: ServiceDefinition): string {
@@ -25,6 +28,10 @@ export function plistText(def: ServiceDefinition): string {
     StandardOutPath: def.logFile,
     StandardErrorPath: def.logFile,
   })}\n`;
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 function uid(): number {
@@ -59,14 +66,22 @@ export class LaunchdManager implements ServiceManager {
     const args = st.loaded ? ['kickstart', this.target(def)] : ['bootstrap', this.domain(), def.file];
     if (st.running) return;
     const r = this.launchctl(args);
-    if (r.code !== 0) throw toolFailure('launchctl', args, r, 'See `kiapi service logs`.');
+    if (r.code !== 0) {
+      throw toolFailure('launchctl', args, r, `See \`kiapi service logs\`. If the agent was disabled: launchctl enable ${this.target(def)}`);
+    }
   }
 
   stop(def: ServiceDefinition): void {
     if (!this.state(def).loaded) return;
     const args = ['bootout', this.target(def)];
     const r = this.launchctl(args, (def.stopTimeoutS + 30) * 1000);
-    if (r.code !== 0 && r.code !== NOT_FOUND) throw toolFailure('launchctl', args, r);
+    if (r.code !== 0 && r.code !== NOT_FOUND && r.code !== IN_PROGRESS) throw toolFailure('launchctl', args, r);
+    // bootout may return while the process still shuts down: wait until launchd has let it go.
+    const deadline = Date.now() + (def.stopTimeoutS + 30) * 1000;
+    while (this.state(def).loaded) {
+      if (Date.now() > deadline) throw new SetupError(`launchd still has ${def.name} ${def.stopTimeoutS + 30}s after \`launchctl bootout\``);
+      sleepSync(250);
+    }
   }
 
   state(def: ServiceDefinition): ServiceState {
