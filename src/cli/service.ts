@@ -104,11 +104,16 @@ function noArgs(args: string[]): void {
   parseArgs({ args, options: {}, strict: true });
 }
 
-/** Writes via a temporary file and a rename, so the manager never reads half a file. */
+/**
+ * Writes via a temporary file and a rename, so the manager never reads half a file. Mode 0644
+ * whatever the umask: launchd refuses a plist that group or others may write (a umask of 002 is
+ * common where every user has a group of their own).
+ */
 function writeFileAtomic(file: string, text: string): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, text, { mode: 0o644 });
+  fs.writeFileSync(tmp, text);
+  fs.chmodSync(tmp, 0o644);
   fs.renameSync(tmp, file);
 }
 

@@ -54,7 +54,11 @@ function envFor(s: Setup, extra: Record<string, string> = {}): NodeJS.ProcessEnv
 }
 
 async function kiapi(s: Setup, args: string[], extra: Record<string, string> = {}): Promise<Run> {
-  const child = spawn(process.execPath, [CLI, 'service', ...args], { env: envFor(s, extra), stdio: ['ignore', 'pipe', 'pipe'] });
+  // Under umask 002 (common where each user has a group of their own): launchd refuses a group-writable plist.
+  const child = spawn('/bin/sh', ['-c', 'umask 002 && exec "$@"', 'sh', process.execPath, CLI, 'service', ...args], {
+    env: envFor(s, extra),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -175,7 +179,7 @@ for (const platform of ['darwin', 'linux'] as const) {
       assert.ok(r.stdout.includes(file), r.stdout);
       // A KIAPI_ variable of the shell does not reach the service: said, not silently dropped.
       assert.match(r.stdout, /does not see KIAPI_PORT/);
-      assert.ok(fs.existsSync(file));
+      assert.equal(fs.statSync(file).mode & 0o777, 0o644);
       if (platform === 'darwin') {
         const plist = parsePlist(fs.readFileSync(file, 'utf8')) as { ProgramArguments: string[]; EnvironmentVariables: Record<string, string> };
         assert.deepEqual(plist.ProgramArguments, [process.execPath, CLI, 'run']);
