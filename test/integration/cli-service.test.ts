@@ -182,7 +182,8 @@ for (const platform of ['darwin', 'linux'] as const) {
       assert.equal(fs.statSync(file).mode & 0o777, 0o644);
       if (platform === 'darwin') {
         const plist = parsePlist(fs.readFileSync(file, 'utf8')) as { ProgramArguments: string[]; EnvironmentVariables: Record<string, string> };
-        assert.deepEqual(plist.ProgramArguments, [process.execPath, CLI, 'run']);
+        assert.deepEqual(plist.ProgramArguments.slice(1), [CLI, 'run']);
+        assert.equal(fs.realpathSync(plist.ProgramArguments[0] ?? ''), fs.realpathSync(process.execPath));
         assert.deepEqual(plist.EnvironmentVariables, { KIAPI_CONFIG_FILE: s.settings, KIAPI_DATA_DIR: s.dataDir });
       } else {
         if (systemdAnalyze()) {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { SetupError } from '../../src/core/errors.js';
-import { buildDefinition, serviceEnvironment, servicePlatform, serviceView, unseenVariables, type ServiceDefinition } from '../../src/cli/service/definition.js';
+import { buildDefinition, serviceEnvironment, servicePlatform, stableNode, serviceView, unseenVariables, type ServiceDefinition } from '../../src/cli/service/definition.js';
 import { plistText } from '../../src/cli/service/launchd.js';
 import { readServiceSettings } from '../../src/cli/service/settings.js';
 import { unitText } from '../../src/cli/service/systemd.js';
@@ -147,6 +147,22 @@ void describe('the service environment', () => {
       () => servicePlatform(AUTO, 'win32'),
       (e: unknown) => e instanceof SetupError && /supports macOS \(a launchd user agent\) and Linux \(a systemd user unit\), not win32/.test(e.message),
     );
+  });
+
+  void it('node: the one on PATH when it is this node (a link that outlives upgrades), else this process\'s', () => {
+    const linkDir = path.join(dir, 'bin dir');
+    fs.mkdirSync(linkDir, { recursive: true });
+    const link = path.join(linkDir, 'node');
+    if (!fs.existsSync(link)) fs.symlinkSync(process.execPath, link);
+    const empty = path.join(dir, 'empty');
+    fs.mkdirSync(empty, { recursive: true });
+    assert.equal(stableNode({ PATH: [empty, linkDir].join(path.delimiter) }), link);
+    assert.equal(stableNode({ PATH: empty }), process.execPath);
+    // The first node on PATH is another program: the service runs this one.
+    const other = path.join(dir, 'other');
+    fs.mkdirSync(other, { recursive: true });
+    fs.writeFileSync(path.join(other, 'node'), '#!/bin/sh\n', { mode: 0o755 });
+    assert.equal(stableNode({ PATH: [other, linkDir].join(path.delimiter) }), process.execPath);
   });
 
   void it('bad service settings name the variable', () => {

@@ -1,6 +1,6 @@
 /**
  * What the kiapi service runs and where its files go, independent of the service manager: the
- * command (`<node> <kiapi> run`, absolute paths), the environment it gets, the log file and how
+ * command (`<node> <kiapi> run`, absolute paths; see stableNode), the environment it gets, the log file and how
  * long a stop may take. launchd.ts and systemd.ts turn it into a plist or a unit file.
  *
  * Settings reach the service through the settings file, not through the environment of the shell
@@ -9,6 +9,7 @@
  * file, data dir and model cache as the user's shell. A later change to the settings file takes
  * effect at the next start (`kiapi service restart`).
  */
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,6 +43,32 @@ export const LOCATION_VARS = ['KIAPI_DATA_DIR', 'XDG_CONFIG_HOME', 'XDG_DATA_HOM
 
 /** The kiapi entry point this code belongs to (dist/src/cli/main.js). */
 export const KIAPI_ENTRY = fileURLToPath(new URL('../main.js', import.meta.url));
+
+/**
+ * The node the service runs: the first `node` on PATH when it is this very node, else this
+ * process's own. The one on PATH is often a link that outlives upgrades (Homebrew's
+ * /opt/homebrew/bin/node points into a versioned Cellar folder, which process.execPath names).
+ */
+export function stableNode(env: Env, execPath: string = process.execPath): string {
+  let self: string;
+  try {
+    self = fs.realpathSync(execPath);
+  } catch {
+    return execPath;
+  }
+  for (const dir of (env.PATH ?? '').split(path.delimiter)) {
+    if (!path.isAbsolute(dir)) continue;
+    const candidate = path.join(dir, 'node');
+    try {
+      fs.accessSync(candidate, fs.constants.X_OK);
+      if (fs.realpathSync(candidate) === self) return candidate;
+      return execPath;
+    } catch {
+      // not in this folder
+    }
+  }
+  return execPath;
+}
 
 export function servicePlatform(settings: ServiceSettings, platform: NodeJS.Platform = process.platform): ServicePlatform {
   if (settings.platform !== 'auto') return settings.platform;
@@ -124,7 +151,7 @@ export function buildDefinition(opts: {
     platform: opts.platform,
     name,
     file,
-    program: [opts.node ?? process.execPath, opts.entry ?? KIAPI_ENTRY, 'run'],
+    program: [opts.node ?? stableNode(opts.env), opts.entry ?? KIAPI_ENTRY, 'run'],
     env: serviceEnvironment(opts.env),
     workingDirectory: homeDir(opts.env),
     logFile,
