@@ -4,14 +4,19 @@
  * Standard Webhooks reference library (not kiapi's own code), and the outbox is the real SQLite
  * one: retries after failures, a receiver that never answers (bounded, the queue unaffected), a
  * shutdown with a delivery in flight, a crash (SIGKILL) between a job's end and its delivery.
+ * The README's receiver (Node) and verifier (Python) snippets run as written against real deliveries.
  */
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import { pathToFileURL } from 'node:url';
 import { Webhook } from 'standardwebhooks';
+import { PACKAGE_ROOT } from '../../src/core/package-info.js';
 import { getJob, getJson, pollUntil, sendJson, stopWithin, submitAsync, waitFinished, type JobJson } from '../support/api.js';
-import { spawnServer, startServer, tempDir, type TestServer } from '../support/server.js';
+import { freePort, spawnServer, startServer, tempDir, type TestServer } from '../support/server.js';
 import { startReceiver, type Receiver } from '../support/webhook-receiver.js';
 
 const SECRET = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
@@ -287,5 +292,57 @@ void describe('webhooks: the queue, shutdown and crashes', () => {
     assert.equal(interruptedBodies.length, 1);
     assert.equal(interruptedBodies[0]!.type, 'job.failed');
     assert.match(String(interruptedBodies[0]!.data.error), /stopped while this job was running/);
+  });
+});
+
+/** The fenced block between the README's `readme-test: <name>` markers. */
+function readmeBlock(name: string): string {
+  const readme = fs.readFileSync(path.join(PACKAGE_ROOT, 'README.md'), 'utf8');
+  const start = readme.indexOf(`<!-- readme-test: ${name} start -->`);
+  const end = readme.indexOf(`<!-- readme-test: ${name} end -->`);
+  assert.ok(start >= 0 && end > start, `README.md has the ${name} markers`);
+  const block = /```[a-z]*\n([\s\S]*?)^```$/m.exec(readme.slice(start, end));
+  assert.ok(block, `a code block between the ${name} markers`);
+  return block[1]!;
+}
+
+void describe('webhooks: the README snippets', () => {
+  void it('the Node receiver verifies and logs kiapi’s deliveries, and refuses a forged one', async () => {
+    const port = await freePort();
+    // Only the port and where `standardwebhooks` is found change (the script runs from a temp dir).
+    const lib = pathToFileURL(createRequire(import.meta.url).resolve('standardwebhooks')).href;
+    const script = readmeBlock('webhook-receiver-js').replace("from 'standardwebhooks'", `from '${lib}'`).replace('listen(9000,', `listen(${port},`);
+    const file = path.join(dataDir(), 'receiver.mjs');
+    fs.writeFileSync(file, script);
+    const child = spawn(process.execPath, [file], { env: { ...process.env, KIAPI_WEBHOOK_SECRET: SECRET }, stdio: ['ignore', 'pipe', 'pipe'] });
+    cleanups.push(() => void child.kill());
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    await pollUntil(async () => fetch(`http://127.0.0.1:${port}/`, { method: 'POST', body: '{}' }).then((r) => r.status, () => 0), (st) => st === 401, 'the README receiver to listen and refuse an unsigned POST');
+
+    const s = await server({ KIAPI_WEBHOOK_URL: `http://127.0.0.1:${port}/`, KIAPI_WEBHOOK_SECRET: SECRET });
+    const jobId = await submitAsync(s.url);
+    const job = await waitDelivery(s, jobId, 'completed', ['delivered', 'failed']);
+    const d = delivery(job, 'completed')!;
+    assert.equal(d.state, 'delivered', JSON.stringify(d));
+    assert.equal(d.last_status, 204);
+    await pollUntil(async () => out, (o) => o.includes(`job.succeeded ${jobId} ${String(job.result?.file_id)}`), 'the receiver to log the delivery');
+  });
+
+  void it('the Python verifier accepts kiapi’s signature and refuses a changed body', async () => {
+    const hooks = await receiver();
+    const s = await server({ KIAPI_NET_ALLOW_PRIVATE_URLS: 'true', KIAPI_WEBHOOK_SECRET: SECRET });
+    await waitDelivery(s, await submitAsync(s.url, { webhook: hooks.url }), 'completed', ['delivered']);
+    const r = hooks.received[0]!;
+    const driver = `${readmeBlock('webhook-verify-py')}
+import json, sys
+case = json.load(sys.stdin)
+body = case["body"].encode()
+print(verify(case["secret"], case["headers"], body), verify(case["secret"], case["headers"], body.replace(b"succeeded", b"failed")))
+`;
+    const run = spawnSync('python3', ['-c', driver], { input: JSON.stringify({ secret: SECRET, headers: r.headers, body: r.body }), encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    assert.equal(run.stdout.trim(), 'True False');
   });
 });
