@@ -51,7 +51,6 @@ export const webhookFields = () => ({
       title: 'Webhook',
       description:
         'kiapi extension. An http(s) URL kiapi POSTs the job to when it ends (and when it starts, see `webhook_events_filter`), signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature` headers) and retried with backoff until it answers 2xx (KIAPI_WEBHOOK_RETRY_FOR_S). The body is `{"type": "job.succeeded" | "job.failed" | "job.canceled" | "job.started", "timestamp": ..., "data": <the job as GET /v1/jobs/{job_id} shows it>}`; delivery state shows in the job\'s `webhook` field. Loopback and private addresses are refused (400) unless the server sets KIAPI_NET_ALLOW_PRIVATE_URLS=true. Omit to use the server\'s KIAPI_WEBHOOK_URL, if any; `null` for no webhook even then.',
-      examples: ['https://example.com/kiapi-webhook'],
     }),
   ),
   webhook_events_filter: Type.Optional(

@@ -76,7 +76,7 @@ export class WebhookOutbox {
   /** Called after a row became pending (the dispatcher wakes up); runs after the transaction. */
   onPending: () => void = () => undefined;
 
-  constructor(private readonly db: Db) {
+  constructor(db: Db) {
     this.stmts = {
       insert: db.prepare(
         `INSERT INTO webhook_deliveries (id, job_id, event, url, vet, state, created_at)
@@ -173,10 +173,5 @@ export class WebhookOutbox {
   /** Forgets settled deliveries of jobs that no longer exist (deleted or pruned); returns how many. */
   prune(): number {
     return this.stmts.prune.run().changes;
-  }
-
-  /** Runs `fn` in one transaction (the job record and its subscription are written together). */
-  atomically<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
   }
 }

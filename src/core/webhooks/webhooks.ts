@@ -10,10 +10,10 @@ import { ConfigError } from '../config.js';
 import type { Db } from '../db.js';
 import { InputError, RuleError, isKiapiError } from '../errors.js';
 import { abortable } from '../files/url-fetch.js';
-import { checkHttpUrl, resolveVetted } from '../files/url-safety.js';
+import { checkHttpUrl, resolveVetted, type CheckedUrl } from '../files/url-safety.js';
 import type { JobRecord, JobStore } from '../jobs/job-store.js';
 import { WebhookDispatcher } from './dispatcher.js';
-import { WEBHOOK_EVENTS, WebhookOutbox, type WebhookEvent, type WebhookTarget } from './outbox.js';
+import { WebhookOutbox, type WebhookEvent, type WebhookTarget } from './outbox.js';
 import type { WebhookSettings } from './settings.js';
 import { generateSecret, parseSecret } from './signing.js';
 
@@ -74,10 +74,8 @@ export class Webhooks {
    */
   async target(body: WebhookRequest, signal?: AbortSignal): Promise<WebhookTarget | null> {
     const filter = body.webhook_events_filter;
-    const events = filter === undefined ? [...DEFAULT_EVENTS] : filter.filter((e): e is WebhookEvent => (WEBHOOK_EVENTS as readonly string[]).includes(e));
-    if (filter !== undefined && events.length !== filter.length) {
-      throw new RuleError(`webhook_events_filter may only name ${WEBHOOK_EVENTS.join(' and ')}`);
-    }
+    // The schema admits only WEBHOOK_EVENTS, at least one.
+    const events = [...(filter ?? DEFAULT_EVENTS)] as WebhookEvent[];
     if (body.webhook === null) return null;
     if (body.webhook === undefined) {
       if (this.settings.defaultUrl !== null) return { url: this.settings.defaultUrl, events, vet: false };
@@ -93,22 +91,31 @@ export class Webhooks {
       if (isKiapiError(err)) throw new RuleError(err.message);
       throw err;
     }
-    if (!this.allowPrivate) {
-      try {
-        await withSignal(resolveVetted(checked, { kind: 'webhook', allowPrivate: false }), signal);
-      } catch (err) {
-        if (err instanceof InputError && / resolves to non-public address /.test(err.message)) {
-          throw new InputError(`${err.message}; KIAPI_NET_ALLOW_PRIVATE_URLS=true on the server allows loopback and private receivers`);
-        }
-        throw err;
-      }
-    }
+    if (!this.allowPrivate) await this.checkAddresses(checked, signal);
     return { url: checked.url.href, events, vet: true };
   }
-}
 
-function withSignal<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  return signal ? abortable(work, signal) : work;
+  /**
+   * Resolves the host once, as a delivery will, within KIAPI_WEBHOOK_TIMEOUT_S (a resolver that
+   * does not answer must not hold the request), and refuses non-public addresses.
+   */
+  private async checkAddresses(checked: CheckedUrl, signal?: AbortSignal): Promise<void> {
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(new InputError(`cannot resolve webhook url host '${checked.host}': no answer within ${this.settings.timeoutS} s (KIAPI_WEBHOOK_TIMEOUT_S)`)), this.settings.timeoutS * 1000);
+    const onAbort = () => deadline.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      await abortable(resolveVetted(checked, { kind: 'webhook', allowPrivate: false }), deadline.signal);
+    } catch (err) {
+      if (err instanceof InputError && / resolves to non-public address /.test(err.message)) {
+        throw new InputError(`${err.message}; KIAPI_NET_ALLOW_PRIVATE_URLS=true on the server allows loopback and private receivers`);
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
 }
 
 /**
