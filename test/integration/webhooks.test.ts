@@ -172,7 +172,7 @@ void describe('webhooks: delivery and signatures', () => {
     assert.ok(hooks.received.every((r) => r.abandoned));
   });
 
-  void it('uses KIAPI_WEBHOOK_URL for jobs that name none (an operator URL needs no allow setting); webhook: null opts out', async () => {
+  void it('uses KIAPI_WEBHOOK_URL for jobs that name none, the OpenAI routes’ included (an operator URL needs no allow setting); webhook: null opts out', async () => {
     const hooks = await receiver();
     const s = await server({ KIAPI_WEBHOOK_URL: hooks.url, KIAPI_WEBHOOK_SECRET: SECRET });
     const withDefault = await submitAsync(s.url);
@@ -184,6 +184,13 @@ void describe('webhooks: delivery and signatures', () => {
       hooks.received.map((r) => verify(SECRET, r).data.id),
       [withDefault],
     );
+    // Jobs of the OpenAI routes get the server's webhook too.
+    const openai = await sendJson('POST', `${s.url}/v1/images/generations`, { model: 'qwen-image', prompt: 'a kite', size: '64x64', quality: 'low' });
+    assert.equal(openai.status, 200, openai.bytes.toString());
+    await pollUntil(async () => hooks.received.length, (n) => n === 2, 'the OpenAI job’s webhook');
+    const data = verify(SECRET, hooks.received[1]!).data;
+    assert.notEqual(data.id, withDefault);
+    assert.equal(data.status, 'succeeded');
   });
 });
 
