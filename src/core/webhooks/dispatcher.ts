@@ -1,6 +1,7 @@
 /**
  * Delivers the outbox's pending webhooks, apart from the job queue: a job never waits for a
- * receiver, and a receiver that hangs or fails only delays its own deliveries.
+ * receiver. A few attempts run at once, each bounded by KIAPI_WEBHOOK_TIMEOUT_S, so a receiver
+ * that hangs delays other receivers' deliveries by at most that.
  *
  * Each attempt POSTs the body fixed when the event happened, with the same `webhook-id` every
  * time (receivers dedupe on it) and a fresh `webhook-timestamp` and signature. A 2xx answer
