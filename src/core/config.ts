@@ -273,7 +273,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     defaultTtlS: r.number('KIAPI_DEFAULT_TTL_S', 1800, {}, 'idle seconds before a resident model is unloaded (<= 0: never)'),
     ttlSweepIntervalS: r.number('KIAPI_TTL_SWEEP_INTERVAL_S', 60, {}, 'how often idle models are checked, in seconds (<= 0: never)'),
     warmup: r.raw('KIAPI_WARMUP') !== undefined ? warmup : warmupModels,
-    netAllowPrivateUrls: r.boolean('KIAPI_NET_ALLOW_PRIVATE_URLS', false, 'allow url inputs on loopback/private networks'),
+    netAllowPrivateUrls: r.boolean('KIAPI_NET_ALLOW_PRIVATE_URLS', false, 'allow url inputs and request webhook URLs on loopback/private networks'),
     maxInputBytes: r.number('KIAPI_MAX_INPUT_BYTES', 64 * MIB, { integer: true, min: 1 }, 'cap for url / data_url inputs (bytes)'),
     maxUploadBytes: r.number('KIAPI_MAX_UPLOAD_BYTES', 8 * 1024 * MIB, { integer: true, min: 1 }, 'cap for POST /v1/files (bytes)'),
     maxBodyBytes: r.number('KIAPI_MAX_BODY_BYTES', 128 * MIB, { integer: true, min: 1024 }, 'cap for JSON bodies (bytes)'),

@@ -100,6 +100,8 @@ export async function submitAll(ctx: AppContext, planned: Planned, user: string 
     await Promise.all(prepared.map((p) => p.discard()));
     throw withParam(err as Error, paramOf(err), (err as { code?: string }).code ?? null);
   }
+  // The server's KIAPI_WEBHOOK_URL, if set (these routes take no `webhook` field of their own).
+  const webhook = await ctx.webhooks.target({}, signal);
   let jobs: JobRecord[];
   try {
     jobs = ctx.queue.submitMany(
@@ -109,7 +111,11 @@ export async function submitAll(ctx: AppContext, planned: Planned, user: string 
           type: planned.op.jobType,
           params: { ...p.params, ...(user != null ? { openai_user: user } : {}) },
           handler: p.run,
-          opts: { onSettled: release ? () => void release() : undefined, workload: p.workload },
+          opts: {
+            onSettled: release ? () => void release() : undefined,
+            workload: p.workload,
+            onCreate: webhook ? (job: JobRecord) => ctx.webhooks.outbox.subscribe(job.id, webhook) : undefined,
+          },
         };
       }),
     );

@@ -13,7 +13,8 @@ import { FileStore } from '../core/files/file-store.js';
 import { InputResolver } from '../core/files/input-resolver.js';
 import { EtaModel } from '../core/jobs/eta.js';
 import { JobQueue } from '../core/jobs/job-queue.js';
-import { JobStore } from '../core/jobs/job-store.js';
+import { JobStore, type JobRecord } from '../core/jobs/job-store.js';
+import { Webhooks, webhookKey } from '../core/webhooks/webhooks.js';
 import { ModelRegistry, type ModelSpec } from '../core/models/model-spec.js';
 import { weightsStatus } from '../core/models/weights.js';
 import { DbBuildSizes } from '../core/models/build-sizes.js';
@@ -35,6 +36,8 @@ export interface AppContext {
   files: FileStore;
   jobs: JobStore;
   queue: JobQueue;
+  /** Completion webhooks: what requests ask for, the outbox and its delivery. */
+  webhooks: Webhooks;
   models: ModelRegistry;
   capabilities: CapabilityRegistry;
   runtime: ModelRuntime;
@@ -78,6 +81,17 @@ async function openContext(
 ): Promise<AppContext> {
   const files = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
   const jobs = new JobStore(db);
+  const webhooks = new Webhooks(
+    db,
+    server.webhooks,
+    config.netAllowPrivateUrls,
+    webhookKey(server.webhooks, config.dataDir, log),
+    log.child({ component: 'webhooks' }),
+  );
+  // Before recovery: a job failed below still sends its `completed` webhook. The queue does not
+  // exist yet then; a final job shows no queue position or ETA anyway.
+  let viewJob = (job: JobRecord): Record<string, unknown> => ({ ...job, queue_position: null, eta_s: null });
+  webhooks.attach(jobs, (job) => viewJob(job));
 
   const interrupted = jobs.failInterrupted((job) => {
     // The image was stored; only the success record was lost: the file's meta is the result.
@@ -108,13 +122,21 @@ async function openContext(
     locate: (spec) => weightsStatus(spec.repo, env),
     sizes: new DbBuildSizes(db),
   });
-  const queue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue, { eta: new EtaModel(db) });
+  const queue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue, {
+    eta: new EtaModel(db),
+    extraFields: (job) => {
+      const webhook = webhooks.outbox.viewOf(job.id);
+      return webhook ? { webhook } : {};
+    },
+  });
+  viewJob = (job) => ({ ...queue.view(job) });
   const inputs = new InputResolver(files, config);
   const services: CapabilityServices = { config, files, inputs, models, runtime, log };
 
   const pruneTimer = setInterval(() => {
     try {
       jobs.prune(config.jobRetentionS);
+      webhooks.outbox.prune();
     } catch (err) {
       log.error({ err }, 'job pruning failed');
     }
@@ -124,6 +146,7 @@ async function openContext(
 
   const state = { warm: config.warmup.length === 0 };
   if (!state.warm) void warmUp(config.warmup, models, runtime, log).finally(() => (state.warm = true));
+  webhooks.start();
 
   return {
     config,
@@ -134,6 +157,7 @@ async function openContext(
     files,
     jobs,
     queue,
+    webhooks,
     models,
     capabilities,
     runtime,
@@ -143,6 +167,8 @@ async function openContext(
       clearInterval(pruneTimer);
       if (filePruneTimer) clearInterval(filePruneTimer);
       await queue.close(config.shutdownGraceS * 1000);
+      // After the queue: the jobs it failed on the way out have their events in the outbox.
+      await webhooks.close();
       await runtime.close();
       db.close();
       lock.release();

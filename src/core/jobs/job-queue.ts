@@ -45,6 +45,11 @@ export interface SubmitOptions {
   onSettled?: () => void;
   /** What the job is, for its ETA. */
   workload?: Workload;
+  /**
+   * Runs in the transaction that records the job: what must exist with the job or not at all
+   * (its webhook subscription).
+   */
+  onCreate?: (job: JobRecord) => void;
 }
 
 /** A running job's measured schedule: the ETA's live input and, at the end, its measurement. */
@@ -93,15 +98,22 @@ export class JobQueue {
 
   readonly events: JobEvents;
   private readonly eta: EtaModel | null;
+  private readonly extraFields: (job: JobRecord) => Record<string, unknown>;
 
   constructor(
     private readonly store: JobStore,
     private readonly log: Logger,
     private readonly maxQueue: number,
-    opts: { events?: JobEvents; eta?: EtaModel } = {},
+    opts: {
+      events?: JobEvents;
+      eta?: EtaModel;
+      /** Fields other owners add after the job's own in every view of it (its webhook deliveries). */
+      extraFields?: (job: JobRecord) => Record<string, unknown>;
+    } = {},
   ) {
     this.events = opts.events ?? new JobEvents();
     this.eta = opts.eta ?? null;
+    this.extraFields = opts.extraFields ?? (() => ({}));
   }
 
   get queueLength(): number {
@@ -134,7 +146,7 @@ export class JobQueue {
    * while queued, failed at shutdown): it lets go of what the job holds, such as its input files.
    */
   submit(type: string, params: Record<string, unknown>, handler: JobHandler, opts: SubmitOptions = {}): JobRecord {
-    const { onSettled, workload } = opts;
+    const { onSettled, workload, onCreate } = opts;
     if (this.closed) throw new UnavailableError('the server is shutting down; submit the request again once it is back');
     if (this.pending.length >= this.maxQueue) {
       throw new BusyError(
@@ -142,7 +154,7 @@ export class JobQueue {
         this.estimateWaitS(),
       );
     }
-    const job = this.store.create(type, params);
+    const job = this.store.create(type, params, onCreate);
     if (onSettled) this.settled.set(job.id, onSettled);
     this.pending.push({ job, handler, controller: new AbortController(), workload });
     this.emitState(job, 'queued');
@@ -165,8 +177,13 @@ export class JobQueue {
     return items.map((i) => this.submit(i.type, i.params, i.handler, i.opts));
   }
 
-  /** The job with its queue position and ETA, as every API answer shows it. */
+  /** The job with its queue position and ETA (and the extra fields), as every API answer shows it. */
   view(job: JobRecord): JobView {
+    return { ...this.placement(job), ...this.extraFields(job) };
+  }
+
+  /** The job with its queue position and ETA. */
+  private placement(job: JobRecord): JobView {
     if (FINISHED.has(job.status)) return { ...job, queue_position: null, eta_s: null };
     const index = this.pending.findIndex((e) => e.job.id === job.id);
     return { ...job, queue_position: index >= 0 ? index + 1 : null, eta_s: this.etaOf(job.id) };
@@ -215,7 +232,7 @@ export class JobQueue {
 
   /** A lifecycle event with the job's state as the API shows it. */
   private emitState(job: JobRecord, event: 'queued' | 'position' | 'started', extra: Record<string, unknown> = {}): void {
-    const v = this.view(job);
+    const v = this.placement(job);
     this.events.emit(job.id, job.type, job.status, event, {
       job_id: job.id,
       type: job.type,

@@ -7,6 +7,7 @@ import { capabilityPrefix, type OperationDef } from '../../core/capability.js';
 import { CanceledError, EngineError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
 import type { JobHandler } from '../../core/jobs/job-queue.js';
 import type { JobRecord } from '../../core/jobs/job-store.js';
+import type { WebhookRequest } from '../../core/webhooks/webhooks.js';
 import type { AppContext } from '../context.js';
 import { laxenBody } from '../lax-inputs.js';
 import { capabilityDocument } from '../openapi.js';
@@ -88,6 +89,8 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
   const warnings = unknownFieldWarnings(Object.keys((op.body as { properties?: object }).properties ?? {}), body);
   if (warnings.length > 0) void reply.header('warning', warningHeader(warnings));
 
+  // Checked before preparation stores any input: a refused webhook leaves nothing behind.
+  const webhook = await ctx.webhooks.target(body as WebhookRequest, gone.signal);
   const prepared = await op.prepare(body, ctx.services, gone.signal);
   const run: JobHandler =
     warnings.length > 0
@@ -100,7 +103,11 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
   try {
     // The inputs stay on disk until the job is done, whoever deletes their file meanwhile.
     const release = prepared.release?.bind(prepared);
-    job = ctx.queue.submit(op.jobType, prepared.params, run, { onSettled: release ? () => void release() : undefined, workload: prepared.workload });
+    job = ctx.queue.submit(op.jobType, prepared.params, run, {
+      onSettled: release ? () => void release() : undefined,
+      workload: prepared.workload,
+      onCreate: webhook ? (created) => ctx.webhooks.outbox.subscribe(created.id, webhook) : undefined,
+    });
   } catch (err) {
     await prepared.discard();
     throw err;
