@@ -77,6 +77,19 @@ const MIGRATIONS: string[] = [
    CREATE INDEX files_family_created ON files(content_family, created_at);
    CREATE INDEX files_job_created ON files(job_id, created_at);
    DROP INDEX files_job;`,
+  // Idempotency-Key of a generation request (core/jobs/idempotency.ts): the key, per route, names
+  // the job(s) that request made; it is written in the same transaction as those jobs, so after a
+  // crash at any moment either both are recorded or neither. `expires_at` orders the pruning.
+  `CREATE TABLE idempotency_keys (
+     scope TEXT NOT NULL,
+     key TEXT NOT NULL,
+     request_hash TEXT NOT NULL,
+     job_ids TEXT NOT NULL,
+     created_at REAL NOT NULL,
+     expires_at REAL NOT NULL,
+     PRIMARY KEY (scope, key)
+   );
+   CREATE INDEX idempotency_keys_expires ON idempotency_keys(expires_at);`,
 ];
 
 export function openDb(dataDir: string): Db {

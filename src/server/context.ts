@@ -12,6 +12,7 @@ import { openDb, type Db } from '../core/db.js';
 import { FileStore } from '../core/files/file-store.js';
 import { InputResolver } from '../core/files/input-resolver.js';
 import { EtaModel } from '../core/jobs/eta.js';
+import { IdempotencyKeys } from '../core/jobs/idempotency.js';
 import { JobQueue } from '../core/jobs/job-queue.js';
 import { JobStore } from '../core/jobs/job-store.js';
 import { ModelRegistry, type ModelSpec } from '../core/models/model-spec.js';
@@ -35,6 +36,8 @@ export interface AppContext {
   files: FileStore;
   jobs: JobStore;
   queue: JobQueue;
+  /** Idempotency-Key records of the generation routes. */
+  idempotency: IdempotencyKeys;
   models: ModelRegistry;
   capabilities: CapabilityRegistry;
   runtime: ModelRuntime;
@@ -90,6 +93,8 @@ async function openContext(
   if (orphanBlobs > 0) log.warn({ blobs: orphanBlobs }, 'removed file blobs that were never recorded (interrupted writes)');
   const pruned = jobs.prune(config.jobRetentionS);
   if (pruned > 0) log.info({ jobs: pruned }, 'pruned finished jobs past KIAPI_JOB_RETENTION_S');
+  const idempotency = new IdempotencyKeys(db, config.idempotencyTtlS);
+  idempotency.prune();
 
   const models = new ModelRegistry();
   const capabilities = new CapabilityRegistry(models);
@@ -115,6 +120,8 @@ async function openContext(
   const pruneTimer = setInterval(() => {
     try {
       jobs.prune(config.jobRetentionS);
+      // Expired keys already act as new (lookups skip them); this only keeps the table small.
+      idempotency.prune();
     } catch (err) {
       log.error({ err }, 'job pruning failed');
     }
@@ -134,6 +141,7 @@ async function openContext(
     files,
     jobs,
     queue,
+    idempotency,
     models,
     capabilities,
     runtime,

@@ -81,7 +81,15 @@ export class JobStore {
   }
 
   create(type: string, params: Record<string, unknown>): JobRecord {
-    const job: JobRecord = {
+    return this.createAll([{ type, params }])[0]!;
+  }
+
+  /**
+   * Records queued jobs in one transaction; `alsoWrite` runs inside it, so what it writes (the
+   * request's idempotency key) is committed together with the jobs or not at all.
+   */
+  createAll(items: { type: string; params: Record<string, unknown> }[], alsoWrite?: (jobs: JobRecord[]) => void): JobRecord[] {
+    const jobs = items.map(({ type, params }): JobRecord => ({
       type,
       params,
       id: newJobId(),
@@ -94,10 +102,13 @@ export class JobStore {
       finished_at: null,
       progress: null,
       progress_label: 'queued',
-    };
-    this.stmts.insert.run(toRow(job));
-    this.live.set(job.id, job);
-    return job;
+    }));
+    this.db.transaction(() => {
+      for (const job of jobs) this.stmts.insert.run(toRow(job));
+      alsoWrite?.(jobs);
+    })();
+    for (const job of jobs) this.live.set(job.id, job);
+    return jobs;
   }
 
   /** Writes a transition (anything but progress) and keeps the live copy in step. */
