@@ -147,8 +147,8 @@ async function answer(ctx: AppContext, op: OperationDef, route: string, req: Fas
 }
 
 /**
- * Prepares the request (rules, inputs) and queues its job. `record` runs in the transaction that
- * records the job (the request's idempotency key).
+ * Prepares the request (rules, inputs) and queues its job; returns the job as it was queued.
+ * `record` runs in the transaction that records the job (the request's idempotency key).
  */
 async function submitJob(
   ctx: AppContext,
@@ -169,7 +169,9 @@ async function submitJob(
   try {
     // The inputs stay on disk until the job is done, whoever deletes their file meanwhile.
     const release = prepared.release?.bind(prepared);
-    return ctx.queue.submit(op.jobType, prepared.params, run, { onSettled: release ? () => void release() : undefined, workload: prepared.workload, record });
+    const job = ctx.queue.submit(op.jobType, prepared.params, run, { onSettled: release ? () => void release() : undefined, workload: prepared.workload, record });
+    // A copy: the queue starts the job a microtask later, and the 202 tells the state it was submitted in.
+    return { ...job };
   } catch (err) {
     await prepared.discard();
     throw err;
