@@ -92,11 +92,16 @@ void describe('Idempotency-Key on the family routes', () => {
     assert.equal(again.headers.get('content-type'), first.headers.get('content-type'));
     assert.ok(again.bytes.equals(first.bytes), 'the same image bytes');
 
+    // `mode` left out is `mode: "sync"`, its schema default.
+    const explicit = await post(`${s.url}${GENERATE}`, generateBody({ seed: 11, mode: 'sync' }), key);
+    assert.equal(explicit.headers.get('idempotent-replayed'), 'true');
+    assert.equal(explicit.headers.get('x-kiapi-job-id'), jobId);
+
     // Asked as JSON, the replay is the same job's JSON.
     const asJson = await post(`${s.url}${GENERATE}`, generateBody({ seed: 11 }), key, { accept: 'application/json' });
     assert.equal(asJson.status, 200);
     assert.equal(asJson.json.id, jobId);
-    assert.equal(await jobCount(s.url), before + 1, 'one job for three requests');
+    assert.equal(await jobCount(s.url), before + 1, 'one job for four requests');
   });
 
   void it('async: a repeat gets the same 202 (job_id, type), never a second job', async () => {
