@@ -67,7 +67,7 @@ const acceptParameter = {
 const binary = { schema: { type: 'string', format: 'binary' } };
 
 const IDEMPOTENCY_DESCRIPTION =
-  'Optional. A key (1 to 255 visible ASCII characters; a UUID is a good one) that makes this request safe to retry: the same key with the same body on this route within KIAPI_IDEMPOTENCY_TTL_H (24 h by default) gets the first request\'s job — sync: its answer, waiting if it still runs; async: the 202 with its job_id — and never makes a second job, across restarts and crashes too. The same key with a different body is a 422. "The same body" is the body after validation: key order, whitespace and lax spellings ("256" for 256) do not matter. A replayed answer carries `Idempotent-Replayed: true`.';
+  'Optional. A key (1 to 255 visible ASCII characters; a UUID is a good one) that makes this request safe to retry: the same key with the same body on this route within KIAPI_IDEMPOTENCY_TTL_H (24 h by default) gets the first request\'s job — sync: its answer, waiting if it still runs; async: the 202 with its job_id — and never makes a second job, across restarts and crashes too. The same key with a different body is refused (422; on the OpenAI routes a 400 with code `idempotency_key_reused`), as is a malformed key (400). "The same body" is the body after validation: key order, whitespace and lax spellings ("256" for 256) do not matter. A replayed answer carries `Idempotent-Replayed: true`.';
 
 /** The optional Idempotency-Key header of every route that makes jobs (core/jobs/idempotency.ts). */
 export const idempotencyParameter = {
