@@ -140,6 +140,7 @@ export class JobQueue {
    * Records a queued job and schedules it. Throws BusyError when the queue is full.
    * `opts.onSettled` runs once the job reaches a final state however it gets there (run, canceled
    * while queued, failed at shutdown): it lets go of what the job holds, such as its input files.
+   * `opts.record` writes alongside the job, in its transaction (RecordOptions).
    */
   submit(type: string, params: Record<string, unknown>, handler: JobHandler, opts: SubmitOptions & RecordOptions = {}): JobRecord {
     return this.submitMany([{ type, params, handler, opts }], opts)[0]!;
