@@ -217,6 +217,8 @@ export interface Config {
   /** Seconds; null = files are kept until deleted. */
   fileRetentionS: number | null;
   shutdownGraceS: number;
+  /** KIAPI_IDEMPOTENCY_TTL_H in seconds: how long an Idempotency-Key is remembered after its first use. */
+  idempotencyTtlS: number;
   python: string | null;
   engineTimeoutS: number;
 }
@@ -288,6 +290,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       'files (uploads and images) are deleted this many seconds after they were stored, except inputs of unfinished jobs (unset: kept until deleted)',
     ),
     shutdownGraceS: r.number('KIAPI_SHUTDOWN_GRACE_S', 30, { min: 0 }, 'on SIGINT/SIGTERM, seconds the running job gets to finish'),
+    idempotencyTtlS:
+      r.number('KIAPI_IDEMPOTENCY_TTL_H', 24, { min: 0.001, max: 24 * 365 }, 'hours an Idempotency-Key is remembered after its first use (a request with it later is a new request)') * 3600,
     python: r.optionalString('KIAPI_PYTHON', 'Python for the mflux worker (unset: the venv kiapi activate made)'),
     engineTimeoutS: r.number('KIAPI_ENGINE_TIMEOUT_S', 600, { min: 0.001 }, 'a worker silent this long during a run is killed (seconds)'),
     ...overrides,

@@ -100,6 +100,19 @@ const MIGRATIONS: string[] = [
      UNIQUE (job_id, event)
    );
    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_attempt_at);`,
+  // Idempotency-Key of a generation request (core/jobs/idempotency.ts): the key, per route, names
+  // the job(s) that request made; it is written in the same transaction as those jobs, so after a
+  // crash at any moment either both are recorded or neither. `expires_at` orders the pruning.
+  `CREATE TABLE idempotency_keys (
+     scope TEXT NOT NULL,
+     key TEXT NOT NULL,
+     request_hash TEXT NOT NULL,
+     job_ids TEXT NOT NULL,
+     created_at REAL NOT NULL,
+     expires_at REAL NOT NULL,
+     PRIMARY KEY (scope, key)
+   );
+   CREATE INDEX idempotency_keys_expires ON idempotency_keys(expires_at);`,
 ];
 
 export function openDb(dataDir: string): Db {

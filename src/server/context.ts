@@ -12,6 +12,7 @@ import { openDb, type Db } from '../core/db.js';
 import { FileStore } from '../core/files/file-store.js';
 import { InputResolver } from '../core/files/input-resolver.js';
 import { EtaModel } from '../core/jobs/eta.js';
+import { IdempotencyKeys } from '../core/jobs/idempotency.js';
 import { JobQueue } from '../core/jobs/job-queue.js';
 import { JobStore, type JobRecord } from '../core/jobs/job-store.js';
 import { Webhooks, webhookKey } from '../core/webhooks/webhooks.js';
@@ -38,6 +39,8 @@ export interface AppContext {
   queue: JobQueue;
   /** Completion webhooks: what requests ask for, the outbox and its delivery. */
   webhooks: Webhooks;
+  /** Idempotency-Key records of the generation routes. */
+  idempotency: IdempotencyKeys;
   models: ModelRegistry;
   capabilities: CapabilityRegistry;
   runtime: ModelRuntime;
@@ -104,6 +107,8 @@ async function openContext(
   if (orphanBlobs > 0) log.warn({ blobs: orphanBlobs }, 'removed file blobs that were never recorded (interrupted writes)');
   const pruned = jobs.prune(config.jobRetentionS);
   if (pruned > 0) log.info({ jobs: pruned }, 'pruned finished jobs past KIAPI_JOB_RETENTION_S');
+  const idempotency = new IdempotencyKeys(db, config.idempotencyTtlS);
+  idempotency.prune();
 
   const models = new ModelRegistry();
   const capabilities = new CapabilityRegistry(models);
@@ -137,6 +142,8 @@ async function openContext(
     try {
       jobs.prune(config.jobRetentionS);
       webhooks.outbox.prune();
+      // Expired keys already act as new (lookups skip them); this only keeps the table small.
+      idempotency.prune();
     } catch (err) {
       log.error({ err }, 'job pruning failed');
     }
@@ -158,6 +165,7 @@ async function openContext(
     jobs,
     queue,
     webhooks,
+    idempotency,
     models,
     capabilities,
     runtime,

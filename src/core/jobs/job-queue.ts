@@ -40,6 +40,14 @@ export type JobView = JobRecord & {
   eta_s: number | null;
 };
 
+export interface RecordOptions {
+  /**
+   * Runs inside the transaction that records the jobs (their idempotency key): committed with
+   * them or not at all.
+   */
+  record?: (jobs: JobRecord[]) => void;
+}
+
 export interface SubmitOptions {
   /** Runs once the job reached a final state however it got there (lets go of its inputs). */
   onSettled?: () => void;
@@ -144,37 +152,42 @@ export class JobQueue {
    * Records a queued job and schedules it. Throws BusyError when the queue is full.
    * `opts.onSettled` runs once the job reaches a final state however it gets there (run, canceled
    * while queued, failed at shutdown): it lets go of what the job holds, such as its input files.
+   * `opts.record` writes alongside the job, in its transaction (RecordOptions).
    */
-  submit(type: string, params: Record<string, unknown>, handler: JobHandler, opts: SubmitOptions = {}): JobRecord {
-    const { onSettled, workload, onCreate } = opts;
-    if (this.closed) throw new UnavailableError('the server is shutting down; submit the request again once it is back');
-    if (this.pending.length >= this.maxQueue) {
-      throw new BusyError(
-        `the job queue is full (${this.pending.length} queued, KIAPI_MAX_QUEUE=${this.maxQueue}); retry later`,
-        this.estimateWaitS(),
-      );
-    }
-    const job = this.store.create(type, params, onCreate);
-    if (onSettled) this.settled.set(job.id, onSettled);
-    this.pending.push({ job, handler, controller: new AbortController(), workload });
-    this.emitState(job, 'queued');
-    queueMicrotask(() => this.pump());
-    return job;
+  submit(type: string, params: Record<string, unknown>, handler: JobHandler, opts: SubmitOptions & RecordOptions = {}): JobRecord {
+    return this.submitMany([{ type, params, handler, opts }], opts)[0]!;
   }
 
   /**
    * Several jobs of one request (the OpenAI routes' `n` images), all or none: when the queue has
    * no room for all of them the request is refused as a whole and nothing is recorded.
    */
-  submitMany(items: { type: string; params: Record<string, unknown>; handler: JobHandler; opts?: SubmitOptions }[]): JobRecord[] {
+  submitMany(
+    items: { type: string; params: Record<string, unknown>; handler: JobHandler; opts?: SubmitOptions }[],
+    { record }: RecordOptions = {},
+  ): JobRecord[] {
+    if (this.closed) throw new UnavailableError('the server is shutting down; submit the request again once it is back');
     const free = this.maxQueue - this.pending.length;
-    if (!this.closed && items.length > 1 && items.length > free) {
+    if (items.length > free) {
       throw new BusyError(
-        `the job queue has room for ${Math.max(0, free)} more jobs and this request needs ${items.length} (KIAPI_MAX_QUEUE=${this.maxQueue}); retry later or ask for fewer images`,
+        items.length > 1
+          ? `the job queue has room for ${Math.max(0, free)} more jobs and this request needs ${items.length} (KIAPI_MAX_QUEUE=${this.maxQueue}); retry later or ask for fewer images`
+          : `the job queue is full (${this.pending.length} queued, KIAPI_MAX_QUEUE=${this.maxQueue}); retry later`,
         this.estimateWaitS(),
       );
     }
-    return items.map((i) => this.submit(i.type, i.params, i.handler, i.opts));
+    const jobs = this.store.createAll(
+      items.map((i) => ({ type: i.type, params: i.params, within: i.opts?.onCreate })),
+      record,
+    );
+    items.forEach((item, i) => {
+      const job = jobs[i]!;
+      if (item.opts?.onSettled) this.settled.set(job.id, item.opts.onSettled);
+      this.pending.push({ job, handler: item.handler, controller: new AbortController(), workload: item.opts?.workload });
+      this.emitState(job, 'queued');
+    });
+    queueMicrotask(() => this.pump());
+    return jobs;
   }
 
   /** The job with its queue position and ETA (and the extra fields), as every API answer shows it. */

@@ -110,7 +110,19 @@ export class JobStore {
    * with the job or not at all (its webhook subscription).
    */
   create(type: string, params: Record<string, unknown>, within?: (job: JobRecord) => void): JobRecord {
-    const job: JobRecord = {
+    return this.createAll([{ type, params, within }])[0]!;
+  }
+
+  /**
+   * Records queued jobs in one transaction. Each item's `within` and then `alsoWrite` run inside
+   * it, so what they write (a job's webhook subscription, the request's idempotency key) is
+   * committed together with the jobs or not at all.
+   */
+  createAll(
+    items: { type: string; params: Record<string, unknown>; within?: (job: JobRecord) => void }[],
+    alsoWrite?: (jobs: JobRecord[]) => void,
+  ): JobRecord[] {
+    const jobs = items.map(({ type, params }): JobRecord => ({
       type,
       params,
       id: newJobId(),
@@ -123,17 +135,16 @@ export class JobStore {
       finished_at: null,
       progress: null,
       progress_label: 'queued',
-    };
-    if (within) {
-      this.db.transaction(() => {
+    }));
+    this.db.transaction(() => {
+      jobs.forEach((job, i) => {
         this.stmts.insert.run(toRow(job));
-        within(job);
-      })();
-    } else {
-      this.stmts.insert.run(toRow(job));
-    }
-    this.live.set(job.id, job);
-    return job;
+        items[i]!.within?.(job);
+      });
+      alsoWrite?.(jobs);
+    })();
+    for (const job of jobs) this.live.set(job.id, job);
+    return jobs;
   }
 
   /** Writes a transition (anything but progress) and keeps the live copy in step. */
