@@ -355,6 +355,12 @@ void describe('kiapi service: usage and environment problems', () => {
     assert.equal(r.code, 1, r.stdout);
     assert.match(r.stderr, /`systemctl --user (daemon-reload|enable kiapi\.service)` failed/);
     assert.equal(fs.existsSync(path.join(l.home, '.config', 'systemd', 'user', 'kiapi.service')), false);
+    // A unit file without a manager to ask: status says why it cannot tell, not "not running".
+    fs.mkdirSync(path.join(l.home, '.config', 'systemd', 'user'), { recursive: true });
+    fs.writeFileSync(path.join(l.home, '.config', 'systemd', 'user', 'kiapi.service'), '');
+    const status = await kiapi(l, ['status'], { PATH: `${path.dirname(process.execPath)}${path.delimiter}/usr/bin${path.delimiter}/bin` });
+    assert.equal(status.code, 1, status.stdout);
+    assert.match(status.stderr, /`systemctl --user is-active kiapi\.service` failed/);
   });
 
   void it('show prints the file install writes', async () => {

@@ -110,8 +110,9 @@ export class SystemdManager implements ServiceManager {
   state(def: ServiceDefinition): ServiceState {
     // is-active prints the state and exits non-zero for every state but active.
     const { r } = this.systemctl(['is-active', this.unit(def)]);
-    const detail = r.stdout.trim().split('\n')[0] || 'unknown';
-    if (r.code !== 0 && !['inactive', 'failed', 'activating', 'deactivating', 'reloading', 'unknown'].includes(detail)) {
+    const detail = r.stdout.trim().split('\n')[0] ?? '';
+    // Without a user manager it prints nothing (and "Failed to connect to bus" on stderr).
+    if (r.code !== 0 && !['inactive', 'failed', 'activating', 'deactivating', 'reloading', 'maintenance', 'refreshing'].includes(detail)) {
       throw toolFailure('systemctl', ['--user', 'is-active', this.unit(def)], r);
     }
     const running = detail === 'active' || detail === 'reloading';
