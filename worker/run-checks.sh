@@ -18,6 +18,9 @@ run "$venv/bin/ruff" check worker
 run "$venv/bin/ruff" format --check worker
 run "$venv/bin/ruff" check --config worker/pyproject.toml test/real-engine
 run "$venv/bin/ruff" format --check --config worker/pyproject.toml test/real-engine
+# So do the test helpers in Python (the fake service managers of the kiapi service tests).
+run "$venv/bin/ruff" check --config worker/pyproject.toml test/support
+run "$venv/bin/ruff" format --check --config worker/pyproject.toml test/support
 run "$venv/bin/ruff" check --config worker/pyproject.toml test/clients/python_events_check.py
 run "$venv/bin/ruff" format --check --config worker/pyproject.toml test/clients/python_events_check.py
 run "$venv/bin/ruff" check --config worker/pyproject.toml test/clients/python_openai_check.py

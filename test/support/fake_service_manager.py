@@ -12,9 +12,11 @@ with its arguments, environment, working directory and log file, so a test talks
 its exit status, as the manager would.
 
 State lives in $FAKE_SERVICE_STATE; every call is appended to calls.jsonl there.
-Usage: fake_service_manager.py launchctl|systemctl ARGS...  (internally also: supervise DIR, unload DIR TIMEOUT)
+Usage: fake_service_manager.py launchctl|systemctl ARGS...
+(and internally: supervise DIR, unload DIR TIMEOUT)
 """
 
+import contextlib
 import json
 import os
 import plistlib
@@ -77,10 +79,8 @@ def running_pid(d):
 def spawn(d, job):
     """Starts the supervisor for `job` and returns once the program runs (or could not start)."""
     for name in ("pid", "exit", "spawn-error"):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(d, name))
-        except FileNotFoundError:
-            pass
     write(os.path.join(d, "job.json"), json.dumps(job))
     subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "supervise", d],
@@ -100,16 +100,16 @@ def spawn(d, job):
 
 def supervise(d):
     job = json.loads(read(os.path.join(d, "job.json")))
-    log = open(job["log"], "ab") if job.get("log") else subprocess.DEVNULL
-    try:
-        child = subprocess.Popen(
-            job["argv"], env=job["env"], cwd=job["cwd"], stdin=subprocess.DEVNULL, stdout=log, stderr=log
-        )
-    except OSError as e:
-        write(os.path.join(d, "spawn-error"), str(e))
-        return
-    write(os.path.join(d, "pid"), str(child.pid))
-    code = child.wait()
+    with open(job["log"] or os.devnull, "ab") as log:
+        try:
+            child = subprocess.Popen(
+                job["argv"], env=job["env"], cwd=job["cwd"], stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        except OSError as e:
+            write(os.path.join(d, "spawn-error"), str(e))
+            return
+        write(os.path.join(d, "pid"), str(child.pid))
+        code = child.wait()
     write(os.path.join(d, "exit"), str(code))
     os.remove(os.path.join(d, "pid"))
 
@@ -212,7 +212,8 @@ def launchctl(args):
             if cmd == "print":
                 err(f'Could not find service "{label}" in domain for uid: {uid}')
             else:
-                err(f"{'Boot-out' if cmd == 'bootout' else 'Kickstart'} failed: 113: Could not find specified service")
+                what = "Boot-out" if cmd == "bootout" else "Kickstart"
+                err(f"{what} failed: 113: Could not find specified service")
             return 113
         loaded = json.loads(loaded)
         plist = loaded["plist"]
@@ -254,7 +255,7 @@ def launchctl(args):
         lines.append("}")
         out("\n".join(lines))
         return 0
-    err(f'Unrecognized subcommand: {cmd}')
+    err(f"Unrecognized subcommand: {cmd}")
     return 64
 
 
@@ -306,7 +307,11 @@ def unit_job(text):
     words = shlex.split(specifiers(exec_start), posix=True)
     # Variable expansion applies to the arguments, not the executable: "$$" is a literal "$".
     argv = [words[0]] + [re.sub(r"\$\$", "$", w) for w in words[1:]]
-    env = {k: os.environ[k] for k in ("HOME", "USER", "LOGNAME", "PATH", "XDG_RUNTIME_DIR", "TMPDIR") if k in os.environ}
+    env = {
+        k: os.environ[k]
+        for k in ("HOME", "USER", "LOGNAME", "PATH", "XDG_RUNTIME_DIR", "TMPDIR")
+        if k in os.environ
+    }
     for line in values(svc, "Environment"):
         for word in shlex.split(specifiers(line), posix=True):
             k, _, v = word.partition("=")
@@ -317,7 +322,7 @@ def unit_job(text):
     for key in ("StandardOutput", "StandardError"):
         for v in values(svc, key):
             if v.startswith("append:"):
-                log = specifiers(v[len("append:"):])
+                log = specifiers(v[len("append:") :])
     timeout = values(svc, "TimeoutStopSec")
     return {
         "argv": argv,
@@ -373,7 +378,15 @@ def systemctl(args):
     pid = running_pid(d)
     code = last_exit(d)
     if cmd == "is-active":
-        state = "active" if pid else ("failed" if code not in (None, 0) and not os.path.exists(os.path.join(d, "reset")) else "inactive")
+        state = (
+            "active"
+            if pid
+            else (
+                "failed"
+                if code not in (None, 0) and not os.path.exists(os.path.join(d, "reset"))
+                else "inactive"
+            )
+        )
         out(state)
         return 0 if state == "active" else 3
     if cmd == "reset-failed":
@@ -388,7 +401,10 @@ def systemctl(args):
             err(f"Failed to start {unit}: Unit {unit} not found.")
             return 5
         if snapshot is not None and on_disk is not None and snapshot != on_disk:
-            err(f"Warning: The unit file, source configuration file or drop-ins of {unit} changed on disk. Run 'systemctl --user daemon-reload' to reload units.")
+            err(
+                f"Warning: The unit file, source configuration file or drop-ins of {unit} changed on disk."
+                " Run 'systemctl --user daemon-reload' to reload units."
+            )
         if pid:
             return 0
         try:
