@@ -18,6 +18,14 @@ run() {
   if [[ $status -ne 0 ]]; then echo "=== ${name}: FAILED (exit ${status})"; fi
 }
 
+# systemd-analyze (Debian's systemd package) checks the unit file `kiapi service` writes; the
+# tests install what they need, so `npm ci && npm test` works on a fresh machine.
+if ! command -v systemd-analyze >/dev/null; then
+  sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends systemd >/dev/null \
+    || echo "=== could not install systemd (for systemd-analyze); the unit-file checks will fail"
+fi
+
 run typecheck npm run --silent typecheck
 run lint npm run --silent lint
 run build npm run --silent build
