@@ -38,7 +38,19 @@ export interface RouteDoc {
    * `binary`: raw bytes; `true` is application/octet-stream, a list names the media types (the
    * stored file's type is one of them or application/octet-stream).
    */
-  responses: Record<string, { description: string; schema?: TSchema; binary?: true | string[]; eventStream?: true; links?: Record<string, Json> }>;
+  responses: Record<
+    string,
+    {
+      description: string;
+      /** With `binary` too: JSON or raw bytes, as the client's Accept asks (the generation answers). */
+      schema?: TSchema;
+      binary?: true | string[];
+      eventStream?: true;
+      links?: Record<string, Json>;
+      /** Response headers worth knowing (string-valued). */
+      headers?: Record<string, { description: string }>;
+    }
+  >;
 }
 
 export interface RouteDef {
@@ -49,6 +61,8 @@ export interface RouteDef {
   /** Query parameters (an object schema; every one optional). */
   query?: TSchema;
   body?: TSchema;
+  /** The body may be left out (documented as not required; the route's preValidation fills in `{}`). */
+  bodyOptional?: true;
   public?: boolean;
   /** Answer errors in OpenAI's shape (see FastifyContextConfig.errorShape). */
   errorShape?: 'openai';

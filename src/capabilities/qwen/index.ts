@@ -232,6 +232,7 @@ function qwenJob(
           task,
           format,
           quality,
+          inputs: resolved.recorded,
           buildResult: (out) => ({
             model: spec.name,
             prompt: body.prompt,

@@ -30,7 +30,7 @@ export function capabilityRoutes(ctx: AppContext): RouteDef[] {
         // The original's lax spellings ("256", "2.5", "yes") become the typed value before
         // validation, so validation, params and the run all see the converted value.
         preValidation: async (req) => laxenBody(op.body, req.body),
-        handler: (req, reply) => submit(ctx, op, req, reply),
+        handler: (req, reply) => untimed(ctx, req, reply, () => answer(ctx, op, req, reply)),
       });
     }
     defs.push({ method: 'get', path: `${prefix}/models`, doc: 'family', handler: async () => ctx.models.publicInfo(def.family) });
@@ -61,14 +61,17 @@ interface SubmitBody {
   mode?: 'sync' | 'async';
 }
 
-async function submit(ctx: AppContext, op: OperationDef, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-  // The body has arrived; until the answer is ready no byte moves (input downloads, the sync
-  // wait), which is not a stalled client: KIAPI_URL_TIMEOUT_S and KIAPI_SYNC_TIMEOUT_S bound this
-  // part, so the connection's idle timer (KIAPI_IDLE_TIMEOUT_S) is off until the answer is sent.
+/**
+ * Runs a submission with the connection's idle timer off. The body has arrived; until the answer
+ * is ready no byte moves (input downloads, the sync wait), which is not a stalled client:
+ * KIAPI_URL_TIMEOUT_S and KIAPI_SYNC_TIMEOUT_S bound this part, so the idle timer
+ * (KIAPI_IDLE_TIMEOUT_S) is off until the answer is sent.
+ */
+export async function untimed(ctx: AppContext, req: FastifyRequest, reply: FastifyReply, fn: () => Promise<unknown>): Promise<unknown> {
   const socket = req.raw.socket;
   socket.setTimeout(0);
   try {
-    return await answer(ctx, op, req, reply);
+    return await fn();
   } finally {
     // A response already finished has Node's keep-alive timeout on the socket: leave that alone.
     if (!socket.destroyed && !reply.raw.writableFinished) socket.setTimeout(ctx.server.idleTimeoutS * 1000);
@@ -105,10 +108,25 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
     await prepared.discard();
     throw err;
   }
-  if (body.mode === 'async') return reply.code(202).send({ job_id: job.id, type: job.type, status: job.status });
+  return answerJob(ctx, job, body.mode ?? 'sync', req, reply, gone.signal);
+}
 
-  const outcome = await ctx.queue.wait(job.id, ctx.config.syncTimeoutS * 1000, gone.signal);
-  if (gone.signal.aborted) return reply; // nobody to answer; the job keeps its own record
+/**
+ * The answer to a submitted job, as every generation route gives it: async, 202 with the job id;
+ * sync, the image bytes (or the Job JSON when asked for JSON) once the job is done.
+ */
+export async function answerJob(
+  ctx: AppContext,
+  job: JobRecord,
+  mode: 'sync' | 'async',
+  req: FastifyRequest,
+  reply: FastifyReply,
+  gone: AbortSignal,
+): Promise<unknown> {
+  if (mode === 'async') return reply.code(202).send({ job_id: job.id, type: job.type, status: job.status });
+
+  const outcome = await ctx.queue.wait(job.id, ctx.config.syncTimeoutS * 1000, gone);
+  if (gone.aborted) return reply; // nobody to answer; the job keeps its own record
   if (!outcome) {
     throw new SyncTimeoutError(
       `${job.type} job ${job.id} exceeded sync timeout (${pyFloat(ctx.config.syncTimeoutS)}s); it keeps running — poll /v1/jobs/${job.id}`,

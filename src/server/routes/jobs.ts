@@ -1,13 +1,24 @@
-/** Jobs API: list, get, delete (cancels unfinished jobs), cancel. */
-import type { FastifyRequest } from 'fastify';
+/** Jobs API: list, get, delete (cancels unfinished jobs), cancel, rerun. */
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
+import { prepareRerun } from '../../capabilities/image-common/rerun.js';
 import type { AppContext } from '../context.js';
 import { listAnswer, numericLimit, pageQuery } from '../list-paging.js';
 import type { RouteDef } from '../route-def.js';
-import { JobDeletedSchema, JobIdParams, JobListQuery, JobListSchema, JobSchema } from '../schemas.js';
+import { AsyncJobResponse } from '../../core/jobs/job-schema.js';
+import { JobDeletedSchema, JobIdParams, JobListQuery, JobListSchema, JobSchema, RerunBody } from '../schemas.js';
+import { warningHeader } from '../unknown-fields.js';
+import { answerJob, untimed } from './capabilities.js';
 
 type JobRequest = FastifyRequest<{ Params: Static<typeof JobIdParams> }>;
 type JobListRequest = FastifyRequest<{ Querystring: Static<typeof JobListQuery> }>;
+type RerunRequest = FastifyRequest<{ Params: Static<typeof JobIdParams>; Body: Static<typeof RerunBody> }>;
+
+const RERUN_DOC = `kiapi extension. Makes the image of a succeeded image job again from its reproducibility record (\`result.record\`): the same engine, model revision, inputs and LoRAs (by content digest), every resolved parameter and the seed. On the same engine and machine the new image has the same bytes.
+
+The body is optional: \`mode\` works as on the generation routes (\`sync\` by default: the image bytes, or the Job JSON with \`Accept: application/json\`; \`async\`: 202 with the job id). The new job has the original's type and result shape; its \`record.rerun_of\` names the original.
+
+Refused with 409, naming the reason, when the job did not succeed or has no record (it ran on a kiapi from before records were kept), when an input or LoRA was deleted or its content differs from the recorded digest, and when what is installed now differs from the record — the engine, its version (mflux, MLX, Python, device; kiapi's own for the preview engine), the encoder (sharp, libvips) or the model's repository or revision — because the image would likely differ. \`{"allow_different": true}\` runs it anyway on what is installed now; each difference is then reported in \`Warning\` headers and the new job's \`result.warnings\`.`;
 
 /** OpenAPI links: where a job id in a response can be used next. */
 function jobLinks(jobId: string): Record<string, Record<string, unknown>> {
@@ -99,5 +110,74 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
         },
       },
     },
+    {
+      method: 'post',
+      path: '/v1/jobs/{job_id}/rerun',
+      params: JobIdParams,
+      body: RerunBody,
+      bodyOptional: true,
+      // No body (`curl -X POST …/rerun`) is the defaults.
+      preValidation: async (req) => {
+        req.body ??= {};
+      },
+      handler: (req, reply) => untimed(ctx, req, reply, () => rerun(ctx, req as RerunRequest, reply)),
+      doc: {
+        summary: 'Rerun Job',
+        description: RERUN_DOC,
+        operationId: 'rerun_job_v1_jobs__job_id__rerun_post',
+        responses: {
+          '200': {
+            description: 'Sync: the image bytes (headers X-Kiapi-File-Id, X-Kiapi-Job-Id), or the new Job JSON with Accept: application/json.',
+            schema: JobSchema,
+            binary: ['image/png', 'image/jpeg', 'image/webp'],
+            headers: {
+              'X-Kiapi-File-Id': { description: 'The new image file_id when raw bytes are returned.' },
+              'X-Kiapi-Job-Id': { description: 'The new job id when raw bytes are returned.' },
+              Warning: { description: 'With allow_different: one `299 - "…"` warning per difference from the record.' },
+            },
+          },
+          '202': {
+            description: 'Async: the new job was queued; poll GET /v1/jobs/{job_id}.',
+            schema: AsyncJobResponse,
+            headers: { Warning: { description: 'With allow_different: one `299 - "…"` warning per difference from the record.' } },
+            links: jobLinks('$response.body#/job_id'),
+          },
+          '400': { description: 'A recorded input can no longer be used (it is not a readable image or LoRA).' },
+          '404': { description: 'Unknown job id.' },
+          '409': {
+            description:
+              'Not rerun: the job did not succeed or has no record, an input or LoRA was deleted or changed, what is installed differs from the record (send allow_different), or a sync rerun was canceled.',
+          },
+          '415': { description: 'A body was sent but not as application/json.' },
+          '422': { description: 'Malformed job id or body (unknown field, mode not sync/async, allow_different not a boolean).' },
+          '429': { description: 'The job queue is full (KIAPI_MAX_QUEUE); retry after the Retry-After header.' },
+          '500': { description: 'The engine failed while running the job.' },
+          '503': { description: 'The model is not activated or cannot fit the memory budget: the message names the command that fixes it.' },
+          '504': { description: 'Sync rerun exceeded KIAPI_SYNC_TIMEOUT_S; the job keeps running — poll it.' },
+          '507': { description: 'The disk was full while the image was saved.' },
+        },
+      },
+    },
   ];
+}
+
+/** POST /v1/jobs/{job_id}/rerun: prepared from the record, then submitted and answered like a generation. */
+async function rerun(ctx: AppContext, req: RerunRequest, reply: FastifyReply): Promise<unknown> {
+  const original = ctx.jobs.get(req.params.job_id);
+  const mode = req.body.mode ?? 'sync';
+  const gone = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) gone.abort();
+  });
+  const { prepared, differences } = await prepareRerun(ctx.services, original, { allowDifferent: req.body.allow_different ?? false, mode }, gone.signal);
+  if (differences.length > 0) void reply.header('warning', warningHeader(differences.map((d) => `rerun on a different installation: ${d}`)));
+  let job;
+  try {
+    const release = prepared.release?.bind(prepared);
+    job = ctx.queue.submit(original.type, prepared.params, prepared.run, { onSettled: release ? () => void release() : undefined, workload: prepared.workload });
+  } catch (err) {
+    await prepared.discard();
+    throw err;
+  }
+  return answerJob(ctx, job, mode, req, reply, gone.signal);
 }
