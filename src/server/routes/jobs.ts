@@ -27,6 +27,7 @@ function jobLinks(jobId: string): Record<string, Record<string, unknown>> {
     GetJob: link('get_job_v1_jobs__job_id__get', 'Poll this job.'),
     CancelJob: link('cancel_job_v1_jobs__job_id__cancel_post', 'Cancel this job.'),
     DeleteJob: link('delete_job_v1_jobs__job_id__delete', 'Delete this job.'),
+    RerunJob: link('rerun_job_v1_jobs__job_id__rerun_post', "Make this job's image again from its reproducibility record."),
   };
 }
 
