@@ -11,7 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { PACKAGE_ROOT } from '../../src/core/package-info.js';
 import { dataUrl, getJob, getJson, pngBytes, request, sendJson, uploadFile, waitFinished, type FileRecordJson, type JobJson } from '../support/api.js';
-import { startServer, type TestServer } from '../support/server.js';
+import { fakeMfluxEnv } from '../support/fake-mflux.js';
+import { startServer, tempDir, type TestServer } from '../support/server.js';
 
 const PKG_VERSION = (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -310,5 +311,45 @@ void describe('reproducibility record and rerun (preview engine)', () => {
     const qwen = (await getJson<{ components: { schemas: Record<string, { properties?: Record<string, unknown> }> } }>(`${url}/v1/image/qwen/openapi.json`)).json;
     assert.ok(qwen.components.schemas.ImageResponse?.properties?.record);
     assert.ok(qwen.components.schemas.ReproRecord);
+  });
+});
+
+void describe('rerun after a restart on another engine', () => {
+  void it('a job made by the mflux worker (fake mflux), rerun after a restart on the preview engine → 409 naming the engine; allow_different runs it', async () => {
+    const dir = tempDir('kiapi-rerun-engines-');
+    const dataDir = path.join(dir, 'data');
+    const env = fakeMfluxEnv(dir, { KIAPI_MEMORY_LIMIT_GB: '200' });
+    let s = await startServer(env, { dataDir });
+    try {
+      const res = await sendJson<JobJson>('POST', `${s.url}/v1/image/qwen/generate`, { prompt: 'before the upgrade', width: 64, height: 64, steps: 2, seed: 3 }, { accept: 'application/json' });
+      assert.equal(res.status, 200, res.bytes.toString());
+      const record = recordOf(res.json);
+      // The worker's ready message names the versions of its Python, mflux and MLX (here the fake's).
+      assert.equal(record.engine.name, 'mflux');
+      assert.equal(record.engine.version, record.engine.mflux);
+      for (const k of ['python', 'mflux', 'mlx', 'device'] as const) assert.ok(record.engine[k], `engine.${k} is recorded`);
+      // A local model directory has no Hub revision.
+      assert.equal(record.model.repo, env.KIAPI_QWEN_IMAGE_MODEL);
+      assert.equal(record.model.revision, null);
+      const same = await sendJson<JobJson>('POST', `${s.url}/v1/jobs/${res.json.id}/rerun`, {}, { accept: 'application/json' });
+      assert.equal(same.status, 200, same.bytes.toString());
+      assert.equal(recordOf(same.json).rerun_of, res.json.id);
+      await s.close({ keepData: true });
+
+      s = await startServer({ ...env, KIAPI_ENGINE: 'preview' }, { dataDir });
+      const refused = await request(`${s.url}/v1/jobs/${res.json.id}/rerun`, { method: 'POST' });
+      assert.equal(refused.status, 409);
+      const detail = (refused.json as { detail: string }).detail;
+      assert.match(detail, /: the engine was mflux when the job ran, preview now\. The image would likely differ/);
+      const forced = await sendJson('POST', `${s.url}/v1/jobs/${res.json.id}/rerun`, { allow_different: true });
+      assert.equal(forced.status, 200, forced.bytes.toString());
+      assert.equal(forced.headers.get('warning'), '299 - "rerun on a different installation: the engine was mflux when the job ran, preview now"');
+      const again = await getJob(s.url, forced.headers.get('x-kiapi-job-id')!);
+      assert.equal(recordOf(again).engine.name, 'preview');
+      assert.equal((again.result!.params as { engine: string }).engine, 'preview', 'the result names the engine that ran the rerun');
+    } finally {
+      await s.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
