@@ -285,6 +285,14 @@ void describe('reproducibility record and rerun (preview engine)', () => {
     assert.equal(old.status, 409);
     assert.match((old.json as { detail: string }).detail, /has no reproducibility record/);
 
+    const { job: garbled } = await generate('/v1/image/qwen/generate', { prompt: 'garbled', width: 64, height: 64, steps: 1, seed: 1 });
+    editResult(garbled.id, (r) => {
+      (r.record as Record_).params.width = 'wide';
+    });
+    const unreadable = await rerun(garbled.id);
+    assert.equal(unreadable.status, 409);
+    assert.match((unreadable.json as { detail: string }).detail, /has a reproducibility record this kiapi cannot read/);
+
     // A failed job, as the store keeps one (the preview engine does not fail on demand).
     const failing = await generate('/v1/image/qwen/generate', { prompt: 'f', width: 64, height: 64, steps: 1, seed: 1 });
     s.ctx.db.prepare("UPDATE jobs SET status = 'failed', result = NULL, artifacts = '[]', error = 'engine error' WHERE id = ?").run(failing.job.id);

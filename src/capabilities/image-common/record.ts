@@ -6,12 +6,13 @@
  * (POST /v1/jobs/{job_id}/rerun, rerun.ts) reads: the task is rebuilt from it alone.
  */
 import sharp from 'sharp';
-import { Type, type Static } from 'typebox';
+import { Type, type Static, type TSchema } from 'typebox';
 import type { CapabilityServices } from '../../core/capability.js';
 import { component } from '../../core/schema.js';
 import { VERSION } from '../../core/package-info.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
 import type { ImageTask } from '../../engines/engine.js';
+import type { ImageFormat } from './image-job.js';
 
 /** An input file as the record names it: by id, name and the SHA-256 of its bytes. */
 export interface RecordedInput {
@@ -24,6 +25,29 @@ export interface RecordedInput {
 }
 
 const nullableString = (description: string) => Type.Union([Type.String(), Type.Null()], { description });
+
+const optionalNullable = (schema: TSchema, description: string) => Type.Optional(Type.Union([schema, Type.Null()], { description }));
+
+/** Every resolved value the engine and the encoder were given; a family's fields only where it has them. */
+const ReproParamsSchema = Type.Object(
+  {
+    prompt: Type.Union([Type.String(), Type.Record(Type.String(), Type.Unknown())], { description: 'Plain text, or the Ideogram 4 JSON caption.' }),
+    negative_prompt: optionalNullable(Type.String(), 'qwen.'),
+    width: Type.Integer(),
+    height: Type.Integer(),
+    seed: Type.Integer({ description: 'The seed used (the one drawn when the request had none).' }),
+    steps: Type.Integer({ description: 'Denoising steps (ideogram4: those of the preset).' }),
+    guidance: optionalNullable(Type.Number(), 'qwen.'),
+    scheduler: Type.Optional(Type.String({ description: 'qwen.' })),
+    preset: Type.Optional(Type.String({ description: 'ideogram4.' })),
+    strict_caption_validation: Type.Optional(Type.Boolean({ description: 'ideogram4.' })),
+    warn_on_caption_issues: Type.Optional(Type.Boolean({ description: 'ideogram4.' })),
+    image_strength: optionalNullable(Type.Number(), 'qwen img2img.'),
+    format: Type.Union([Type.Literal('png'), Type.Literal('jpeg'), Type.Literal('webp')]),
+    quality: Type.Integer(),
+  },
+  { description: 'Every resolved parameter the engine and encoder were given, the seed included.' },
+);
 
 export const ReproRecordSchema = component(
   'ReproRecord',
@@ -76,10 +100,7 @@ export const ReproRecordSchema = component(
         }),
         { description: 'Input images (url and data_url inputs were stored as files; their ids are here).' },
       ),
-      params: Type.Record(Type.String(), Type.Unknown(), {
-        description:
-          'Every resolved parameter the engine and encoder were given: prompt, negative_prompt, width, height, seed, steps, guidance, scheduler (qwen), preset, strict_caption_validation, warn_on_caption_issues (ideogram4), image_strength (img2img), format and quality.',
-      }),
+      params: ReproParamsSchema,
       rerun_of: Type.Union([Type.String(), Type.Null()], { description: 'The job this one reran (POST /v1/jobs/{job_id}/rerun), else null.' }),
     },
     {
@@ -92,8 +113,10 @@ export const ReproRecordSchema = component(
 
 export type ReproRecord = Static<typeof ReproRecordSchema>;
 
-/** ImageTask field ↔ record `params` key: the one mapping both ways (record and rerun). */
-export const TASK_PARAMS = [
+export type ReproParams = ReproRecord['params'];
+
+/** ImageTask field ↔ record `params` key: the one mapping, read both ways (record and rerun). */
+const TASK_PARAMS = [
   ['prompt', 'prompt'],
   ['negativePrompt', 'negative_prompt'],
   ['width', 'width'],
@@ -106,7 +129,22 @@ export const TASK_PARAMS = [
   ['strictCaptionValidation', 'strict_caption_validation'],
   ['warnOnCaptionIssues', 'warn_on_caption_issues'],
   ['imageStrength', 'image_strength'],
-] as const satisfies readonly (readonly [keyof ImageTask, string])[];
+] as const satisfies readonly (readonly [keyof ImageTask, keyof ReproParams])[];
+
+type TaskParams = Pick<ImageTask, (typeof TASK_PARAMS)[number][0]>;
+
+function recordParams(task: ImageTask, format: ImageFormat, quality: number): ReproParams {
+  const out: Record<string, unknown> = {};
+  for (const [taskKey, key] of TASK_PARAMS) if (task[taskKey] !== undefined) out[key] = task[taskKey];
+  return { ...(out as Omit<ReproParams, 'format' | 'quality'>), format, quality };
+}
+
+/** The task's parameters as the record has them (the record passed its schema check). */
+export function taskParams(params: ReproParams): TaskParams {
+  const out: Record<string, unknown> = {};
+  for (const [taskKey, key] of TASK_PARAMS) if (params[key] !== undefined) out[taskKey] = params[key];
+  return out as TaskParams;
+}
 
 export function encoderVersions(): ReproRecord['encoder'] {
   return { sharp: sharp.versions.sharp ?? 'unknown', libvips: sharp.versions.vips };
@@ -115,7 +153,7 @@ export function encoderVersions(): ReproRecord['encoder'] {
 export interface RecordSource {
   spec: ModelSpec;
   task: ImageTask;
-  format: string;
+  format: ImageFormat;
   quality: number;
   inputs: RecordedInput[];
   rerunOf: string | null;
@@ -127,10 +165,6 @@ export interface RecordSource {
  */
 export async function buildRecord(services: CapabilityServices, src: RecordSource): Promise<ReproRecord> {
   const { task, spec } = src;
-  const params: Record<string, unknown> = {};
-  for (const [taskKey, key] of TASK_PARAMS) if (task[taskKey] !== undefined) params[key] = task[taskKey];
-  params.format = src.format;
-  params.quality = src.quality;
   const loraFiles = src.inputs.filter((i) => i.expect === 'lora');
   return {
     kiapi_version: VERSION,
@@ -140,7 +174,7 @@ export async function buildRecord(services: CapabilityServices, src: RecordSourc
     model: { family: task.model.family, name: task.model.name, repo: spec.repo, revision: services.runtime.revisionOf(spec), quantize: task.model.quantize },
     loras: task.loras.map((l, i) => ({ file_id: l.fileId, filename: loraFiles[i]?.filename ?? '', sha256: l.digest, scale: l.scale })),
     inputs: src.inputs.filter((i) => i.expect === 'image').map(({ kind, file_id, filename, sha256 }) => ({ kind, file_id, filename, sha256 })),
-    params,
+    params: recordParams(task, src.format, src.quality),
     rerun_of: src.rerunOf,
   };
 }

@@ -11,8 +11,8 @@ import { ConflictError, NotFoundError, clip, isKiapiError } from '../../core/err
 import type { JobRecord } from '../../core/jobs/job-store.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
 import type { ImageTask, LocalInput, LoraInput } from '../../engines/engine.js';
-import { imageWorkload, resolveInputs, runImageJob, type ImageFormat, type InputRequest } from './image-job.js';
-import { ReproRecordSchema, TASK_PARAMS, encoderVersions, type RecordedInput, type ReproRecord } from './record.js';
+import { imageWorkload, resolveInputs, runImageJob, type InputRequest } from './image-job.js';
+import { ReproRecordSchema, encoderVersions, taskParams, type RecordedInput, type ReproRecord } from './record.js';
 
 const recordCheck = Compile(ReproRecordSchema);
 
@@ -24,34 +24,24 @@ export interface RerunOptions {
 
 export interface PreparedRerun {
   prepared: PreparedJob;
-  /** What differs from the record (only when allowed; otherwise the rerun was refused). */
-  differences: string[];
+  /** One line per difference from the record (only when allowed; otherwise the rerun was refused). */
+  warnings: string[];
 }
-
-const FORMATS: readonly string[] = ['png', 'jpeg', 'webp'];
 
 export async function prepareRerun(services: CapabilityServices, job: JobRecord, opts: RerunOptions, signal: AbortSignal): Promise<PreparedRerun> {
   const record = readRecord(job);
   const spec = servedModel(services, record, job.id);
   const recorded = await checkInputs(services, record, job.id);
 
-  const p = record.params;
-  const format = typeof p.format === 'string' && FORMATS.includes(p.format) ? (p.format as ImageFormat) : 'png';
-  const quality = typeof p.quality === 'number' ? p.quality : 90;
-  const shell: ImageTask = {
+  const { format, quality } = record.params;
+  const task: ImageTask = {
     operation: record.operation,
     model: { family: record.model.family, name: record.model.name, repo: spec.repo, quantize: record.model.quantize },
-    prompt: '',
-    width: 0,
-    height: 0,
-    seed: 0,
-    steps: 0,
+    ...taskParams(record.params),
     loras: [],
   };
-  const task = shell as unknown as Record<string, unknown>;
-  for (const [taskKey, key] of TASK_PARAMS) if (Object.hasOwn(p, key)) task[taskKey] = p[key];
   // Engine capacity (the memory budget) and weights are checked before anything is compared or held.
-  services.runtime.assertReady(spec, shell);
+  services.runtime.assertReady(spec, task);
 
   const differences = await compareInstalled(services, record, spec);
   if (differences.length > 0 && !opts.allowDifferent) {
@@ -67,17 +57,18 @@ export async function prepareRerun(services: CapabilityServices, job: JobRecord,
   const images: LocalInput[] = [];
   const loras: LoraInput[] = [];
   recorded.forEach((r, i) => {
-    if (r.kind === 'init_image') shell.initImage = local(i);
+    if (r.kind === 'init_image') task.initImage = local(i);
     else if (r.expect === 'image') images.push(local(i));
     else loras.push({ ...local(i), scale: record.loras[loras.length]!.scale, digest: r.sha256 });
   });
-  shell.loras = loras;
-  if (images.length > 0) shell.images = images;
+  task.loras = loras;
+  if (images.length > 0) task.images = images;
 
   const base = originalResult(job, services);
+  const warnings = differences.map((d) => `rerun on a different installation: ${d}`);
   const prepared: PreparedJob = {
     params: { ...job.params, mode: opts.mode, rerun_of: job.id },
-    workload: imageWorkload(shell),
+    workload: imageWorkload(task),
     discard: () => resolved.discard(),
     release: () => resolved.release(),
     run: (ctx) =>
@@ -86,21 +77,21 @@ export async function prepareRerun(services: CapabilityServices, job: JobRecord,
         {
           family: record.model.family,
           spec,
-          task: shell,
+          task,
           format,
           quality,
           inputs: resolved.recorded,
           rerunOf: job.id,
           buildResult: (out) => ({
             ...base,
-            ...(differences.length > 0 ? { warnings: differences.map((d) => `rerun on a different installation: ${d}`) } : {}),
+            ...(warnings.length > 0 ? { warnings } : {}),
             timings: { total_s: Math.round(out.engineSeconds * 100) / 100 },
           }),
         },
         ctx,
       ),
   };
-  return { prepared, differences };
+  return { prepared, warnings };
 }
 
 function readRecord(job: JobRecord): ReproRecord {

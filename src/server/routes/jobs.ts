@@ -170,8 +170,8 @@ async function rerun(ctx: AppContext, req: RerunRequest, reply: FastifyReply): P
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) gone.abort();
   });
-  const { prepared, differences } = await prepareRerun(ctx.services, original, { allowDifferent: req.body.allow_different ?? false, mode }, gone.signal);
-  if (differences.length > 0) void reply.header('warning', warningHeader(differences.map((d) => `rerun on a different installation: ${d}`)));
+  const { prepared, warnings } = await prepareRerun(ctx.services, original, { allowDifferent: req.body.allow_different ?? false, mode }, gone.signal);
+  if (warnings.length > 0) void reply.header('warning', warningHeader(warnings));
   let job;
   try {
     const release = prepared.release?.bind(prepared);
