@@ -103,25 +103,28 @@ export const FileDeletedSchema = component(
 
 export const JobSchema = jobSchema('Job', null);
 
-export const RerunBody = Type.Object(
-  {
-    mode: Type.Optional(
-      Type.Unsafe<'sync' | 'async'>({
-        type: 'string',
-        enum: ['sync', 'async'],
-        default: 'sync',
-        description: 'As on the generation routes: `sync` waits for the image; `async` answers 202 with the new job id at once.',
-      }),
-    ),
-    allow_different: Type.Optional(
-      Type.Boolean({
-        default: false,
-        description:
-          'Run even when the engine, its versions, the encoder or the model revision installed now differ from the record (the image may then differ); each difference is reported as a warning.',
-      }),
-    ),
-  },
-  { additionalProperties: false, title: 'RerunRequest' },
+export const RerunBody = component(
+  'RerunRequest',
+  Type.Object(
+    {
+      mode: Type.Optional(
+        Type.Unsafe<'sync' | 'async'>({
+          type: 'string',
+          enum: ['sync', 'async'],
+          default: 'sync',
+          description: 'As on the generation routes: `sync` waits for the image; `async` answers 202 with the new job id at once.',
+        }),
+      ),
+      allow_different: Type.Optional(
+        Type.Boolean({
+          default: false,
+          description:
+            'Run even when the engine, its versions, the encoder or the model revision installed now differ from the record (the image may then differ); each difference is reported as a warning.',
+        }),
+      ),
+    },
+    { additionalProperties: false, title: 'RerunRequest' },
+  ),
 );
 
 export const JobListSchema = component(
