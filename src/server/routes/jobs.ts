@@ -31,6 +31,12 @@ function jobLinks(jobId: string): Record<string, Record<string, unknown>> {
   };
 }
 
+const DIFFERENCES_HEADER = {
+  description: 'Present only with allow_different when something differs from the record: one `299 - "…"` warning per difference, comma-separated.',
+  required: false,
+  schema: { type: 'string' },
+};
+
 export function jobRoutes(ctx: AppContext): RouteDef[] {
   return [
     {
@@ -132,15 +138,15 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
             schema: JobSchema,
             binary: ['image/png', 'image/jpeg', 'image/webp'],
             headers: {
-              'X-Kiapi-File-Id': { description: 'The new image file_id when raw bytes are returned.' },
-              'X-Kiapi-Job-Id': { description: 'The new job id when raw bytes are returned.' },
-              Warning: { description: 'With allow_different: one `299 - "…"` warning per difference from the record.' },
+              'X-Kiapi-File-Id': { description: 'The new image file_id when raw bytes are returned.', schema: { type: 'string' } },
+              'X-Kiapi-Job-Id': { description: 'The new job id when raw bytes are returned.', schema: { type: 'string' } },
+              Warning: DIFFERENCES_HEADER,
             },
           },
           '202': {
             description: 'Async: the new job was queued; poll GET /v1/jobs/{job_id}.',
             schema: AsyncJobResponse,
-            headers: { Warning: { description: 'With allow_different: one `299 - "…"` warning per difference from the record.' } },
+            headers: { Warning: DIFFERENCES_HEADER },
             links: jobLinks('$response.body#/job_id'),
           },
           '400': { description: 'A recorded input can no longer be used (it is not a readable image or LoRA).' },
