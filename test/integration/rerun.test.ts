@@ -310,6 +310,19 @@ void describe('reproducibility record and rerun (preview engine)', () => {
     assert.match(typo.bytes.toString(), /allow_diferent/);
   });
 
+  void it('an Idempotency-Key makes one rerun: a retry answers the same new job, another body with the key is a 422', async () => {
+    const { job } = await generate('/v1/image/qwen/generate', { prompt: 'retry me', width: 64, height: 64, steps: 1, seed: 2 });
+    const headers = { 'idempotency-key': `rerun-${job.id}` };
+    const first = await rerun(job.id, { mode: 'async' }, headers);
+    assert.equal(first.status, 202, first.bytes.toString());
+    const second = await rerun(job.id, { mode: 'async' }, headers);
+    assert.equal(second.status, 202);
+    assert.equal((second.json as { job_id: string }).job_id, (first.json as { job_id: string }).job_id);
+    assert.equal(second.headers.get('idempotent-replayed'), 'true');
+    const other = await rerun(job.id, { mode: 'async', allow_different: true }, headers);
+    assert.equal(other.status, 422, other.bytes.toString());
+  });
+
   void it('the served OpenAPI documents the route and the record', async () => {
     const root = (await getJson<{ paths: Record<string, Record<string, { requestBody?: { required: boolean }; responses: Record<string, unknown> }>> }>(`${url}/openapi.json`)).json;
     const op = root.paths['/v1/jobs/{job_id}/rerun']?.post;

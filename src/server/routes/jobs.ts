@@ -5,7 +5,11 @@ import { prepareRerun } from '../../capabilities/image-common/rerun.js';
 import type { AppContext } from '../context.js';
 import { listAnswer, numericLimit, pageQuery } from '../list-paging.js';
 import type { RouteDef } from '../route-def.js';
+import { requestFingerprint } from '../../core/jobs/idempotency.js';
 import { AsyncJobResponse } from '../../core/jobs/job-schema.js';
+import type { JobRecord } from '../../core/jobs/job-store.js';
+import { idempotencyKeyOf, markReplayed, replayedJobs } from '../idempotency.js';
+import { replayedHeader } from '../openapi.js';
 import { JobDeletedSchema, JobIdParams, JobListQuery, JobListSchema, JobSchema, RerunBody } from '../schemas.js';
 import { warningHeader } from '../unknown-fields.js';
 import { answerJob, untimed } from './capabilities.js';
@@ -18,7 +22,9 @@ const RERUN_DOC = `kiapi extension. Makes the image of a succeeded image job aga
 
 The body is optional: \`mode\` works as on the generation routes (\`sync\` by default: the image bytes, or the Job JSON with \`Accept: application/json\`; \`async\`: 202 with the job id). The new job has the original's type and result shape; its \`record.rerun_of\` names the original.
 
-Refused with 409, naming the reason, when the job did not succeed or has no record (it ran on a kiapi from before records were kept), when an input or LoRA was deleted or its content differs from the recorded digest, and when what is installed now differs from the record — the engine, its version (mflux, MLX, Python, device; kiapi's own for the preview engine), the encoder (sharp, libvips) or the model's repository or revision — because the image would likely differ. \`{"allow_different": true}\` runs it anyway on what is installed now; each difference is then reported in \`Warning\` headers and the new job's \`result.warnings\`.`;
+Refused with 409, naming the reason, when the job did not succeed or has no record (it ran on a kiapi from before records were kept), when an input or LoRA was deleted or its content differs from the recorded digest, and when what is installed now differs from the record — the engine, its version (mflux, MLX, Python, device; kiapi's own for the preview engine), the encoder (sharp, libvips) or the model's repository or revision — because the image would likely differ. \`{"allow_different": true}\` runs it anyway on what is installed now; each difference is then reported in \`Warning\` headers and the new job's \`result.warnings\`.
+
+An \`Idempotency-Key\` header works as on the generation routes: a retry with the same key and body answers the same new job (\`Idempotent-Replayed: true\`) instead of making another.`;
 
 /** OpenAPI links: where a job id in a response can be used next. */
 function jobLinks(jobId: string): Record<string, Record<string, unknown>> {
@@ -132,6 +138,7 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
         summary: 'Rerun Job',
         description: RERUN_DOC,
         operationId: 'rerun_job_v1_jobs__job_id__rerun_post',
+        idempotent: true,
         responses: {
           '200': {
             description: 'Sync: the image bytes (headers X-Kiapi-File-Id, X-Kiapi-Job-Id), or the new Job JSON with Accept: application/json.',
@@ -141,22 +148,26 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
               'X-Kiapi-File-Id': { description: 'The new image file_id when raw bytes are returned.', schema: { type: 'string' } },
               'X-Kiapi-Job-Id': { description: 'The new job id when raw bytes are returned.', schema: { type: 'string' } },
               Warning: DIFFERENCES_HEADER,
+              'Idempotent-Replayed': replayedHeader,
             },
           },
           '202': {
             description: 'Async: the new job was queued; poll GET /v1/jobs/{job_id}.',
             schema: AsyncJobResponse,
-            headers: { Warning: DIFFERENCES_HEADER },
+            headers: { Warning: DIFFERENCES_HEADER, 'Idempotent-Replayed': replayedHeader },
             links: jobLinks('$response.body#/job_id'),
           },
-          '400': { description: 'A recorded input can no longer be used (it is not a readable image or LoRA).' },
+          '400': { description: 'A recorded input can no longer be used (it is not a readable image or LoRA), or the Idempotency-Key is malformed.' },
           '404': { description: 'Unknown job id.' },
           '409': {
             description:
-              'Not rerun: the job did not succeed or has no record, an input or LoRA was deleted or changed, what is installed differs from the record (send allow_different), or a sync rerun was canceled.',
+              'Not rerun: the job did not succeed or has no record, an input or LoRA was deleted or changed, what is installed differs from the record (send allow_different), or a sync rerun was canceled; or, on an Idempotency-Key replay, the job (or its image) the key names has been deleted since.',
           },
           '415': { description: 'A body was sent but not as application/json.' },
-          '422': { description: 'Malformed job id or body (unknown field, mode not sync/async, allow_different not a boolean).' },
+          '422': {
+            description:
+              'Malformed job id or body (unknown field, mode not sync/async, allow_different not a boolean), or the Idempotency-Key was used on this rerun with a different body.',
+          },
           '429': { description: 'The job queue is full (KIAPI_MAX_QUEUE); retry after the Retry-After header.' },
           '500': { description: 'The engine failed while running the job.' },
           '503': { description: 'The model is not activated or cannot fit the memory budget: the message names the command that fixes it.' },
@@ -168,23 +179,41 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
   ];
 }
 
-/** POST /v1/jobs/{job_id}/rerun: prepared from the record, then submitted and answered like a generation. */
+/**
+ * POST /v1/jobs/{job_id}/rerun: prepared from the record, then submitted and answered like a
+ * generation, Idempotency-Key included (keyed per job: the same key on another job's rerun is
+ * another request).
+ */
 async function rerun(ctx: AppContext, req: RerunRequest, reply: FastifyReply): Promise<unknown> {
+  const key = idempotencyKeyOf(req);
   const original = ctx.jobs.get(req.params.job_id);
   const mode = req.body.mode ?? 'sync';
   const gone = new AbortController();
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) gone.abort();
   });
-  const { prepared, warnings } = await prepareRerun(ctx.services, original, { allowDifferent: req.body.allow_different ?? false, mode }, gone.signal);
-  if (warnings.length > 0) void reply.header('warning', warningHeader(warnings));
-  let job;
-  try {
-    const release = prepared.release?.bind(prepared);
-    job = ctx.queue.submit(original.type, prepared.params, prepared.run, { onSettled: release ? () => void release() : undefined, workload: prepared.workload });
-  } catch (err) {
-    await prepared.discard();
-    throw err;
-  }
-  return answerJob(ctx, job, mode, req, reply, gone.signal);
+  const submit = async (record?: (jobs: JobRecord[]) => void): Promise<JobRecord> => {
+    const { prepared, warnings } = await prepareRerun(ctx.services, original, { allowDifferent: req.body.allow_different ?? false, mode }, gone.signal);
+    if (warnings.length > 0) void reply.header('warning', warningHeader(warnings));
+    try {
+      const release = prepared.release?.bind(prepared);
+      const job = ctx.queue.submit(original.type, prepared.params, prepared.run, {
+        onSettled: release ? () => void release() : undefined,
+        workload: prepared.workload,
+        record,
+      });
+      // A copy: the queue starts the job a microtask later, and the 202 tells the state it was submitted in.
+      return { ...job };
+    } catch (err) {
+      await prepared.discard();
+      throw err;
+    }
+  };
+  if (key === null) return answerJob(ctx, await submit(), mode, req, reply, gone.signal);
+  const keyed = await ctx.idempotency.once(`/v1/jobs/${original.id}/rerun`, key, requestFingerprint(req.body), (record) =>
+    submit((jobs) => record(jobs.map((j) => j.id))),
+  );
+  if ('fresh' in keyed) return answerJob(ctx, keyed.fresh, mode, req, reply, gone.signal);
+  markReplayed(reply);
+  return answerJob(ctx, replayedJobs(ctx, key, keyed.replay)[0]!, mode, req, reply, gone.signal, key);
 }
