@@ -2,6 +2,7 @@
 import { Type } from 'typebox';
 import { FILE_ID_PATTERN, JOB_ID_PATTERN } from '../core/ids.js';
 import { JobStatusSchema, jobSchema } from '../core/jobs/job-schema.js';
+import { webhookFields } from '../capabilities/image-common/image-schemas.js';
 import { component, openObject, refTo } from '../core/schema.js';
 
 export const FileIdParams = Type.Object({
@@ -122,6 +123,8 @@ export const RerunBody = component(
             'Run even when the engine, its versions, the encoder or the model revision installed now differ from the record (the image may then differ); each difference is reported as a warning.',
         }),
       ),
+      // The new job's completion webhook, as on the generation routes (not taken from the original).
+      ...webhookFields(),
     },
     { additionalProperties: false, title: 'RerunRequest' },
   ),

@@ -10,9 +10,10 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import sharp from 'sharp';
 import { PACKAGE_ROOT } from '../../src/core/package-info.js';
-import { dataUrl, getJob, getJson, pngBytes, request, sendJson, uploadFile, waitFinished, type FileRecordJson, type JobJson } from '../support/api.js';
+import { dataUrl, getJob, getJson, pngBytes, pollUntil, request, sendJson, uploadFile, waitFinished, type FileRecordJson, type JobJson } from '../support/api.js';
 import { fakeMfluxEnv } from '../support/fake-mflux.js';
 import { startServer, tempDir, type TestServer } from '../support/server.js';
+import { startReceiver } from '../support/webhook-receiver.js';
 
 const PKG_VERSION = (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 
@@ -371,6 +372,28 @@ void describe('rerun after a restart on another engine', () => {
     } finally {
       await s.close();
       fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+void describe('rerun with a webhook', () => {
+  void it('the rerun job POSTs its own webhook (as a generation does), its data naming the original in record.rerun_of', async () => {
+    const hooks = await startReceiver();
+    const s = await startServer({ KIAPI_NET_ALLOW_PRIVATE_URLS: 'true' });
+    try {
+      const made = await sendJson<JobJson>('POST', `${s.url}/v1/image/qwen/generate`, { prompt: 'hooked', width: 64, height: 64, steps: 1, seed: 1 }, { accept: 'application/json' });
+      assert.equal(made.status, 200);
+      assert.equal(hooks.received.length, 0, 'no webhook for the original');
+      const res = await sendJson<{ job_id: string }>('POST', `${s.url}/v1/jobs/${made.json.id}/rerun`, { mode: 'async', webhook: hooks.url });
+      assert.equal(res.status, 202, res.bytes.toString());
+      await pollUntil(async () => hooks.received.length, (n) => n >= 1, 'the rerun job’s webhook');
+      const body = JSON.parse(hooks.received[0]!.body) as { type: string; data: JobJson };
+      assert.equal(body.type, 'job.succeeded');
+      assert.equal(body.data.id, res.json.job_id);
+      assert.equal((body.data.result!.record as Record_).rerun_of, made.json.id);
+    } finally {
+      await s.close();
+      await hooks.close();
     }
   });
 });

@@ -24,7 +24,7 @@ The body is optional: \`mode\` works as on the generation routes (\`sync\` by de
 
 Refused with 409, naming the reason, when the job did not succeed or has no record (it ran on a kiapi from before records were kept), when an input or LoRA was deleted or its content differs from the recorded digest, and when what is installed now differs from the record — the engine, its version (mflux, MLX, Python, device; kiapi's own for the preview engine), the encoder (sharp, libvips) or the model's repository or revision — because the image would likely differ. \`{"allow_different": true}\` runs it anyway on what is installed now; each difference is then reported in \`Warning\` headers and the new job's \`result.warnings\`.
 
-An \`Idempotency-Key\` header works as on the generation routes: a retry with the same key and body answers the same new job (\`Idempotent-Replayed: true\`) instead of making another.`;
+\`webhook\` and \`webhook_events_filter\` work as on the generation routes, for the new job (the original's webhook is not reused). An \`Idempotency-Key\` header works as on the generation routes: a retry with the same key and body answers the same new job (\`Idempotent-Replayed: true\`) instead of making another.`;
 
 /** OpenAPI links: where a job id in a response can be used next. */
 function jobLinks(jobId: string): Record<string, Record<string, unknown>> {
@@ -157,7 +157,7 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
             headers: { Warning: DIFFERENCES_HEADER, 'Idempotent-Replayed': replayedHeader },
             links: jobLinks('$response.body#/job_id'),
           },
-          '400': { description: 'A recorded input can no longer be used (it is not a readable image or LoRA), or the Idempotency-Key is malformed.' },
+          '400': { description: 'A recorded input can no longer be used (it is not a readable image or LoRA), the webhook URL is refused, or the Idempotency-Key is malformed.' },
           '404': { description: 'Unknown job id.' },
           '409': {
             description:
@@ -193,6 +193,8 @@ async function rerun(ctx: AppContext, req: RerunRequest, reply: FastifyReply): P
     if (!reply.raw.writableFinished) gone.abort();
   });
   const submit = async (record?: (jobs: JobRecord[]) => void): Promise<JobRecord> => {
+    // Checked before preparation holds any input: a refused webhook leaves nothing behind.
+    const webhook = await ctx.webhooks.target(req.body, gone.signal);
     const { prepared, warnings } = await prepareRerun(ctx.services, original, { allowDifferent: req.body.allow_different ?? false, mode }, gone.signal);
     if (warnings.length > 0) void reply.header('warning', warningHeader(warnings));
     try {
@@ -200,6 +202,7 @@ async function rerun(ctx: AppContext, req: RerunRequest, reply: FastifyReply): P
       const job = ctx.queue.submit(original.type, prepared.params, prepared.run, {
         onSettled: release ? () => void release() : undefined,
         workload: prepared.workload,
+        onCreate: webhook ? (created) => ctx.webhooks.outbox.subscribe(created.id, webhook) : undefined,
         record,
       });
       // A copy: the queue starts the job a microtask later, and the 202 tells the state it was submitted in.
