@@ -2,14 +2,14 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import { prepareRerun } from '../../capabilities/image-common/rerun.js';
-import type { AppContext } from '../context.js';
-import { listAnswer, numericLimit, pageQuery } from '../list-paging.js';
-import type { RouteDef } from '../route-def.js';
 import { requestFingerprint } from '../../core/jobs/idempotency.js';
 import { AsyncJobResponse } from '../../core/jobs/job-schema.js';
 import type { JobRecord } from '../../core/jobs/job-store.js';
+import type { AppContext } from '../context.js';
 import { idempotencyKeyOf, markReplayed, replayedJobs } from '../idempotency.js';
+import { listAnswer, numericLimit, pageQuery } from '../list-paging.js';
 import { replayedHeader } from '../openapi.js';
+import type { RouteDef } from '../route-def.js';
 import { JobDeletedSchema, JobIdParams, JobListQuery, JobListSchema, JobSchema, RerunBody } from '../schemas.js';
 import { warningHeader } from '../unknown-fields.js';
 import { answerJob, untimed } from './capabilities.js';
