@@ -127,6 +127,23 @@ export interface EngineInfo {
   detail: string;
 }
 
+/**
+ * What makes an engine's output what it is, for a job's reproducibility record: the same identity,
+ * model revision and parameters give the same bytes on the same machine. Fields an engine does
+ * not have (the preview engine has no Python) are null.
+ */
+export interface EngineIdentity {
+  /** `preview` or `mflux`. */
+  name: string;
+  /** The engine's own version: mflux's for the worker, kiapi's for the preview engine (it is kiapi code). */
+  version: string;
+  python: string | null;
+  mflux: string | null;
+  mlx: string | null;
+  /** The device it computes on (MLX's default device), null when it has none to choose. */
+  device: string | null;
+}
+
 /** What a load did and what it measured. */
 export interface LoadResult {
   /** GiB the build occupies, measured by the engine once its weights were materialised; null when it cannot tell. */
@@ -164,6 +181,11 @@ export function modelBuild(model: TaskModel, loras: LoraInput[]): ModelBuild {
  */
 export interface Engine {
   describe(): EngineInfo;
+  /**
+   * The engine's identity as installed now. The worker engine starts its process for it when none
+   * runs (it learns the versions from the worker's ready message), but loads nothing.
+   */
+  identify(): Promise<EngineIdentity>;
   /** True when models occupy memory the budget must account for (the preview engine has none). */
   readonly holdsWeights: boolean;
   /** Make `build` resident (the residency calls this only for a build it does not hold). */

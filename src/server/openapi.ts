@@ -261,7 +261,12 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
         ...(res.links ? { links: res.links } : {}),
         ...(res.headers ? { headers: res.headers } : {}),
         ...(res.binary
-          ? { content: Object.fromEntries((res.binary === true ? ['application/octet-stream'] : res.binary).map((t) => [t, binary])) }
+          ? {
+              content: {
+                ...(res.schema ? { 'application/json': { schema: c.convert(res.schema) } } : {}),
+                ...Object.fromEntries((res.binary === true ? ['application/octet-stream'] : res.binary).map((t) => [t, binary])),
+              },
+            }
           : res.eventStream
             ? // A route that answers JSON or, when asked to stream, events (the OpenAI image routes) documents both.
               res.schema
@@ -287,7 +292,7 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
         description: doc.description,
         operationId: doc.operationId,
         ...(parameters ? { parameters } : {}),
-        ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: c.convert(r.body) } } } } : {}),
+        ...(r.body ? { requestBody: { required: r.bodyOptional !== true, content: { 'application/json': { schema: c.convert(r.body) } } } } : {}),
         ...(doc.multipartBody ? { requestBody: { required: true, content: { 'multipart/form-data': { schema: doc.multipartBody } } } } : {}),
         ...(doc.multipartFile
           ? {

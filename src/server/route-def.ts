@@ -38,7 +38,8 @@ export interface RouteDoc {
   multipartBody?: Record<string, unknown>;
   /**
    * `binary`: raw bytes; `true` is application/octet-stream, a list names the media types (the
-   * stored file's type is one of them or application/octet-stream).
+   * stored file's type is one of them or application/octet-stream). With `schema` too: JSON or
+   * raw bytes, as the client's Accept asks (the answer of a sync generation).
    */
   responses: Record<
     string,
@@ -54,6 +55,8 @@ export interface RouteDef {
   /** Query parameters (an object schema; every one optional). */
   query?: TSchema;
   body?: TSchema;
+  /** The body may be left out (documented as not required; the route's preValidation fills in `{}`). */
+  bodyOptional?: true;
   public?: boolean;
   /** Answer errors in OpenAI's shape (see FastifyContextConfig.errorShape). */
   errorShape?: 'openai';

@@ -2,6 +2,7 @@
 import { Type } from 'typebox';
 import { FILE_ID_PATTERN, JOB_ID_PATTERN } from '../core/ids.js';
 import { JobStatusSchema, jobSchema } from '../core/jobs/job-schema.js';
+import { webhookFields } from '../capabilities/image-common/image-schemas.js';
 import { component, openObject, refTo } from '../core/schema.js';
 
 export const FileIdParams = Type.Object({
@@ -102,6 +103,32 @@ export const FileDeletedSchema = component(
 );
 
 export const JobSchema = jobSchema('Job', null);
+
+export const RerunBody = component(
+  'RerunRequest',
+  Type.Object(
+    {
+      mode: Type.Optional(
+        Type.Unsafe<'sync' | 'async'>({
+          type: 'string',
+          enum: ['sync', 'async'],
+          default: 'sync',
+          description: 'As on the generation routes: `sync` waits for the image; `async` answers 202 with the new job id at once.',
+        }),
+      ),
+      allow_different: Type.Optional(
+        Type.Boolean({
+          default: false,
+          description:
+            'Run even when the engine, its versions, the encoder or the model revision installed now differ from the record (the image may then differ); each difference is reported as a warning.',
+        }),
+      ),
+      // The new job's completion webhook, as on the generation routes (not taken from the original).
+      ...webhookFields(),
+    },
+    { additionalProperties: false, title: 'RerunRequest' },
+  ),
+);
 
 export const JobListSchema = component(
   'JobList',

@@ -272,6 +272,10 @@ def main() -> int:
         not listed.data.data or any(status_of(j) != "succeeded" for j in listed.data.data)
     ):
         failures.append(f"list_jobs status=succeeded: got {[status_of(j) for j in listed.data.data]}")
+    # A rerun of a finished job from its reproducibility record, async (the sync answer is the image).
+    if finished:
+        rerun = importlib.import_module("kiapi_og_root.models").RerunRequest.from_dict({"mode": "async"})
+        call(root, "rerun_job_v1_jobs_job_id_rerun_post", 202, job_id=finished[0], rerun_request=rerun)
     # Cancel a job that is still running: many steps on a preview engine that sleeps per step.
     qwen = api("kiapi_og_qwen")
     slow = importlib.import_module("kiapi_og_qwen.models").GenerateRequest.from_dict(

@@ -121,6 +121,9 @@ def main() -> int:
     with client.get_httpx_client().stream(**request) as stream:
         if stream.status_code != 200 or not stream.headers.get("content-type", "").startswith("text/event-stream"):
             failures.append(f"all events: {stream.status_code} {stream.headers.get('content-type')}")
+    # A rerun of the finished job from its reproducibility record, async (the sync answer is the image).
+    rerun = models.RerunRequest.from_dict({"mode": "async"})
+    call(ops, "rerun_job_v1_jobs_job_id_rerun_post", 202, client, job_id=job_ids[0], body=rerun)
     # A job that is still running when canceled: many steps on a preview engine that sleeps per step.
     qwen_ops = operations("kiapi_qwen")
     qwen = importlib.import_module("kiapi_qwen")

@@ -124,9 +124,13 @@ void describe('readiness of a pinned repo is judged at the pinned revision', () 
     const status = weightsStatus(EDIT, env);
     assert.equal(status.ready, false);
     assert.equal(status.path, null);
+    assert.equal(status.revision, null);
     assert.equal(status.detail, `${EDIT} is cached at ${OTHER_COMMIT.slice(0, 12)}…, the engine loads ${EDIT_COMMIT.slice(0, 12)}…; run kiapi activate`);
-    // The same cache is ready for an unpinned reading (main), which is what mflux would not load.
-    assert.equal(weightsStatus(EDIT, env, null).ready, true);
+    // The same cache is ready for an unpinned reading (main), which is what mflux would not load;
+    // the revision it reports (for job records) is the commit main names.
+    const unpinned = weightsStatus(EDIT, env, null);
+    assert.equal(unpinned.ready, true);
+    assert.equal(unpinned.revision, OTHER_COMMIT);
   });
 
   void it('the pinned snapshot, complete, is ready and is the path; incomplete is not', () => {
@@ -136,6 +140,7 @@ void describe('readiness of a pinned repo is judged at the pinned revision', () 
     const ready = weightsStatus(EDIT, env);
     assert.equal(ready.ready, true, ready.detail);
     assert.equal(ready.path, dir);
+    assert.equal(ready.revision, EDIT_COMMIT);
     fs.rmSync(path.join(dir, 'transformer', 'w.safetensors'));
     const partial = weightsStatus(EDIT, env);
     assert.equal(partial.ready, false);
@@ -171,5 +176,6 @@ void describe('readiness of a pinned repo is judged at the pinned revision', () 
     const ok = weightsStatus(EDIT, env);
     assert.equal(ok.ready, true, ok.detail);
     assert.equal(ok.path, pinned);
+    assert.equal(ok.revision, EDIT_COMMIT, 'the activation record names the commit');
   });
 });

@@ -17,6 +17,9 @@ class RecordingEngine implements Engine {
   describe() {
     return { name: 'recording', detail: '' };
   }
+  async identify() {
+    return { name: 'recording', version: '0', python: null, mflux: null, mlx: null, device: null };
+  }
   async load(build: ModelBuild) {
     this.events.push(`load ${build.model.name}`);
     return { weightGb: this.measured.get(build.model.name) ?? null, seconds: 0.1 };

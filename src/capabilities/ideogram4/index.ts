@@ -93,6 +93,7 @@ async function prepareGenerate(s: Ideogram4Settings, body: GenerateBody, service
           task,
           format,
           quality,
+          inputs: [],
           buildResult: (out) => ({
             model: spec.name,
             prompt,

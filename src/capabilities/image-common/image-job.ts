@@ -19,6 +19,7 @@ import type { Workload } from '../../core/jobs/eta.js';
 import type { JobContext, JobOutput } from '../../core/jobs/job-queue.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
 import type { EngineOutput, ImageTask } from '../../engines/engine.js';
+import { buildRecord, type RecordedInput } from './record.js';
 
 export interface InputRequest {
   /** The name used in messages and meta: `init_image`, `images[1]`, `loras[0]`. */
@@ -30,6 +31,8 @@ export interface InputRequest {
 
 export interface ResolvedInputs {
   inputs: ResolvedInput[];
+  /** The same inputs as the reproducibility record names them (with their content digests). */
+  recorded: RecordedInput[];
   /** Deletes files this request stored (url / data_url inputs) and lets go of the others. */
   discard(): Promise<void>;
   /** Lets go of the inputs once their job is done (they were held from resolution on). */
@@ -47,6 +50,7 @@ export async function resolveInputs(
   signal: AbortSignal,
 ): Promise<ResolvedInputs> {
   const inputs: ResolvedInput[] = [];
+  const recorded: RecordedInput[] = [];
   const releases: (() => Promise<void>)[] = [];
   const release = async () => {
     for (const r of releases) await r();
@@ -62,12 +66,15 @@ export async function resolveInputs(
       releases.push(services.files.hold([input.fileId]));
       if (req.expect === 'image') await assertImage(input.path, input.fileId, req.kind);
       else await assertLoraFile(input.path, req.kind);
+      // Taken while the file was stored (or once for a file older than that), never per job.
+      const sha256 = await services.files.sha256(input.fileId);
+      recorded.push({ kind: req.kind, expect: req.expect, file_id: input.fileId, filename: input.record.filename, sha256 });
     }
   } catch (err) {
     await discard();
     throw err;
   }
-  return { inputs, discard, release };
+  return { inputs, recorded, discard, release };
 }
 
 /** The image formats inputs may have (what every engine decodes); SVG, TIFF, HEIF, PDF… are refused. */
@@ -121,7 +128,11 @@ export interface ImageJobSpec {
   task: ImageTask;
   format: ImageFormat;
   quality: number;
-  /** The result without file_id/image_bytes (stored as the file's meta too). */
+  /** The inputs and LoRAs as resolved (ResolvedInputs.recorded), for the reproducibility record. */
+  inputs: RecordedInput[];
+  /** The job a rerun repeats (its record says so). */
+  rerunOf?: string;
+  /** The result without file_id/image_bytes/record (stored as the file's meta too). */
   buildResult(out: EngineOutput): Record<string, unknown>;
 }
 
@@ -136,7 +147,15 @@ export async function runImageJob(services: CapabilityServices, job: ImageJobSpe
     const out = await services.runtime.run(job.spec, job.task, ctx, enginePng);
     const t1 = performance.now();
     ctx.progress(1, 'saving');
-    const result = job.buildResult(out);
+    const reproRecord = await buildRecord(services, {
+      spec: job.spec,
+      task: job.task,
+      format: job.format,
+      quality: job.quality,
+      inputs: job.inputs,
+      rerunOf: job.rerunOf ?? null,
+    });
+    const result = { ...job.buildResult(out), record: reproRecord };
     const info = {
       filename: `${job.family}_${Math.floor(Date.now() / 1000)}.${EXT[job.format]}`,
       contentType: `image/${job.format}`,

@@ -1,6 +1,7 @@
 /** Request/response pieces the image families share, written as in the seeds. */
 import { Type, type TProperties, type TSchema } from 'typebox';
 import { component, openObject, refTo } from '../../core/schema.js';
+import { ReproRecordSchema } from './record.js';
 
 export const Timings = component(
   '_Timings',
@@ -99,6 +100,13 @@ export function imageResponse(description: string, prompt: TSchema, params: stri
           }),
         ),
         timings: refTo(Timings, { description: 'kiapi extension: server-side timing.' }),
+        // Optional in the schema: jobs stored by a kiapi before records existed have none.
+        record: Type.Optional(
+          refTo(ReproRecordSchema, {
+            description:
+              'kiapi extension: the reproducibility record (engine and versions, model repo and revision, input and LoRA digests, every resolved parameter and the seed). POST /v1/jobs/{job_id}/rerun makes the same image again from it.',
+          }),
+        ),
       },
       {
         required: ['model', 'prompt', 'file_id', 'image_bytes', 'width', 'height', 'params', ...extraRequired, 'timings'],

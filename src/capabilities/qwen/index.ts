@@ -81,17 +81,13 @@ function loraRequests(body: GenerateBody | EditBody): InputRequest[] {
   return (body.loras ?? []).map((l, i) => ({ kind: `loras[${i}]`, ref: l.file, expect: 'lora' }));
 }
 
-async function resolvedLoras(
-  services: CapabilityServices,
-  body: GenerateBody | EditBody,
-  paths: { fileId: string; path: string }[],
-): Promise<LoraInput[]> {
-  return Promise.all(
-    (body.loras ?? []).map(async (l, i) => {
-      const { fileId, path } = paths[i]!;
-      return { fileId, path, scale: l.scale ?? 1.0, digest: await services.files.sha256(fileId) };
-    }),
-  );
+/** The LoRAs as resolved: `from` is the index of the first in the resolved inputs (after the images). */
+function resolvedLoras(body: GenerateBody | EditBody, resolved: ResolvedInputs, from: number): LoraInput[] {
+  return (body.loras ?? []).map((l, i) => {
+    const { fileId, path } = resolved.inputs[from + i]!;
+    // The digest taken at resolution (stored with the file, never recomputed per job).
+    return { fileId, path, scale: l.scale ?? 1.0, digest: resolved.recorded[from + i]!.sha256 };
+  });
 }
 
 async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: CapabilityServices, signal: AbortSignal): Promise<PreparedJob> {
@@ -114,7 +110,7 @@ async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: Ca
   // Anything that fails from here on must not leave the stored inputs behind.
   return undoOnFailure(resolved, async () => {
     const init = body.init_image ? resolved.inputs[0] : undefined;
-    const loras = await resolvedLoras(services, body, resolved.inputs.slice(init ? 1 : 0));
+    const loras = resolvedLoras(body, resolved, init ? 1 : 0);
 
     const imageStrength = init ? (strength ?? s.defaultImageStrength) : null;
     const task: ImageTask = {
@@ -148,7 +144,7 @@ async function prepareEdit(s: QwenSettings, body: EditBody, services: Capability
   const resolved = await resolveInputs(services, requests, signal);
   return undoOnFailure(resolved, async () => {
     const images = resolved.inputs.slice(0, body.images.length).map((i) => ({ fileId: i.fileId, path: i.path }));
-    const loras = await resolvedLoras(services, body, resolved.inputs.slice(body.images.length));
+    const loras = resolvedLoras(body, resolved, body.images.length);
 
     const task: ImageTask = { ...qwenTask('qwen.edit', spec, c, body, loras), images };
     return qwenJob(services, spec, c, body, task, resolved, {
@@ -232,6 +228,7 @@ function qwenJob(
           task,
           format,
           quality,
+          inputs: resolved.recorded,
           buildResult: (out) => ({
             model: spec.name,
             prompt: body.prompt,

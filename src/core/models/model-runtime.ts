@@ -28,7 +28,7 @@ export interface RuntimeOptions {
    * Where `spec`'s weights are: the directory the engine must load (for a Hub repo, the snapshot
    * of the revision the engine expects), or null with the reason it cannot be served yet.
    */
-  locate?: (spec: ModelSpec) => { path: string | null; detail: string };
+  locate?: (spec: ModelSpec) => { path: string | null; revision?: string | null; detail: string };
   /** Measured build sizes, kept across restarts. */
   sizes?: BuildSizes;
 }
@@ -76,6 +76,16 @@ export class ModelRuntime {
     if (!this.engine.holdsWeights || !this.opts.locate) return null;
     const where = this.opts.locate(spec);
     return where.path === null ? where.detail : null;
+  }
+
+  /**
+   * The Hub commit the engine loads `spec` from right now (the snapshot readiness found), for a
+   * job's reproducibility record. Null when the engine loads no weights (the preview engine), the
+   * weights are a local directory, or they are not there.
+   */
+  revisionOf(spec: ModelSpec): string | null {
+    if (!this.engine.holdsWeights || !this.opts.locate) return null;
+    return this.opts.locate(spec).revision ?? null;
   }
 
   /** The model as the engine must load it: the local directory readiness judged, not the repo name. */

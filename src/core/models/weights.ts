@@ -21,6 +21,8 @@ export interface WeightsStatus {
   ready: boolean;
   /** The directory mflux should load, when ready. */
   path: string | null;
+  /** The Hub commit that directory is the snapshot of; null for a local directory or when not ready. */
+  revision: string | null;
   detail: string;
 }
 
@@ -55,17 +57,17 @@ export function weightsStatus(repo: string, env: NodeJS.ProcessEnv = process.env
   const dir = localWeightsDir(repo);
   if (dir !== null) {
     if (fs.existsSync(dir) && fs.statSync(dir).isDirectory() && fs.readdirSync(dir).length > 0) {
-      return { ready: true, path: dir, detail: `local directory ${dir}` };
+      return { ready: true, path: dir, revision: null, detail: `local directory ${dir}` };
     }
-    return { ready: false, path: null, detail: `local directory ${dir} does not exist or is empty` };
+    return { ready: false, path: null, revision: null, detail: `local directory ${dir} does not exist or is empty` };
   }
   const found = readRecord(dataDirFrom(env), repo);
   // A record of another cache (HF_HOME changed since) says nothing about this one.
   const record = found && path.resolve(found.cacheDir) === path.resolve(hfHubCache(env)) ? found : null;
   if (record && (revision === null || record.commit === revision)) {
     const check = checkRecord(record);
-    if (check.complete) return { ready: true, path: record.snapshot, detail: check.detail };
-    return { ready: false, path: null, detail: `${check.detail}; run kiapi activate again` };
+    if (check.complete) return { ready: true, path: record.snapshot, revision: record.commit, detail: check.detail };
+    return { ready: false, path: null, revision: null, detail: `${check.detail}; run kiapi activate again` };
   }
   const cache = repoCacheDir(repo, env);
   if (revision !== null) {
@@ -75,12 +77,12 @@ export function weightsStatus(repo: string, env: NodeJS.ProcessEnv = process.env
       const detail = other
         ? `${repo} is cached at ${other.slice(0, 12)}…, the engine loads ${revision.slice(0, 12)}…; run kiapi activate`
         : `${repo}@${revision.slice(0, 12)} (the revision the engine loads) is not in the Hugging Face cache (${hfHubCache(env)})`;
-      return { ready: false, path: null, detail };
+      return { ready: false, path: null, revision: null, detail };
     }
     return snapshotStatus(repo, cache, revision, env);
   }
   const ref = path.join(cache, 'refs', 'main');
-  if (!fs.existsSync(ref)) return { ready: false, path: null, detail: `${repo} is not in the Hugging Face cache (${hfHubCache(env)})` };
+  if (!fs.existsSync(ref)) return { ready: false, path: null, revision: null, detail: `${repo} is not in the Hugging Face cache (${hfHubCache(env)})` };
   return snapshotStatus(repo, cache, fs.readFileSync(ref, 'utf8').trim(), env);
 }
 
@@ -88,7 +90,7 @@ export function weightsStatus(repo: string, env: NodeJS.ProcessEnv = process.env
 function snapshotStatus(repo: string, cache: string, commit: string, env: NodeJS.ProcessEnv): WeightsStatus {
   const snapshot = path.join(cache, 'snapshots', commit);
   if (!fs.existsSync(snapshot) || fs.readdirSync(snapshot).length === 0) {
-    return { ready: false, path: null, detail: `${repo}@${commit.slice(0, 12)} has no files in the Hugging Face cache` };
+    return { ready: false, path: null, revision: null, detail: `${repo}@${commit.slice(0, 12)} has no files in the Hugging Face cache` };
   }
   const listed = treeListing(cache, commit);
   if (listed) {
@@ -100,14 +102,14 @@ function snapshotStatus(repo: string, cache: string, commit: string, env: NodeJS
         return true;
       }
     });
-    if (missing) return { ready: false, path: null, detail: `${repo} download is incomplete (${missing[0]} is missing)` };
-    return { ready: true, path: snapshot, detail: `${repo}@${commit.slice(0, 12)} in ${hfHubCache(env)}` };
+    if (missing) return { ready: false, path: null, revision: null, detail: `${repo} download is incomplete (${missing[0]} is missing)` };
+    return { ready: true, path: snapshot, revision: commit, detail: `${repo}@${commit.slice(0, 12)} in ${hfHubCache(env)}` };
   }
   const incomplete = fs.existsSync(path.join(cache, 'blobs'))
     ? fs.readdirSync(path.join(cache, 'blobs')).some((f) => f.endsWith('.incomplete'))
     : false;
-  if (incomplete) return { ready: false, path: null, detail: `${repo} download is incomplete` };
-  return { ready: true, path: snapshot, detail: `${repo}@${commit.slice(0, 12)} in ${hfHubCache(env)}` };
+  if (incomplete) return { ready: false, path: null, revision: null, detail: `${repo} download is incomplete` };
+  return { ready: true, path: snapshot, revision: commit, detail: `${repo}@${commit.slice(0, 12)} in ${hfHubCache(env)}` };
 }
 
 /** The commits that have a snapshot in a repo's cache folder, `main`'s first. */

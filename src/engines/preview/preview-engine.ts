@@ -6,7 +6,8 @@
 import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
 import { CanceledError } from '../../core/errors.js';
 import sharp from 'sharp';
-import type { Engine, EngineInfo, EngineOutput, EnginePreview, ImageTask, LoadResult, ModelBuild, RunOptions } from '../engine.js';
+import { VERSION } from '../../core/package-info.js';
+import type { Engine, EngineIdentity, EngineInfo, EngineOutput, EnginePreview, ImageTask, LoadResult, ModelBuild, RunOptions } from '../engine.js';
 import { renderPreviewPng } from './render.js';
 
 export interface PreviewEngineOptions {
@@ -29,6 +30,11 @@ export class PreviewEngine implements Engine {
 
   describe(): EngineInfo {
     return { name: 'preview', detail: 'built-in preview engine (no model weights; draws the request)' };
+  }
+
+  /** Its pictures are kiapi's own drawing code: kiapi's version is the engine's. */
+  async identify(): Promise<EngineIdentity> {
+    return { name: 'preview', version: VERSION, python: null, mflux: null, mlx: null, device: null };
   }
 
   /** No weights: nothing for the memory budget to account for. */

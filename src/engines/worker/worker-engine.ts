@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import { CanceledError, EngineError, InputError, UnavailableError } from '../../core/errors.js';
 import type { Static } from 'typebox';
-import type { Engine, EngineInfo, EngineOutput, EnginePreview, ImageTask, LoadResult, ModelBuild, PreviewRequest, RunOptions } from '../engine.js';
+import type { Engine, EngineIdentity, EngineInfo, EngineOutput, EnginePreview, ImageTask, LoadResult, ModelBuild, PreviewRequest, RunOptions } from '../engine.js';
 import type { PreviewMsg, PreviewsArg, TaskArg } from './protocol.js';
 import { WorkerProcess, WorkerReplyError, type ReadyInfo } from './worker-process.js';
 
@@ -42,6 +42,11 @@ export class WorkerEngine implements Engine {
         ? `mflux ${i.mflux} (mlx ${i.mlx}, device ${i.device}, python ${i.python}) via ${this.opts.python}`
         : `mflux worker via ${this.opts.python} (starts with the first job)`,
     };
+  }
+
+  async identify(): Promise<EngineIdentity> {
+    const i = (await this.process()).info;
+    return { name: 'mflux', version: i.mflux, python: i.python, mflux: i.mflux, mlx: i.mlx, device: i.device };
   }
 
   onReset(listener: () => void): void {

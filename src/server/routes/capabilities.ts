@@ -33,7 +33,7 @@ export function capabilityRoutes(ctx: AppContext): RouteDef[] {
         // The original's lax spellings ("256", "2.5", "yes") become the typed value before
         // validation, so validation, params and the run all see the converted value.
         preValidation: async (req) => laxenBody(op.body, req.body),
-        handler: (req, reply) => submit(ctx, op, `${prefix}${op.path}`, req, reply),
+        handler: (req, reply) => untimed(ctx, req, reply, () => answer(ctx, op, `${prefix}${op.path}`, req, reply)),
       });
     }
     defs.push({ method: 'get', path: `${prefix}/models`, doc: 'family', handler: async () => ctx.models.publicInfo(def.family) });
@@ -64,14 +64,17 @@ interface SubmitBody {
   mode?: 'sync' | 'async';
 }
 
-async function submit(ctx: AppContext, op: OperationDef, route: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-  // The body has arrived; until the answer is ready no byte moves (input downloads, the sync
-  // wait), which is not a stalled client: KIAPI_URL_TIMEOUT_S and KIAPI_SYNC_TIMEOUT_S bound this
-  // part, so the connection's idle timer (KIAPI_IDLE_TIMEOUT_S) is off until the answer is sent.
+/**
+ * Runs a submission with the connection's idle timer off. The body has arrived; until the answer
+ * is ready no byte moves (input downloads, the sync wait), which is not a stalled client:
+ * KIAPI_URL_TIMEOUT_S and KIAPI_SYNC_TIMEOUT_S bound this part, so the idle timer
+ * (KIAPI_IDLE_TIMEOUT_S) is off until the answer is sent.
+ */
+export async function untimed(ctx: AppContext, req: FastifyRequest, reply: FastifyReply, fn: () => Promise<unknown>): Promise<unknown> {
   const socket = req.raw.socket;
   socket.setTimeout(0);
   try {
-    return await answer(ctx, op, route, req, reply);
+    return await fn();
   } finally {
     // A response already finished has Node's keep-alive timeout on the socket: leave that alone.
     if (!socket.destroyed && !reply.raw.writableFinished) socket.setTimeout(ctx.server.idleTimeoutS * 1000);
@@ -94,7 +97,7 @@ async function answer(ctx: AppContext, op: OperationDef, route: string, req: Fas
   if (warnings.length > 0) void reply.header('warning', warningHeader(warnings));
 
   let job: JobRecord;
-  let replayed = false;
+  let replayedKey: string | null = null;
   if (key === null) {
     job = await submitJob(ctx, op, body, warnings, gone.signal);
   } else {
@@ -105,22 +108,40 @@ async function answer(ctx: AppContext, op: OperationDef, route: string, req: Fas
     if ('fresh' in keyed) {
       job = keyed.fresh;
     } else {
-      replayed = true;
+      replayedKey = key;
       markReplayed(reply);
       job = replayedJobs(ctx, key, keyed.replay)[0]!;
     }
   }
-  if (body.mode === 'async') return reply.code(202).send({ job_id: job.id, type: job.type, status: job.status });
+  return answerJob(ctx, job, body.mode ?? 'sync', req, reply, gone.signal, replayedKey);
+}
 
-  const outcome = await ctx.queue.wait(job.id, ctx.config.syncTimeoutS * 1000, gone.signal);
-  if (gone.signal.aborted) return reply; // nobody to answer; the job keeps its own record
+/**
+ * The answer to a submitted job, as every generation route gives it: async, 202 with the job id;
+ * sync, the image bytes (or the Job JSON when asked for JSON) once the job is done. `replayedKey`:
+ * the job was not submitted now but by an earlier request with this Idempotency-Key.
+ */
+export async function answerJob(
+  ctx: AppContext,
+  job: JobRecord,
+  mode: 'sync' | 'async',
+  req: FastifyRequest,
+  reply: FastifyReply,
+  gone: AbortSignal,
+  replayedKey: string | null = null,
+): Promise<unknown> {
+  if (mode === 'async') return reply.code(202).send({ job_id: job.id, type: job.type, status: job.status });
+
+  const replayed = replayedKey !== null;
+  const outcome = await ctx.queue.wait(job.id, ctx.config.syncTimeoutS * 1000, gone);
+  if (gone.aborted) return reply; // nobody to answer; the job keeps its own record
   if (!outcome) {
     throw new SyncTimeoutError(
       `${job.type} job ${job.id} exceeded sync timeout (${pyFloat(ctx.config.syncTimeoutS)}s); it keeps running — poll /v1/jobs/${job.id}`,
     );
   }
   const final = outcome.job;
-  const note = replayed ? replayNote(key) : '';
+  const note = replayed ? replayNote(replayedKey) : '';
   void reply.header('server-timing', serverTiming(final, outcome.timings, reply.elapsedTime));
   if (final.status === 'canceled') throw new CanceledError(`${final.type} job ${final.id} was canceled: ${final.error ?? ''}`.trim() + note);
   if (final.status === 'failed') {

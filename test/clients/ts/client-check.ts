@@ -145,6 +145,9 @@ const jobIds: string[] = [];
   check('GET /v1/events', all.response, 200, all.data);
   if (!all.response.headers.get('content-type')?.startsWith('text/event-stream')) failures.push(`all events: ${all.response.headers.get('content-type')}`);
   await all.response.body?.cancel();
+  // A rerun of the finished job from its reproducibility record, async (the sync answer is the image).
+  const rerun = await root.POST('/v1/jobs/{job_id}/rerun', { params: { path: { job_id: jobIds[0]! } }, body: { mode: 'async', allow_different: false } });
+  check('POST /v1/jobs/{job_id}/rerun', rerun.response, 202, rerun.data);
   // Still running when canceled: many steps on a preview engine that sleeps per step.
   // openapi-typescript (default options) types every field with a default as required, in request
   // bodies too, so a hand-written body spells those out.
