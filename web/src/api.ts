@@ -18,6 +18,19 @@ export function setToken(token: string): void {
   else localStorage.removeItem(TOKEN_KEY);
 }
 
+/** The server needs a token (it says so on the page) and none is entered yet: calls would only answer 401. */
+export function needsToken(): boolean {
+  return document.body.dataset.auth === 'on' && !getToken();
+}
+
+/** A file's bytes saved to the person's disk (fetched with the token, so no plain link can do it). */
+export async function downloadFile(fileId: string, filename: string): Promise<void> {
+  const a = document.createElement('a');
+  a.href = await fileUrl(fileId);
+  a.download = filename;
+  a.click();
+}
+
 /** An answer that was not 2xx, as something to show a person. */
 export class ApiError extends Error {
   constructor(

@@ -2,7 +2,7 @@
  * The Gallery tab: finished jobs as a paged grid of thumbnails (the server makes them), each with
  * its parameters and what can be done with it; and the uploads (images, LoRAs), deletable.
  */
-import { curlFor, del, fileUrl, forgetFile, getJson, type FileRecord, type Job, type Page } from './api.js';
+import { curlFor, del, downloadFile, fileUrl, forgetFile, getJson, type FileRecord, type Job, type Page } from './api.js';
 import { asText, asyncImage, h } from './dom.js';
 import { EDIT_PATH } from './edit.js';
 import { GENERATE_PATH } from './generate.js';
@@ -79,8 +79,18 @@ export function gallery(actions: GalleryActions) {
     const body = requestOf(job);
     const prompt = typeof job.params.prompt === 'string' ? job.params.prompt : asText((job.params.prompt as Record<string, unknown> | undefined)?.high_level_description, 'caption');
     const copied = h('span', { class: 'hint', 'aria-live': 'polite' });
-    const download = h('a', { class: 'button', download: `${fileId ?? job.id}.${asText(job.params.format, 'png')}` }, 'Download');
-    if (fileId) void fileUrl(fileId).then((u) => (download.href = u)).catch(() => undefined);
+    // Fetched when asked for: the grid itself loads only thumbnails.
+    const download = h(
+      'button',
+      {
+        type: 'button',
+        disabled: !fileId,
+        onclick: () => {
+          if (fileId) downloadFile(fileId, `${fileId}.${asText(job.params.format, 'png')}`).catch((err: unknown) => showError(error, err));
+        },
+      },
+      'Download',
+    );
     const item = h(
       'li',
       { class: 'card', 'data-job-id': job.id },

@@ -7,7 +7,7 @@
  * Boxes are stored as the model reads them, [y_min, x_min, y_max, x_max] on 0..1000, and shown the
  * way a person thinks of a box: left, top, right, bottom.
  */
-import { ApiError, postJson } from './api.js';
+import { ApiError, needsToken, postJson } from './api.js';
 import { seedControl, setOptional, sizeControl, formatField } from './common-fields.js';
 import { field, h, input, select, setFormError, showError, type Field } from './dom.js';
 import { submitJob, type JobPanel } from './job-panel.js';
@@ -141,6 +141,8 @@ export interface IdeogramForm {
   el: HTMLElement;
   fill(params: Record<string, unknown>, seed: number | null): void;
   setSeed(seed: number): void;
+  /** Checks the caption again (after the token was entered). */
+  revalidate(): void;
 }
 
 const IDEOGRAM_SIZES: Array<[string, string]> = [
@@ -244,7 +246,13 @@ export function ideogramForm(panel: JobPanel): IdeogramForm {
   }
   async function validate(): Promise<void> {
     const run = ++validationRun;
+    if (needsToken()) {
+      verdict.textContent = 'Enter the access token (Token button, top right) to have the caption checked.';
+      delete verdict.dataset.valid;
+      return;
+    }
     verdict.textContent = 'Checking…';
+    delete verdict.dataset.valid;
     try {
       const answer = await postJson<{ valid: boolean; problems: string[] }>(VALIDATE_PATH, { prompt: buildCaption(state) });
       if (run !== validationRun) return;
@@ -426,6 +434,7 @@ export function ideogramForm(panel: JobPanel): IdeogramForm {
       loadFields();
     },
     setSeed: (s) => seed.set(s),
+    revalidate: () => void validate(),
   };
 }
 

@@ -49,6 +49,7 @@ export class JobPanel {
     const controller = new AbortController();
     this.controller = controller;
     this.jobId = jobId;
+    this.el.dataset.jobId = jobId;
     this.status.textContent = `${label}: queued`;
     this.el.dataset.state = 'queued';
     this.bar.hidden = false;

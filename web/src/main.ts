@@ -118,6 +118,8 @@ function start(): void {
     getJson('/v1/jobs?limit=1')
       .then(() => {
         tokenStatus.textContent = 'Token accepted.';
+        tokenNote.textContent = 'Token accepted.';
+        ideogram.revalidate();
         tokenForm.hidden = true;
         tokenButton.setAttribute('aria-expanded', 'false');
         const current = [...tabButtons].find(([, b]) => b.getAttribute('aria-selected') === 'true')?.[0] ?? 'generate';
@@ -138,6 +140,7 @@ function start(): void {
   });
 
   const engine = h('span', { class: 'engine hint' });
+  const tokenNote = h('span', { class: 'hint', role: 'status' });
   getJson<{ engine?: { name: string; detail: string } }>('/health')
     .then((hl) => (engine.textContent = hl.engine ? `engine: ${hl.engine.name}` : ''))
     .catch(() => undefined);
@@ -148,7 +151,7 @@ function start(): void {
       { class: 'top' },
       h('h1', {}, 'kiapi ', h('span', { class: 'sub' }, 'playground')),
       engine,
-      h('nav', { 'aria-label': 'Links' }, h('a', { href: '/docs' }, 'API docs'), tokenButton),
+      h('nav', { 'aria-label': 'Links' }, tokenNote, h('a', { href: '/docs' }, 'API docs'), tokenButton),
     ),
     tokenForm,
     h('main', { class: 'layout' }, h('div', { class: 'forms' }, tablist, ...panels.values()), panel.el),

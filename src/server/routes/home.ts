@@ -87,6 +87,7 @@ function page(version: string, families: Array<Link & { summary: string }>, auth
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>kiapi playground</title>
+<link rel="icon" type="image/png" href="/docs/assets/favicon-32x32.png">
 ${built ? '<link rel="stylesheet" href="/playground/app.css">\n<script type="module" src="/playground/app.js"></script>' : ''}
 </head>
 <body data-version="${esc(version)}" data-auth="${authOn ? 'on' : 'off'}">
