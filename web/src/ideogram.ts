@@ -137,6 +137,11 @@ function readState(caption: Record<string, unknown>): CaptionState {
   };
 }
 
+/** Indented JSON with short lists (a box, a palette) kept on one line, as a person reads them. */
+function prettyCaption(caption: Record<string, unknown>): string {
+  return JSON.stringify(caption, null, 2).replace(/\[\s+([^[\]{}]*?)\s+\]/g, (_m, inner: string) => `[${inner.split(/,\s+/).join(', ')}]`);
+}
+
 export interface IdeogramForm {
   el: HTMLElement;
   fill(params: Record<string, unknown>, seed: number | null): void;
@@ -234,7 +239,7 @@ export function ideogramForm(panel: JobPanel): IdeogramForm {
   function changed(rebuildElements = true): void {
     if (rebuildElements) renderElements();
     drawCanvas();
-    jsonView.textContent = JSON.stringify(buildCaption(state), null, 2);
+    jsonView.textContent = prettyCaption(buildCaption(state));
     scheduleValidation();
   }
 
@@ -395,7 +400,7 @@ export function ideogramForm(panel: JobPanel): IdeogramForm {
       palette.el,
     ),
     background.wrap,
-    h('fieldset', { class: 'layout' }, h('legend', {}, 'Elements and their boxes'), canvasHint, h('div', { class: 'canvas-wrap' }, canvas), elementList, addElement),
+    h('fieldset', { class: 'boxes' }, h('legend', {}, 'Elements and their boxes'), canvasHint, h('div', { class: 'canvas-wrap' }, canvas), elementList, addElement),
     h('section', { class: 'caption-check', 'aria-label': 'Caption check' }, h('h3', {}, 'Caption JSON'), jsonView, verdict, problems),
     h('fieldset', {}, h('legend', {}, 'Output'), h('div', { class: 'row' }, size.el, preset.wrap, format.wrap), seed.el, h('label', { class: 'inline' }, strict, ' Strict caption validation (refuse a caption with problems)')),
     formError,
