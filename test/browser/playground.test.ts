@@ -37,13 +37,21 @@ const foreignRequests: string[] = [];
 /** Error answers a step provokes on purpose; Chromium logs each as a console error. */
 const expectedHttpErrors: number[] = [];
 
-async function shot(name: string, readme = false): Promise<void> {
+/**
+ * The whole page as `name`.png; with `readme` (a selector) also one screen's worth scrolled to that
+ * part, which is what the README shows.
+ */
+async function shot(name: string, readme?: string): Promise<void> {
   fs.mkdirSync(SHOTS, { recursive: true });
-  const file = path.join(SHOTS, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  if (readme && process.env.KIAPI_UPDATE_SCREENSHOTS === '1') {
-    fs.mkdirSync(README_SHOTS, { recursive: true });
-    fs.copyFileSync(file, path.join(README_SHOTS, `playground-${name}.png`));
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+  if (readme) {
+    await page.locator(readme).evaluate((el) => (el as unknown as { scrollIntoView(o: object): void }).scrollIntoView({ block: 'start' }));
+    const file = path.join(SHOTS, `${name}-screen.png`);
+    await page.screenshot({ path: file });
+    if (process.env.KIAPI_UPDATE_SCREENSHOTS === '1') {
+      fs.mkdirSync(README_SHOTS, { recursive: true });
+      fs.copyFileSync(file, path.join(README_SHOTS, `playground-${name}.png`));
+    }
   }
 }
 
@@ -171,7 +179,7 @@ void describe('playground in Chromium', () => {
     await submitAndWait(generatePanel().getByRole('button', { name: 'Generate' }), 'succeeded');
     assert.deepEqual(await resultSize(), { w: 512, h: 512 });
     await page.locator('.job-details', { hasText: 'Seed' }).waitFor();
-    await shot('generate', true);
+    await shot('generate', 'header.top');
   });
 
   void it('shows a server error beside the field that caused it', async () => {
@@ -269,7 +277,7 @@ void describe('playground in Chromium', () => {
     await ide.getByLabel('Quality preset').selectOption('V4_TURBO_12');
     await submitAndWait(ide.getByRole('button', { name: 'Generate with Ideogram 4' }), 'succeeded');
     assert.deepEqual(await resultSize(), { w: 512, h: 512 });
-    await shot('ideogram', true);
+    await shot('ideogram', '#panel-ideogram fieldset.boxes');
   });
 
   void it('shows queue position, progress, a live preview and cancels', async () => {

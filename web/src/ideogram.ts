@@ -400,8 +400,21 @@ export function ideogramForm(panel: JobPanel): IdeogramForm {
       palette.el,
     ),
     background.wrap,
-    h('fieldset', { class: 'boxes' }, h('legend', {}, 'Elements and their boxes'), canvasHint, h('div', { class: 'canvas-wrap' }, canvas), elementList, addElement),
-    h('section', { class: 'caption-check', 'aria-label': 'Caption check' }, h('h3', {}, 'Caption JSON'), jsonView, verdict, problems),
+    h(
+      'fieldset',
+      { class: 'boxes' },
+      h('legend', {}, 'Elements and their boxes'),
+      canvasHint,
+      // The canvas beside the caption it makes and the server's verdict on it.
+      h(
+        'div',
+        { class: 'canvas-row' },
+        h('div', { class: 'canvas-wrap' }, canvas),
+        h('section', { class: 'caption-check', 'aria-label': 'Caption check' }, h('h3', {}, 'Caption JSON (live)'), verdict, problems, jsonView),
+      ),
+      elementList,
+      addElement,
+    ),
     h('fieldset', {}, h('legend', {}, 'Output'), h('div', { class: 'row' }, size.el, preset.wrap, format.wrap), seed.el, h('label', { class: 'inline' }, strict, ' Strict caption validation (refuse a caption with problems)')),
     formError,
     h('div', { class: 'actions' }, submit),
