@@ -91,10 +91,15 @@ interface PageWindow { document: PageDocument; innerWidth: number; localStorage:
 async function submitAndWait(button: ReturnType<Page['getByRole']>, state: string): Promise<string> {
   const before = (await page.locator('.job-panel').getAttribute('data-job-id')) ?? '';
   await button.click();
+  // A new job in the panel, or the form's error line (then the test fails with the server's words).
   await page.waitForFunction((old) => {
-    const id = (globalThis as unknown as PageWindow).document.querySelector('.job-panel')?.getAttribute('data-job-id');
-    return id !== undefined && id !== null && id !== old;
+    const doc = (globalThis as unknown as PageWindow).document;
+    const id = doc.querySelector('.job-panel')?.getAttribute('data-job-id');
+    const error = doc.querySelector('[role=tabpanel]:not([hidden]) .form-error:not([hidden])');
+    return error !== null || (id !== undefined && id !== null && id !== old);
   }, before, { timeout: WAIT });
+  const error = page.locator('[role=tabpanel]:not([hidden]) .form-error:not([hidden])');
+  if ((await error.count()) > 0) assert.fail(`the form answered: ${await error.first().textContent()}`);
   await jobState(state);
   return (await page.locator('.job-panel').getAttribute('data-job-id'))!;
 }
@@ -206,6 +211,29 @@ void describe('playground in Chromium', () => {
     assert.equal(await page.locator('.job-inputs img').count(), 1);
     await resultSize();
     await generatePanel().getByRole('button', { name: 'Remove image 1' }).click();
+  });
+
+  void it('applies an uploaded LoRA', async () => {
+    // A minimal valid safetensors file: 8-byte header length, JSON header, the tensor's bytes.
+    const header = Buffer.from(
+      JSON.stringify({
+        'blocks.0.attn.to_q.lora_A.weight': { dtype: 'F32', shape: [2, 4], data_offsets: [0, 32] },
+        'blocks.0.attn.to_q.lora_B.weight': { dtype: 'F32', shape: [4, 2], data_offsets: [32, 64] },
+      }),
+    );
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(header.length));
+    const lora = Buffer.concat([length, header, Buffer.alloc(64)]);
+    await generatePanel().getByText('LoRA adapters').click();
+    await generatePanel().locator('#lora-upload').setInputFiles({ name: 'ink-style.safetensors', mimeType: 'application/octet-stream', buffer: lora });
+    const check = generatePanel().getByRole('checkbox', { name: 'ink-style.safetensors' });
+    await check.waitFor({ timeout: WAIT });
+    assert.equal(await check.isChecked(), true);
+    const jobId = await submitAndWait(generatePanel().getByRole('button', { name: 'Generate' }), 'succeeded');
+    const job = await api<{ params: { loras: Array<{ file: { file_id: string }; scale: number }> } }>('GET', `/v1/jobs/${jobId}`);
+    assert.equal(job.params.loras.length, 1);
+    assert.equal(job.params.loras[0]!.scale, 1);
+    await check.uncheck();
   });
 
   void it('edits two images, the result beside its inputs', async () => {

@@ -17,6 +17,7 @@ export interface GenerateForm {
 
 interface LoraChoice {
   fileId: string;
+  filename: string;
   check: HTMLInputElement;
   scale: HTMLInputElement;
 }
@@ -48,6 +49,8 @@ export function generateForm(panel: JobPanel): GenerateForm {
   const loraList = h('div', { class: 'lora-list' });
   const loraError = h('p', { class: 'field-error', role: 'alert', hidden: true });
   let loras: LoraChoice[] = [];
+  /** LoRAs a reused job had, ticked once the list has loaded. */
+  let wanted: Map<string, number> | null = null;
   const loraUpload = h('input', { type: 'file', accept: '.safetensors', id: 'lora-upload', class: 'visually-hidden' });
   loraUpload.addEventListener('change', () => {
     const file = loraUpload.files?.[0];
@@ -55,7 +58,12 @@ export function generateForm(panel: JobPanel): GenerateForm {
     if (!file) return;
     loraError.hidden = true;
     uploadFile(file, file.name)
-      .then(() => refreshLoras())
+      .then(async (rec) => {
+        await refreshLoras();
+        // Just uploaded: meant to be used.
+        const added = loras.find((l) => l.fileId === rec.file_id);
+        if (added) added.check.checked = true;
+      })
       .catch((err: unknown) => {
         loraError.textContent = `${file.name}: ${err instanceof Error ? err.message : String(err)}`;
         loraError.hidden = false;
@@ -76,17 +84,20 @@ export function generateForm(panel: JobPanel): GenerateForm {
     try {
       const page = await getJson<Page<FileRecord>>('/v1/files?limit=200&content_type=application/octet-stream');
       const checked = new Set(loras.filter((l) => l.check.checked).map((l) => l.fileId));
+      const want = wanted;
+      wanted = null;
       loras = page.data
         .filter((f) => f.filename.toLowerCase().endsWith('.safetensors'))
         .map((f) => ({
           fileId: f.file_id,
-          check: h('input', { type: 'checkbox', id: `lora-${f.file_id}`, checked: checked.has(f.file_id) }),
-          scale: h('input', { type: 'number', step: 0.1, value: 1, 'aria-label': `Scale of ${f.filename}`, class: 'scale' }),
+          filename: f.filename,
+          check: h('input', { type: 'checkbox', id: `lora-${f.file_id}`, checked: want ? want.has(f.file_id) : checked.has(f.file_id) }),
+          scale: h('input', { type: 'number', step: 0.1, value: want?.get(f.file_id) ?? 1, 'aria-label': `Scale of ${f.filename}`, class: 'scale' }),
         }));
       loraList.replaceChildren(
         ...(loras.length === 0
           ? [h('p', { class: 'hint' }, 'No LoRA uploaded yet.')]
-          : loras.map((l, i) => h('div', { class: 'row inline' }, l.check, h('label', { for: l.check.id }, page.data.filter((f) => f.filename.toLowerCase().endsWith('.safetensors'))[i]?.filename ?? l.fileId), l.scale))),
+          : loras.map((l) => h('div', { class: 'row inline' }, l.check, h('label', { for: l.check.id }, l.filename), l.scale))),
       );
     } catch {
       // Shown when the person opens the section again; the token prompt covers a 401.
@@ -177,6 +188,9 @@ export function generateForm(panel: JobPanel): GenerateForm {
       if (typeof params.format === 'string') format.control.value = params.format;
       const initRef = params.init_image as { file_id?: string } | null | undefined;
       init.set(initRef?.file_id ? [initRef.file_id] : []);
+      const refs = (params.loras as Array<{ file?: { file_id?: string }; scale?: number }> | undefined) ?? [];
+      wanted = new Map(refs.filter((r) => typeof r.file?.file_id === 'string').map((r) => [r.file!.file_id!, r.scale ?? 1]));
+      for (const l of loras) l.check.checked = wanted.has(l.fileId);
       if (typeof params.image_strength === 'number') {
         strength.control.value = String(params.image_strength);
         strengthOut.textContent = params.image_strength.toFixed(2);
