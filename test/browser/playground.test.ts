@@ -166,6 +166,11 @@ void describe('playground in Chromium', () => {
     const token = page.getByLabel('Access token (KIAPI_AUTH_TOKEN)');
     await token.waitFor({ state: 'visible' });
     await shot('token');
+    // A wrong token is refused in words, where it was entered.
+    await token.fill('not-the-token');
+    expectedHttpErrors.push(401);
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.locator('#token-hint', { hasText: 'The server refused the access token' }).waitFor();
     await token.fill(TOKEN);
     await page.getByRole('button', { name: 'Save' }).click();
     await page.locator('nav [role=status]', { hasText: 'Token accepted.' }).waitFor();
@@ -239,10 +244,14 @@ void describe('playground in Chromium', () => {
   void it('edits two images, the result beside its inputs', async () => {
     await tab('Edit');
     const edit = page.locator('#panel-edit');
-    await edit.locator('input[type=file]').setInputFiles([
-      { name: 'green.png', mimeType: 'image/png', buffer: await png(30, 180, 60) },
-      { name: 'blue.png', mimeType: 'image/png', buffer: await png(30, 60, 200) },
-    ]);
+    // One image from disk, one from earlier results.
+    await edit.locator('input[type=file]').setInputFiles([{ name: 'green.png', mimeType: 'image/png', buffer: await png(30, 180, 60) }]);
+    await edit.locator('.picked li').first().waitFor({ timeout: WAIT });
+    await edit.getByRole('button', { name: 'From earlier results…' }).click();
+    const earlier = edit.locator('.results-picker button.pick');
+    await earlier.first().waitFor({ timeout: WAIT });
+    const picked = await earlier.nth(1).getAttribute('data-file-id');
+    await earlier.nth(1).click();
     await edit.locator('.picked li').nth(1).waitFor({ timeout: WAIT });
     await edit.getByLabel('Instruction').fill('put both squares side by side on a beach');
     await edit.getByLabel('Size').selectOption('512x512');
@@ -250,6 +259,9 @@ void describe('playground in Chromium', () => {
     await submitAndWait(edit.getByRole('button', { name: 'Edit', exact: true }), 'succeeded');
     assert.equal(await page.locator('.job-inputs img').count(), 2);
     await resultSize();
+    const job = await api<{ params: { images: Array<{ file_id: string }> } }>('GET', `/v1/jobs/${await page.locator('.job-panel').getAttribute('data-job-id')}`);
+    assert.equal(job.params.images.length, 2);
+    assert.equal(job.params.images[1]!.file_id, picked);
     await shot('edit');
   });
 
@@ -323,7 +335,8 @@ void describe('playground in Chromium', () => {
     await api('POST', `/v1/jobs/${blocker.job_id}/cancel`, {});
     // Now a running one: progress with step counts and a preview, then cancel.
     await submitAndWait(generatePanel().getByRole('button', { name: 'Generate' }), 'running');
-    await page.locator('.job-details', { hasText: /Step \d+ of 1000/ }).waitFor({ timeout: WAIT });
+    // The ETA comes from the step times measured on the earlier jobs of this size.
+    await page.locator('.job-details', { hasText: /Step \d+ of 1000 · about .+ left/ }).waitFor({ timeout: WAIT });
     await page.locator('img.job-preview:not([hidden])').waitFor({ timeout: WAIT });
     await shot('running');
     await page.getByRole('button', { name: 'Cancel' }).click();
