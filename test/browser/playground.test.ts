@@ -12,6 +12,8 @@
  * KIAPI_UPDATE_SCREENSHOTS=1 the two the README shows are also written to docs/screenshots/.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -207,7 +209,18 @@ void describe('playground in Chromium', () => {
   });
 
   void it('img2img: an image dropped in, image strength explained, result made from it', async () => {
-    await generatePanel().locator('input[type=file]').first().setInputFiles({ name: 'red.png', mimeType: 'image/png', buffer: await png(200, 30, 30) });
+    // Dropped, as from a file manager: a drop event carrying the file.
+    const bytes = [...(await png(200, 30, 30))];
+    const dataTransfer = await page.evaluateHandle((b) => {
+      const g = globalThis as unknown as {
+        DataTransfer: new () => { items: { add(f: unknown): void } };
+        File: new (parts: unknown[], name: string, opts: object) => unknown;
+      };
+      const dt = new g.DataTransfer();
+      dt.items.add(new g.File([new Uint8Array(b)], 'red.png', { type: 'image/png' }));
+      return dt;
+    }, bytes);
+    await generatePanel().locator('.drop-zone').first().dispatchEvent('drop', { dataTransfer });
     await generatePanel().locator('.picked img').waitFor({ timeout: WAIT });
     await generatePanel().getByText('Higher keeps more of your image').waitFor();
     await generatePanel().getByLabel(/Image strength/).fill('0.7');
@@ -370,6 +383,18 @@ void describe('playground in Chromium', () => {
     await page.getByRole('button', { name: '← Newer' }).click();
     await page.getByText('Page 1').waitFor();
     await page.waitForFunction((first) => (globalThis as unknown as PageWindow).document.querySelector('.grid .card')?.getAttribute('data-job-id') === first, firstOnPage1);
+    // "Copy as curl" gives a command that works as it stands in a terminal (with the token in the environment).
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: srv.url });
+    await cards.first().getByRole('button', { name: 'Copy as curl' }).click();
+    await cards.first().getByText('Copied.').waitFor();
+    const command = await page.evaluate(() => (globalThis as unknown as { navigator: { clipboard: { readText(): Promise<string> } } }).navigator.clipboard.readText());
+    assert.match(command, /^curl .*\/v1\/image\/qwen\/generate/);
+    const cwd = tempDir('kiapi-curl-');
+    // Asynchronously: the server answering it runs in this process.
+    await promisify(execFile)('bash', ['-c', command], { cwd, env: { ...process.env, KIAPI_AUTH_TOKEN: TOKEN }, timeout: WAIT });
+    const made = await sharp(path.join(cwd, 'out.png')).metadata();
+    assert.deepEqual([made.format, made.width, made.height], ['png', 256, 256]);
+    fs.rmSync(cwd, { recursive: true, force: true });
   });
 
   void it('reuses a result\'s settings in its form', async () => {
