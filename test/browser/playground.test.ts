@@ -145,6 +145,7 @@ before(async () => {
     foreignRequests.push(route.request().url());
     return route.abort();
   });
+  context.setDefaultTimeout(WAIT);
   page = context.pages()[0] ?? (await context.newPage());
   page.on('console', (m) => {
     if (m.type() !== 'error') return;

@@ -189,10 +189,10 @@ export interface JobEvent {
  * Follows a job's event stream until its terminal event (or `signal`), calling `onEvent` for each.
  * A dropped connection is picked up again with the last event id, as EventSource would.
  */
-export async function watchJob(jobId: string, onEvent: (e: JobEvent) => void, signal: AbortSignal): Promise<void> {
+export async function watchJob(jobId: string, onEvent: (e: JobEvent) => void, signal: AbortSignal, previewEvery = 1): Promise<void> {
   let lastId: string | undefined;
   for (let attempt = 0; attempt < 5 && !signal.aborted; attempt++) {
-    const res = await request(`/v1/jobs/${jobId}/events?previews=1&preview_size=256`, {
+    const res = await request(`/v1/jobs/${jobId}/events?previews=${previewEvery}&preview_size=256`, {
       signal,
       headers: { accept: 'text/event-stream', ...(lastId ? { 'last-event-id': lastId } : {}) },
     });

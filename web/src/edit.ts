@@ -79,7 +79,7 @@ export function editForm(panel: JobPanel): EditForm {
     };
     submit.disabled = true;
     submitJob(EDIT_PATH, body)
-      .then((jobId) => panel.track(jobId, 'Edit', ids))
+      .then((jobId) => panel.track(jobId, 'Edit', ids, optionalNumber(steps)))
       .catch((err: unknown) => {
         if (err instanceof Error && /\bimages\b/.test(err.message)) images.setError(err.message);
         showError(err, fields, formError);

@@ -160,7 +160,7 @@ export function generateForm(panel: JobPanel): GenerateForm {
     if (chosen.length > 0) body.loras = chosen.map((l) => ({ file: { type: 'file_id', file_id: l.fileId }, scale: Number(l.scale.value) }));
     submit.disabled = true;
     submitJob(GENERATE_PATH, body)
-      .then((jobId) => panel.track(jobId, initId ? 'img2img' : 'Generate', initId ? [initId] : []))
+      .then((jobId) => panel.track(jobId, initId ? 'img2img' : 'Generate', initId ? [initId] : [], optionalNumber(steps)))
       .catch((err: unknown) => {
         if (err instanceof Error && /init_image/.test(err.message)) init.setError(err.message);
         if (err instanceof Error && /lora/i.test(err.message)) {

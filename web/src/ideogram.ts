@@ -434,7 +434,7 @@ export function ideogramForm(panel: JobPanel): IdeogramForm {
     };
     submit.disabled = true;
     submitJob(IDEOGRAM_PATH, body)
-      .then((jobId) => panel.track(jobId, 'Ideogram 4'))
+      .then((jobId) => panel.track(jobId, 'Ideogram 4', [], Number(/_(\d+)$/.exec(preset.control.value)?.[1] ?? 20)))
       .catch((err: unknown) => showError(err, fields, formError))
       .finally(() => (submit.disabled = false));
   });

@@ -43,8 +43,11 @@ export class JobPanel {
     );
   }
 
-  /** Follows a newly submitted job; `inputs` are the file ids it was given (shown beside the result). */
-  track(jobId: string, label: string, inputs: string[] = []): void {
+  /**
+   * Follows a newly submitted job; `inputs` are the file ids it was given (shown beside the
+   * result). About 15 previews a job whatever its steps: each costs the engine a little work.
+   */
+  track(jobId: string, label: string, inputs: string[] = [], steps = 30): void {
     this.controller?.abort();
     const controller = new AbortController();
     this.controller = controller;
@@ -68,7 +71,7 @@ export class JobPanel {
         : []),
     );
     this.el.scrollIntoView({ block: 'nearest' });
-    watchJob(jobId, (e) => this.onEvent(label, e), controller.signal).catch((err: unknown) => {
+    watchJob(jobId, (e) => this.onEvent(label, e), controller.signal, Math.max(1, Math.floor(steps / 15))).catch((err: unknown) => {
       if (!controller.signal.aborted) this.showError(err);
     });
   }
