@@ -1,6 +1,7 @@
 /** The bench scenarios: each returns named figures. */
 import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -92,10 +93,13 @@ async function overhead(): Promise<Figures> {
     const workerDir = tempDir('kiapi-bench-');
     const worker = await spawnServer({ ...fakeMfluxEnv(workerDir, { KIAPI_MEMORY_LIMIT_GB: '200' }), KIAPI_DATA_DIR: workerDir, KIAPI_LOG_LEVEL: 'warn' });
     let onWorker: SyncRun;
+    let workerSeconds: number;
     try {
       const wgen = `${worker.url}/v1/image/qwen/generate`;
       for (let i = 0; i < 20; i++) await (await generate(wgen, req)).arrayBuffer();
+      const w0 = performance.now();
       onWorker = await syncGenerations(wgen, req, n);
+      workerSeconds = (performance.now() - w0) / 1000;
     } finally {
       await worker.stop();
       fs.rmSync(workerDir, { recursive: true, force: true });
@@ -138,6 +142,7 @@ async function overhead(): Promise<Figures> {
       'preview engine time per job p50 ms (Server-Timing engine)': fmt(percentile(sync.engine, 50), 2),
       'kiapi overhead per job p50 / p99 ms (latency - engine)': `${fmt(percentile(sync.overhead, 50), 2)} / ${fmt(percentile(sync.overhead, 99), 2)}`,
       'server CPU ms per generation (user + sys)': fmt(cpuPerJob, 2),
+      'fake-mflux worker: jobs/s': fmt(n / workerSeconds),
       'fake-mflux worker: latency p50 / p99 ms': `${fmt(percentile(onWorker.latency, 50), 2)} / ${fmt(percentile(onWorker.latency, 99), 2)}`,
       'fake-mflux worker: engine time p50 ms (incl. worker round trip)': fmt(percentile(onWorker.engine, 50), 2),
       'fake-mflux worker: kiapi overhead p50 / p99 ms': `${fmt(percentile(onWorker.overhead, 50), 2)} / ${fmt(percentile(onWorker.overhead, 99), 2)}`,
@@ -146,6 +151,9 @@ async function overhead(): Promise<Figures> {
       'download 256 MiB MB/s (best of 3)': fmt(http),
       'disk read same file MB/s (best of 3)': fmt(disk),
       'download / disk ratio': fmt(http / disk, 2),
+      // Wall-clock figures on a shared 2-core machine say as much about the neighbours as about
+      // kiapi; the 1-minute load average at the end puts them in context.
+      'load average (1 min) at the end': fmt(os.loadavg()[0] ?? 0, 2),
     };
   } finally {
     await server.stop();

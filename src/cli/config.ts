@@ -11,7 +11,7 @@ import { effectiveDefaults, loadCliEnvironment, loadSettings, settingsCatalog } 
 import { table } from './format.js';
 import { UsageError } from './usage-error.js';
 
-const SECRETS = new Set(['KIAPI_AUTH_TOKEN']);
+const SECRETS = new Set(['KIAPI_AUTH_TOKEN', 'KIAPI_WEBHOOK_SECRET']);
 
 export async function configCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;

@@ -217,6 +217,8 @@ export interface Config {
   /** Seconds; null = files are kept until deleted. */
   fileRetentionS: number | null;
   shutdownGraceS: number;
+  /** KIAPI_IDEMPOTENCY_TTL_H in seconds: how long an Idempotency-Key is remembered after its first use. */
+  idempotencyTtlS: number;
   python: string | null;
   engineTimeoutS: number;
 }
@@ -273,7 +275,7 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
     defaultTtlS: r.number('KIAPI_DEFAULT_TTL_S', 1800, {}, 'idle seconds before a resident model is unloaded (<= 0: never)'),
     ttlSweepIntervalS: r.number('KIAPI_TTL_SWEEP_INTERVAL_S', 60, {}, 'how often idle models are checked, in seconds (<= 0: never)'),
     warmup: r.raw('KIAPI_WARMUP') !== undefined ? warmup : warmupModels,
-    netAllowPrivateUrls: r.boolean('KIAPI_NET_ALLOW_PRIVATE_URLS', false, 'allow url inputs on loopback/private networks'),
+    netAllowPrivateUrls: r.boolean('KIAPI_NET_ALLOW_PRIVATE_URLS', false, 'allow url inputs and request webhook URLs on loopback/private networks'),
     maxInputBytes: r.number('KIAPI_MAX_INPUT_BYTES', 64 * MIB, { integer: true, min: 1 }, 'cap for url / data_url inputs (bytes)'),
     maxUploadBytes: r.number('KIAPI_MAX_UPLOAD_BYTES', 8 * 1024 * MIB, { integer: true, min: 1 }, 'cap for POST /v1/files (bytes)'),
     maxBodyBytes: r.number('KIAPI_MAX_BODY_BYTES', 128 * MIB, { integer: true, min: 1024 }, 'cap for JSON bodies (bytes)'),
@@ -288,6 +290,8 @@ export function loadConfig(env: Env = process.env, overrides: Partial<Config> = 
       'files (uploads and images) are deleted this many seconds after they were stored, except inputs of unfinished jobs (unset: kept until deleted)',
     ),
     shutdownGraceS: r.number('KIAPI_SHUTDOWN_GRACE_S', 30, { min: 0 }, 'on SIGINT/SIGTERM, seconds the running job gets to finish'),
+    idempotencyTtlS:
+      r.number('KIAPI_IDEMPOTENCY_TTL_H', 24, { min: 0.001, max: 24 * 365 }, 'hours an Idempotency-Key is remembered after its first use (a request with it later is a new request)') * 3600,
     python: r.optionalString('KIAPI_PYTHON', 'Python for the mflux worker (unset: the venv kiapi activate made)'),
     engineTimeoutS: r.number('KIAPI_ENGINE_TIMEOUT_S', 600, { min: 0.001 }, 'a worker silent this long during a run is killed (seconds)'),
     ...overrides,

@@ -77,6 +77,42 @@ const MIGRATIONS: string[] = [
    CREATE INDEX files_family_created ON files(content_family, created_at);
    CREATE INDEX files_job_created ON files(job_id, created_at);
    DROP INDEX files_job;`,
+  // The webhook outbox (core/webhooks/outbox.ts): one row per job and event it asked for,
+  // written with the job (`waiting`), made `pending` in the same transaction as the job's
+  // transition, and kept until delivered or given up, so a delivery survives a crash or restart.
+  `CREATE TABLE webhook_deliveries (
+     id TEXT PRIMARY KEY,
+     job_id TEXT NOT NULL,
+     event TEXT NOT NULL,
+     url TEXT NOT NULL,
+     vet INTEGER NOT NULL,
+     state TEXT NOT NULL,
+     type TEXT,
+     payload TEXT,
+     event_at REAL,
+     attempts INTEGER NOT NULL DEFAULT 0,
+     last_status INTEGER,
+     last_error TEXT,
+     last_attempt_at REAL,
+     next_attempt_at REAL,
+     delivered_at REAL,
+     created_at REAL NOT NULL,
+     UNIQUE (job_id, event)
+   );
+   CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_attempt_at);`,
+  // Idempotency-Key of a generation request (core/jobs/idempotency.ts): the key, per route, names
+  // the job(s) that request made; it is written in the same transaction as those jobs, so after a
+  // crash at any moment either both are recorded or neither. `expires_at` orders the pruning.
+  `CREATE TABLE idempotency_keys (
+     scope TEXT NOT NULL,
+     key TEXT NOT NULL,
+     request_hash TEXT NOT NULL,
+     job_ids TEXT NOT NULL,
+     created_at REAL NOT NULL,
+     expires_at REAL NOT NULL,
+     PRIMARY KEY (scope, key)
+   );
+   CREATE INDEX idempotency_keys_expires ON idempotency_keys(expires_at);`,
 ];
 
 export function openDb(dataDir: string): Db {

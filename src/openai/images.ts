@@ -4,12 +4,15 @@
  * and the queue like any other submission. So every image is a job and a file, listed as usual,
  * and a request that breaks a rule is refused before anything is queued or stored.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { OperationDef, PreparedJob } from '../core/capability.js';
-import { CanceledError, EngineError, InputError, SyncTimeoutError, isKiapiError } from '../core/errors.js';
+import { CanceledError, ConflictError, EngineError, InputError, SyncTimeoutError, isKiapiError } from '../core/errors.js';
+import { requestFingerprint } from '../core/jobs/idempotency.js';
 import type { JobRecord } from '../core/jobs/job-store.js';
 import type { AppContext } from '../server/context.js';
+import { markReplayed, replayNote, replayedJobs } from '../server/idempotency.js';
 import type { SseStream } from '../server/sse.js';
 import { operationFor, withParam, type OpenAiModel } from './models.js';
 import type { ImageOptions } from './schemas.js';
@@ -89,10 +92,49 @@ export interface Submitted {
   jobs: JobRecord[];
   /** Denoising steps of each job (for spreading partial images over the run). */
   steps: number[];
+  /** Added to a failure's message when the jobs are an earlier request's (an Idempotency-Key replay). */
+  replayNote?: string;
+}
+
+/**
+ * Submits the request's jobs, or with an Idempotency-Key once per key: a repeat gets the jobs of
+ * the first request (marked by the replay header), a repeat with another request is refused. The
+ * fingerprint is the request as read (the fields after validation; each input image by digest).
+ */
+export async function submitOnce(
+  ctx: AppContext,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  planned: Planned,
+  request: ImageRequest,
+  key: string | null,
+  signal: AbortSignal,
+): Promise<Submitted> {
+  const user = request.options.user;
+  if (key === null) return submitAll(ctx, planned, user, signal);
+  const fingerprint = requestFingerprint({
+    prompt: request.prompt,
+    options: request.options,
+    images: request.images?.map((url) => createHash('sha256').update(url).digest('hex')) ?? null,
+  });
+  const route = req.routeOptions.url ?? req.url;
+  const keyed = await ctx.idempotency.once(route, key, fingerprint, (record) =>
+    submitAll(ctx, planned, user, signal, (jobs) => record(jobs.map((j) => j.id))),
+  );
+  if ('fresh' in keyed) return keyed.fresh;
+  markReplayed(reply);
+  const jobs = replayedJobs(ctx, key, keyed.replay);
+  return { planned, jobs, steps: jobs.map((j) => Number(j.params.steps) || 0), replayNote: replayNote(key) };
 }
 
 /** Prepares every image, then queues them all; a failure on the way undoes what was done. */
-export async function submitAll(ctx: AppContext, planned: Planned, user: string | null | undefined, signal: AbortSignal): Promise<Submitted> {
+export async function submitAll(
+  ctx: AppContext,
+  planned: Planned,
+  user: string | null | undefined,
+  signal: AbortSignal,
+  record?: (jobs: JobRecord[]) => void,
+): Promise<Submitted> {
   const prepared: PreparedJob[] = [];
   try {
     for (const body of planned.bodies) prepared.push(await planned.op.prepare(body, ctx.services, signal));
@@ -100,6 +142,8 @@ export async function submitAll(ctx: AppContext, planned: Planned, user: string 
     await Promise.all(prepared.map((p) => p.discard()));
     throw withParam(err as Error, paramOf(err), (err as { code?: string }).code ?? null);
   }
+  // The server's KIAPI_WEBHOOK_URL, if set (these routes take no `webhook` field of their own).
+  const webhook = await ctx.webhooks.target({}, signal);
   let jobs: JobRecord[];
   try {
     jobs = ctx.queue.submitMany(
@@ -109,9 +153,14 @@ export async function submitAll(ctx: AppContext, planned: Planned, user: string 
           type: planned.op.jobType,
           params: { ...p.params, ...(user != null ? { openai_user: user } : {}) },
           handler: p.run,
-          opts: { onSettled: release ? () => void release() : undefined, workload: p.workload },
+          opts: {
+            onSettled: release ? () => void release() : undefined,
+            workload: p.workload,
+            onCreate: webhook ? (job: JobRecord) => ctx.webhooks.outbox.subscribe(job.id, webhook) : undefined,
+          },
         };
       }),
+      { record },
     );
   } catch (err) {
     await Promise.all(prepared.map((p) => p.discard()));
@@ -139,21 +188,30 @@ function paramOf(err: unknown): string | null {
 }
 
 /** Waits for one job and returns its stored image, or throws what a sync kiapi request would. */
-export async function finished(ctx: AppContext, job: JobRecord, signal: AbortSignal): Promise<{ fileId: string; width: number; height: number }> {
+export async function finished(ctx: AppContext, job: JobRecord, signal: AbortSignal, note = ''): Promise<{ fileId: string; width: number; height: number }> {
   const outcome = await ctx.queue.wait(job.id, ctx.config.syncTimeoutS * 1000, signal);
   if (!outcome) throw new SyncTimeoutError(`${job.type} job ${job.id} exceeded the sync timeout (${ctx.config.syncTimeoutS} s, KIAPI_SYNC_TIMEOUT_S); it keeps running — poll /v1/jobs/${job.id}`);
   const final = outcome.job;
-  if (final.status === 'canceled') throw new CanceledError(`${final.type} job ${final.id} was canceled: ${final.error ?? ''}`.trim());
+  if (final.status === 'canceled') throw new CanceledError(`${final.type} job ${final.id} was canceled: ${final.error ?? ''}`.trim() + note);
   if (final.status === 'failed') {
     if (isKiapiError(outcome.error)) throw outcome.error;
-    throw new EngineError(`${final.type} failed: ${final.error ?? 'unknown error'}`);
+    throw new EngineError(`${final.type} failed: ${final.error ?? 'unknown error'}${note}`);
   }
   const result = (final.result ?? {}) as { width?: number; height?: number };
   return { fileId: final.artifacts[0]!, width: result.width ?? 0, height: result.height ?? 0 };
 }
 
 export async function fileBytes(ctx: AppContext, fileId: string): Promise<Buffer> {
-  return ctx.files.takeRecent(fileId)?.bytes ?? (await fs.readFile(ctx.files.blobPath(fileId)));
+  const recent = ctx.files.takeRecent(fileId)?.bytes;
+  if (recent) return recent;
+  try {
+    return await fs.readFile(ctx.files.blobPath(fileId));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    // Deleted between its job's end and this answer (DELETE /v1/files, KIAPI_FILE_RETENTION_S, or
+    // long before an Idempotency-Key replay): the client's state, not a server fault.
+    throw new ConflictError(`image ${fileId} has been deleted since its job finished; send the request again (with a new Idempotency-Key if it had one)`);
+  }
 }
 
 export function downloadUrl(settings: OpenAiSettings, req: FastifyRequest, fileId: string): string {
@@ -162,7 +220,7 @@ export function downloadUrl(settings: OpenAiSettings, req: FastifyRequest, fileI
 
 /** The JSON answer: every image, as bytes or a URL. */
 export async function answerJson(ctx: AppContext, settings: OpenAiSettings, req: FastifyRequest, sub: Submitted, asUrl: boolean, signal: AbortSignal) {
-  const done = await Promise.all(sub.jobs.map((j) => finished(ctx, j, signal)));
+  const done = await Promise.all(sub.jobs.map((j) => finished(ctx, j, signal, sub.replayNote)));
   const data = await Promise.all(
     done.map(async (d) => (asUrl ? { url: downloadUrl(settings, req, d.fileId) } : { b64_json: (await fileBytes(ctx, d.fileId)).toString('base64') })),
   );
@@ -221,7 +279,7 @@ export async function streamOne(
     stream.onEnd(ctx.queue.events.watchPreviews(job.id, { every, maxSize: 512 }));
   }
   try {
-    const d = await finished(ctx, job, signal);
+    const d = await finished(ctx, job, signal, sub.replayNote);
     const bytes = await fileBytes(ctx, d.fileId);
     stream.sendData(`${prefix}.completed`, {
       type: `${prefix}.completed`,

@@ -13,7 +13,9 @@ import { laxenBody } from '../server/lax-inputs.js';
 import type { RouteDef } from '../server/route-def.js';
 import type { SseStreams } from '../server/sse.js';
 import { uploadError } from '../server/routes/files.js';
-import { answerJson, plan, streamOne, submitAll, withoutIdleTimeout, type ImageRequest } from './images.js';
+import { answerJson, plan, streamOne, submitOnce, withoutIdleTimeout, type ImageRequest } from './images.js';
+import { idempotencyKeyOf } from '../server/idempotency.js';
+import { replayedHeader } from '../server/openapi.js';
 import { modelOrNotFound, openAiModels, specOf, withParam, type OpenAiModel } from './models.js';
 import {
   OpenAIError,
@@ -28,7 +30,12 @@ import {
 import type { OpenAiSettings } from './settings.js';
 
 const ERRORS = {
-  '400': { description: 'A field is invalid (`param` names it), or the request asks for something kiapi does not do (masks, transparency).', schema: OpenAIError },
+  '400': {
+    description:
+      'A field is invalid (`param` names it), or the request asks for something kiapi does not do (masks, transparency), or the Idempotency-Key is malformed or was used on this route with a different request (`code` idempotency_key_reused).',
+    schema: OpenAIError,
+  },
+  '409': { description: 'On an Idempotency-Key replay: the job or image the key names has been deleted since (send a new key); or the job was canceled.', schema: OpenAIError },
   '413': { description: 'The body, or an edit image, is larger than its limit (the message names the setting).', schema: OpenAIError },
   '415': { description: 'A body of a type the route does not take (generations take JSON; edits take multipart/form-data, and a JSON edit is a 400).', schema: OpenAIError },
   '429': { description: 'The queue is full; `Retry-After` says when to try again.', schema: OpenAIError },
@@ -62,11 +69,11 @@ export function openAiRoutes(ctx: AppContext, settings: OpenAiSettings, streams:
     };
   };
 
-  const run = async (req: FastifyRequest, reply: FastifyReply, request: ImageRequest, edit: boolean) =>
+  const run = async (req: FastifyRequest, reply: FastifyReply, request: ImageRequest, edit: boolean, key: string | null) =>
     withoutIdleTimeout(ctx, req, reply, async (signal) => {
       const o = request.options;
       const planned = plan(ctx, settings, request, edit);
-      const sub = await submitAll(ctx, planned, o.user, signal);
+      const sub = await submitOnce(ctx, req, reply, planned, request, key, signal);
       if (o.stream) {
         const stream = streams.start(req, reply, {
           heartbeatMs: ctx.config.eventsHeartbeatS * 1000,
@@ -87,15 +94,17 @@ export function openAiRoutes(ctx: AppContext, settings: OpenAiSettings, streams:
       body: generationBody,
       errorShape: 'openai',
       handler: async (req, reply) => {
+        const key = idempotencyKeyOf(req);
         const { prompt, ...options } = req.body as GenerationRequest;
-        return run(req, reply, { prompt, options }, false);
+        return run(req, reply, { prompt, options }, false, key);
       },
       doc: {
         summary: 'Create Image (OpenAI)',
         description: `OpenAI Images API \`images.generate\`: \`qwen-image\` or \`ideogram-4\` (see GET /v1/models). Each image is a kiapi job and file; \`n\` images use consecutive seeds. ${STREAM_NOTE} Events: \`image_generation.partial_image\`, \`image_generation.completed\`.`,
         operationId: 'openai_create_image_v1_images_generations_post',
+        idempotent: true,
         responses: {
-          '200': { description: 'The images (JSON), or with `stream` an event stream.', schema: OpenAIImagesResponse, eventStream: true },
+          '200': { description: 'The images (JSON), or with `stream` an event stream.', schema: OpenAIImagesResponse, eventStream: true, headers: { 'Idempotent-Replayed': replayedHeader } },
           ...ERRORS,
         },
       },
@@ -104,14 +113,19 @@ export function openAiRoutes(ctx: AppContext, settings: OpenAiSettings, streams:
       method: 'post',
       path: '/v1/images/edits',
       errorShape: 'openai',
-      handler: async (req, reply) => run(req, reply, await readEdit(req, editSchema, editCheck, ctx.config.maxInputBytes), true),
+      handler: async (req, reply) => {
+        // Before the body is read: a key that cannot be one is refused at once.
+        const key = idempotencyKeyOf(req);
+        return run(req, reply, await readEdit(req, editSchema, editCheck, ctx.config.maxInputBytes), true, key);
+      },
       doc: {
         summary: 'Create Image Edit (OpenAI)',
         description: `OpenAI Images API \`images.edit\`, multipart as the SDKs send it: \`image\` (or several \`image[]\`, up to 3) and the fields of a generation. Runs Qwen Image Edit (\`qwen-image-edit\`). A \`mask\` is refused (400): kiapi has no masked inpainting. ${STREAM_NOTE} Events: \`image_edit.partial_image\`, \`image_edit.completed\`.`,
         operationId: 'openai_create_image_edit_v1_images_edits_post',
         multipartBody: editMultipartSchema(editSchema),
+        idempotent: true,
         responses: {
-          '200': { description: 'The images (JSON), or with `stream` an event stream.', schema: OpenAIImagesResponse, eventStream: true },
+          '200': { description: 'The images (JSON), or with `stream` an event stream.', schema: OpenAIImagesResponse, eventStream: true, headers: { 'Idempotent-Replayed': replayedHeader } },
           ...ERRORS,
         },
       },

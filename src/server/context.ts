@@ -12,8 +12,10 @@ import { openDb, type Db } from '../core/db.js';
 import { FileStore } from '../core/files/file-store.js';
 import { InputResolver } from '../core/files/input-resolver.js';
 import { EtaModel } from '../core/jobs/eta.js';
+import { IdempotencyKeys } from '../core/jobs/idempotency.js';
 import { JobQueue } from '../core/jobs/job-queue.js';
-import { JobStore } from '../core/jobs/job-store.js';
+import { JobStore, type JobRecord } from '../core/jobs/job-store.js';
+import { Webhooks, webhookKey } from '../core/webhooks/webhooks.js';
 import { ModelRegistry, type ModelSpec } from '../core/models/model-spec.js';
 import { weightsStatus } from '../core/models/weights.js';
 import { DbBuildSizes } from '../core/models/build-sizes.js';
@@ -35,6 +37,10 @@ export interface AppContext {
   files: FileStore;
   jobs: JobStore;
   queue: JobQueue;
+  /** Completion webhooks: what requests ask for, the outbox and its delivery. */
+  webhooks: Webhooks;
+  /** Idempotency-Key records of the generation routes. */
+  idempotency: IdempotencyKeys;
   models: ModelRegistry;
   capabilities: CapabilityRegistry;
   runtime: ModelRuntime;
@@ -78,6 +84,17 @@ async function openContext(
 ): Promise<AppContext> {
   const files = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
   const jobs = new JobStore(db);
+  const webhooks = new Webhooks(
+    db,
+    server.webhooks,
+    config.netAllowPrivateUrls,
+    webhookKey(server.webhooks, config.dataDir, log),
+    log.child({ component: 'webhooks' }),
+  );
+  // Before recovery: a job failed below still sends its `completed` webhook. The queue does not
+  // exist yet then; a final job shows no queue position or ETA anyway.
+  let viewJob = (job: JobRecord): Record<string, unknown> => ({ ...job, queue_position: null, eta_s: null });
+  webhooks.attach(jobs, (job) => viewJob(job));
 
   const interrupted = jobs.failInterrupted((job) => {
     // The image was stored; only the success record was lost: the file's meta is the result.
@@ -90,6 +107,8 @@ async function openContext(
   if (orphanBlobs > 0) log.warn({ blobs: orphanBlobs }, 'removed file blobs that were never recorded (interrupted writes)');
   const pruned = jobs.prune(config.jobRetentionS);
   if (pruned > 0) log.info({ jobs: pruned }, 'pruned finished jobs past KIAPI_JOB_RETENTION_S');
+  const idempotency = new IdempotencyKeys(db, config.idempotencyTtlS);
+  idempotency.prune();
 
   const models = new ModelRegistry();
   const capabilities = new CapabilityRegistry(models);
@@ -108,13 +127,23 @@ async function openContext(
     locate: (spec) => weightsStatus(spec.repo, env),
     sizes: new DbBuildSizes(db),
   });
-  const queue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue, { eta: new EtaModel(db) });
+  const queue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue, {
+    eta: new EtaModel(db),
+    extraFields: (job) => {
+      const webhook = webhooks.outbox.viewOf(job.id);
+      return webhook ? { webhook } : {};
+    },
+  });
+  viewJob = (job) => ({ ...queue.view(job) });
   const inputs = new InputResolver(files, config);
   const services: CapabilityServices = { config, files, inputs, models, runtime, log };
 
   const pruneTimer = setInterval(() => {
     try {
       jobs.prune(config.jobRetentionS);
+      webhooks.outbox.prune();
+      // Expired keys already act as new (lookups skip them); this only keeps the table small.
+      idempotency.prune();
     } catch (err) {
       log.error({ err }, 'job pruning failed');
     }
@@ -124,6 +153,7 @@ async function openContext(
 
   const state = { warm: config.warmup.length === 0 };
   if (!state.warm) void warmUp(config.warmup, models, runtime, log).finally(() => (state.warm = true));
+  webhooks.start();
 
   return {
     config,
@@ -134,6 +164,8 @@ async function openContext(
     files,
     jobs,
     queue,
+    webhooks,
+    idempotency,
     models,
     capabilities,
     runtime,
@@ -143,6 +175,8 @@ async function openContext(
       clearInterval(pruneTimer);
       if (filePruneTimer) clearInterval(filePruneTimer);
       await queue.close(config.shutdownGraceS * 1000);
+      // After the queue: the jobs it failed on the way out have their events in the outbox.
+      await webhooks.close();
       await runtime.close();
       db.close();
       lock.release();

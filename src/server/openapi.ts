@@ -66,6 +66,25 @@ const acceptParameter = {
 
 const binary = { schema: { type: 'string', format: 'binary' } };
 
+const IDEMPOTENCY_DESCRIPTION =
+  'Optional. A key (1 to 255 visible ASCII characters; a UUID is a good one) that makes this request safe to retry: the same key with the same body on this route within KIAPI_IDEMPOTENCY_TTL_H (24 h by default) gets the first request\'s job — sync: its answer, waiting if it still runs; async: the 202 with its job_id — and never makes a second job, across restarts and crashes too. The same key with a different body is refused (422; on the OpenAI routes a 400 with code `idempotency_key_reused`), as is a malformed key (400). "The same body" is the body after validation: key order, whitespace and lax spellings ("256" for 256) do not matter. A replayed answer carries `Idempotent-Replayed: true`.';
+
+/** The optional Idempotency-Key header of every route that makes jobs (core/jobs/idempotency.ts). */
+export const idempotencyParameter = {
+  name: 'Idempotency-Key',
+  in: 'header',
+  required: false,
+  schema: { type: 'string', minLength: 1, maxLength: 255, pattern: '^[!-~]+$', title: 'Idempotency-Key' },
+  description: IDEMPOTENCY_DESCRIPTION,
+};
+
+/** On an answer that replays an earlier request's job (same Idempotency-Key and body). */
+export const replayedHeader = {
+  description: 'Present (`true`) when this answer replays the job of an earlier request with the same Idempotency-Key and body instead of making a new job.',
+  required: false,
+  schema: { type: 'string', enum: ['true'] },
+};
+
 /**
  * One event of a stream that is the alternative to a JSON answer (the OpenAI image routes with
  * `stream: true`): the generators read the JSON entry as the answer, so here `schema` can describe
@@ -114,7 +133,10 @@ function errorResponses(c: ComponentCollector, authOn: boolean): Json {
     '400': { description: 'Invalid request for the selected model or file reference (unknown model, unusable input, strict caption failure).', content: error },
     '413': { description: 'Request body or an input is larger than the configured limit (KIAPI_MAX_BODY_BYTES, KIAPI_MAX_INPUT_BYTES).', content: error },
     '415': { description: 'The body is not sent as application/json.', content: error },
-    '422': { description: 'Request schema or validation error (including KIAPI_MAX_PROMPT_CHARS and KIAPI_MAX_INPUTS).', content: error },
+    '422': {
+      description: 'Request schema or validation error (including KIAPI_MAX_PROMPT_CHARS and KIAPI_MAX_INPUTS), or the Idempotency-Key was used on this route with a different body.',
+      content: error,
+    },
     '429': { description: 'The job queue is full (KIAPI_MAX_QUEUE); retry after the Retry-After header.', content: error },
     '500': { description: 'The engine failed while running the job.', content: error },
     '503': { description: 'Model setup or memory budget error: the message names the command that fixes it.', content: error },
@@ -131,7 +153,7 @@ function operationDoc(c: ComponentCollector, op: OperationDef, authOn: boolean):
     summary: op.summary,
     description: op.description,
     operationId: op.operationId,
-    parameters: [acceptParameter],
+    parameters: [acceptParameter, idempotencyParameter],
     requestBody: {
       required: true,
       // A media-type example is what Swagger UI pre-fills for "Try it out"; without one it dumps
@@ -152,14 +174,19 @@ function operationDoc(c: ComponentCollector, op: OperationDef, authOn: boolean):
           'X-Kiapi-File-Id': { description: 'Produced artifact file_id when raw bytes are returned.', schema: { type: 'string' } },
           'X-Kiapi-Job-Id': { description: 'Job id when raw bytes are returned.', schema: { type: 'string' } },
           Warning: warningHeader,
+          'Idempotent-Replayed': replayedHeader,
         },
       },
       '202': {
         description: 'Async job accepted. Poll GET /v1/jobs/{job_id}.',
         content: { 'application/json': { schema: c.convert(AsyncJobResponse) } },
-        headers: { Warning: warningHeader },
+        headers: { Warning: warningHeader, 'Idempotent-Replayed': replayedHeader },
       },
-      '409': { description: 'The job was canceled before it finished (sync mode).', content: { 'application/json': { schema: c.convert(ErrorBody) } } },
+      '409': {
+        description:
+          'The job was canceled before it finished (sync mode); or, on an Idempotency-Key replay, the job (or its image) the key names has been deleted since.',
+        content: { 'application/json': { schema: c.convert(ErrorBody) } },
+      },
       ...errorResponses(c, authOn),
     },
   };
@@ -242,7 +269,11 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
   const paths: Record<string, Json> = {};
   for (const r of routes.filter(isRootDocumented)) {
     const doc = r.doc;
-    const all = [...(r.params ? pathParameters(r.params) : []), ...(r.query ? queryParameters(c, r.query) : [])];
+    const all = [
+      ...(r.params ? pathParameters(r.params) : []),
+      ...(r.query ? queryParameters(c, r.query) : []),
+      ...(doc.idempotent ? [idempotencyParameter] : []),
+    ];
     const parameters = all.length > 0 ? all : undefined;
     const responses: Json = {};
     for (const [code, res] of Object.entries(doc.responses)) {
@@ -251,6 +282,7 @@ export function rootDocument(routes: RouteDef[], caps: CapabilityDef[], version:
       responses[code] = {
         description: res.description,
         ...(res.links ? { links: res.links } : {}),
+        ...(res.headers ? { headers: res.headers } : {}),
         ...(res.binary
           ? { content: Object.fromEntries((res.binary === true ? ['application/octet-stream'] : res.binary).map((t) => [t, binary])) }
           : res.eventStream

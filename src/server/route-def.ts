@@ -32,13 +32,18 @@ export interface RouteDoc {
   operationId: string;
   /** Set for multipart uploads. */
   multipartFile?: boolean;
+  /** The route makes jobs and takes the optional Idempotency-Key header (documented as a parameter). */
+  idempotent?: true;
   /** A multipart body of other parts than one `file` (its JSON schema). */
   multipartBody?: Record<string, unknown>;
   /**
    * `binary`: raw bytes; `true` is application/octet-stream, a list names the media types (the
    * stored file's type is one of them or application/octet-stream).
    */
-  responses: Record<string, { description: string; schema?: TSchema; binary?: true | string[]; eventStream?: true; links?: Record<string, Json> }>;
+  responses: Record<
+    string,
+    { description: string; schema?: TSchema; binary?: true | string[]; eventStream?: true; links?: Record<string, Json>; headers?: Record<string, Json> }
+  >;
 }
 
 export interface RouteDef {

@@ -5,6 +5,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { EnvReader } from '../core/config.js';
+import { readWebhookSettings, type WebhookSettings } from '../core/webhooks/settings.js';
 import { readOpenAiSettings, type OpenAiSettings } from '../openai/settings.js';
 
 export interface ServerSettings {
@@ -35,6 +36,8 @@ export interface ServerSettings {
   allowedOrigins: string[];
   /** The OpenAI-compatible routes (KIAPI_OPENAI_*, KIAPI_PUBLIC_BASE_URL). */
   openai: OpenAiSettings;
+  /** Completion webhooks (KIAPI_WEBHOOK_*). */
+  webhooks: WebhookSettings;
 }
 
 export const DEFAULT_REQUEST_TIMEOUT_S = 3600;
@@ -66,6 +69,7 @@ export function readServerSettings(env: Record<string, string | undefined>, list
     requestTimeoutS: r.number('KIAPI_REQUEST_TIMEOUT_S', DEFAULT_REQUEST_TIMEOUT_S, { min: 0, max: 7 * 24 * 3600 }, 'longest a client may take to send one request, in seconds (0: no limit)'),
     openai: readOpenAiSettings(env),
     idleTimeoutS: r.number('KIAPI_IDLE_TIMEOUT_S', DEFAULT_IDLE_TIMEOUT_S, { min: 0, max: 7 * 24 * 3600 }, 'close a connection on which no byte moves this long, in seconds (0: no limit)'),
+    webhooks: readWebhookSettings(env),
   };
   r.check();
   return settings;

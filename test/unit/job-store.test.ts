@@ -125,3 +125,43 @@ void describe('JobStore', () => {
     assert.deepEqual(left, [recent.id, queued.id].sort());
   });
 });
+
+void describe('JobStore transition hooks', () => {
+  void it('run in the transaction of the write: what they record commits with the transition, and a hook that fails undoes it', () => {
+    db.exec('CREATE TABLE hook_log (job_id TEXT, status TEXT)');
+    const log = db.prepare('INSERT INTO hook_log VALUES (?, ?)');
+    let failNext = false;
+    store.onTransition((job) => {
+      log.run(job.id, job.status);
+      if (failNext) throw new Error('hook failed');
+    });
+    const job = store.create('qwen', { prompt: 'p' }, (j) => log.run(j.id, 'subscribed'));
+    job.status = 'running';
+    store.save(job);
+    failNext = true;
+    job.status = 'succeeded';
+    assert.throws(() => store.save(job), /hook failed/);
+    const fresh = new JobStore(db);
+    assert.equal(fresh.get(job.id).status, 'running', 'the failed transition was not written');
+    assert.deepEqual(
+      db.prepare<[], { status: string }>('SELECT status FROM hook_log').all().map((r) => r.status),
+      ['subscribed', 'running'],
+    );
+  });
+
+  void it('run for the jobs start-up fails, so their final state is reported like any other', () => {
+    const job = store.create('qwen', { prompt: 'p' });
+    const seen: string[] = [];
+    const restarted = new JobStore(db);
+    restarted.onTransition((j) => seen.push(`${j.id}:${j.status}`));
+    restarted.failInterrupted();
+    assert.deepEqual(seen, [`${job.id}:failed`]);
+  });
+
+  void it('a creation whose `within` fails records no job', () => {
+    assert.throws(() => store.create('qwen', { prompt: 'p' }, () => {
+      throw new Error('subscription failed');
+    }), /subscription failed/);
+    assert.deepEqual(store.list().data, []);
+  });
+});

@@ -1,7 +1,7 @@
 /** Ideogram 4 request and response schemas, field for field as in the seed (ideogram4.openapi.json). */
 import { Type, type Static } from 'typebox';
 import { component, openObject } from '../../core/schema.js';
-import { formatField, imageResponse, modeField, nullable, qualityField, seedField } from '../image-common/image-schemas.js';
+import { formatField, imageResponse, modeField, nullable, qualityField, seedField, webhookFields } from '../image-common/image-schemas.js';
 import { PRESET_STEPS, type Ideogram4Settings, type Preset } from './settings.js';
 
 export const SAFETY_FILTER_NOTE =
@@ -73,6 +73,7 @@ export function generateRequestSchema(s: Ideogram4Settings) {
         ),
         format: Type.Optional(formatField()),
         quality: Type.Optional(qualityField()),
+        ...webhookFields(),
       },
       { additionalProperties: true, title: 'GenerateRequest' },
     ),

@@ -41,6 +41,29 @@ export const qualityField = () =>
 export const nullable = <T extends TSchema>(schema: T, opts: Record<string, unknown>) =>
   Type.Union([schema, Type.Null()], opts);
 
+/**
+ * kiapi extension: the completion webhook of a job (core/webhooks). No `default` keyword on the
+ * filter: validation fills defaults in, and a filled-in filter would read as asked for.
+ */
+export const webhookFields = () => ({
+  webhook: Type.Optional(
+    nullable(Type.String(), {
+      title: 'Webhook',
+      description:
+        'kiapi extension. An http(s) URL kiapi POSTs the job to when it ends (and when it starts, see `webhook_events_filter`), signed per Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature` headers) and retried with backoff until it answers 2xx (KIAPI_WEBHOOK_RETRY_FOR_S). The body is `{"type": "job.succeeded" | "job.failed" | "job.canceled" | "job.started", "timestamp": ..., "data": <the job as GET /v1/jobs/{job_id} shows it>}`; delivery state shows in the job\'s `webhook` field. Loopback and private addresses are refused (400) unless the server sets KIAPI_NET_ALLOW_PRIVATE_URLS=true. Omit to use the server\'s KIAPI_WEBHOOK_URL, if any; `null` for no webhook even then.',
+    }),
+  ),
+  webhook_events_filter: Type.Optional(
+    Type.Array(Type.Unsafe<'start' | 'completed'>({ type: 'string', enum: ['start', 'completed'] }), {
+      minItems: 1,
+      title: 'Webhook Events Filter',
+      description:
+        'kiapi extension. Which events POST to the webhook: `completed` (the job ended: succeeded, failed or canceled) and/or `start` (the job began running). Omit for `["completed"]`. Needs `webhook` or the server\'s KIAPI_WEBHOOK_URL.',
+      examples: [['start', 'completed']],
+    }),
+  ),
+});
+
 export const seedField = () =>
   nullable(Type.Integer(), {
     title: 'Seed',

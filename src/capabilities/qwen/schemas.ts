@@ -2,7 +2,7 @@
 import { Type, type Static } from 'typebox';
 import { FileRef } from '../../core/files/file-ref.js';
 import { component, refTo } from '../../core/schema.js';
-import { formatField, imageResponse, modeField, nullable, qualityField, seedField } from '../image-common/image-schemas.js';
+import { formatField, imageResponse, modeField, nullable, qualityField, seedField, webhookFields } from '../image-common/image-schemas.js';
 import type { QwenSettings } from './settings.js';
 
 export const SCHEDULERS = ['linear', 'LinearScheduler', 'flow_match_euler_discrete', 'FlowMatchEulerDiscreteScheduler'] as const;
@@ -107,6 +107,7 @@ export function generateRequestSchema(s: QwenSettings) {
         format: Type.Optional(c.format),
         quality: Type.Optional(c.quality),
         loras: Type.Optional(c.loras),
+        ...webhookFields(),
       },
       { additionalProperties: true, title: 'GenerateRequest' },
     ),
@@ -139,6 +140,7 @@ export function editRequestSchema(s: QwenSettings) {
         format: Type.Optional(c.format),
         quality: Type.Optional(c.quality),
         loras: Type.Optional(c.loras),
+        ...webhookFields(),
       },
       { additionalProperties: true, title: 'EditRequest' },
     ),

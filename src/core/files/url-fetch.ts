@@ -32,8 +32,9 @@ type LookupCallback = (err: NodeJS.ErrnoException | null, address: string | Look
  * A `lookup` for http.request that never asks DNS: it answers with the addresses already vetted, so a
  * resolver that changes its answer between check and connect (DNS rebinding) has nothing to change.
  * Honours `all` because Node's happy-eyeballs (autoSelectFamily) asks for every address.
+ * Webhook deliveries connect the same way (core/webhooks/dispatcher.ts).
  */
-function pinnedLookup(vetted: VettedAddress[]) {
+export function pinnedLookup(vetted: VettedAddress[]) {
   return (_hostname: string, options: LookupOptions, callback: LookupCallback): void => {
     const wanted = options.family === 4 || options.family === 6 ? vetted.filter((a) => a.family === options.family) : vetted;
     const first = wanted[0];
@@ -49,7 +50,7 @@ function pinnedLookup(vetted: VettedAddress[]) {
 }
 
 /** Lets the deadline interrupt work that takes no signal (dns.lookup). */
-async function abortable<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+export async function abortable<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   let onAbort: () => void = () => undefined;
   const aborted = new Promise<never>((_, reject) => {
     onAbort = () => reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));

@@ -40,11 +40,24 @@ export type JobView = JobRecord & {
   eta_s: number | null;
 };
 
+export interface RecordOptions {
+  /**
+   * Runs inside the transaction that records the jobs (their idempotency key): committed with
+   * them or not at all.
+   */
+  record?: (jobs: JobRecord[]) => void;
+}
+
 export interface SubmitOptions {
   /** Runs once the job reached a final state however it got there (lets go of its inputs). */
   onSettled?: () => void;
   /** What the job is, for its ETA. */
   workload?: Workload;
+  /**
+   * Runs in the transaction that records the job: what must exist with the job or not at all
+   * (its webhook subscription).
+   */
+  onCreate?: (job: JobRecord) => void;
 }
 
 /** A running job's measured schedule: the ETA's live input and, at the end, its measurement. */
@@ -93,15 +106,22 @@ export class JobQueue {
 
   readonly events: JobEvents;
   private readonly eta: EtaModel | null;
+  private readonly extraFields: (job: JobRecord) => Record<string, unknown>;
 
   constructor(
     private readonly store: JobStore,
     private readonly log: Logger,
     private readonly maxQueue: number,
-    opts: { events?: JobEvents; eta?: EtaModel } = {},
+    opts: {
+      events?: JobEvents;
+      eta?: EtaModel;
+      /** Fields other owners add after the job's own in every view of it (its webhook deliveries). */
+      extraFields?: (job: JobRecord) => Record<string, unknown>;
+    } = {},
   ) {
     this.events = opts.events ?? new JobEvents();
     this.eta = opts.eta ?? null;
+    this.extraFields = opts.extraFields ?? (() => ({}));
   }
 
   get queueLength(): number {
@@ -132,41 +152,51 @@ export class JobQueue {
    * Records a queued job and schedules it. Throws BusyError when the queue is full.
    * `opts.onSettled` runs once the job reaches a final state however it gets there (run, canceled
    * while queued, failed at shutdown): it lets go of what the job holds, such as its input files.
+   * `opts.record` writes alongside the job, in its transaction (RecordOptions).
    */
-  submit(type: string, params: Record<string, unknown>, handler: JobHandler, opts: SubmitOptions = {}): JobRecord {
-    const { onSettled, workload } = opts;
-    if (this.closed) throw new UnavailableError('the server is shutting down; submit the request again once it is back');
-    if (this.pending.length >= this.maxQueue) {
-      throw new BusyError(
-        `the job queue is full (${this.pending.length} queued, KIAPI_MAX_QUEUE=${this.maxQueue}); retry later`,
-        this.estimateWaitS(),
-      );
-    }
-    const job = this.store.create(type, params);
-    if (onSettled) this.settled.set(job.id, onSettled);
-    this.pending.push({ job, handler, controller: new AbortController(), workload });
-    this.emitState(job, 'queued');
-    queueMicrotask(() => this.pump());
-    return job;
+  submit(type: string, params: Record<string, unknown>, handler: JobHandler, opts: SubmitOptions & RecordOptions = {}): JobRecord {
+    return this.submitMany([{ type, params, handler, opts }], opts)[0]!;
   }
 
   /**
    * Several jobs of one request (the OpenAI routes' `n` images), all or none: when the queue has
    * no room for all of them the request is refused as a whole and nothing is recorded.
    */
-  submitMany(items: { type: string; params: Record<string, unknown>; handler: JobHandler; opts?: SubmitOptions }[]): JobRecord[] {
+  submitMany(
+    items: { type: string; params: Record<string, unknown>; handler: JobHandler; opts?: SubmitOptions }[],
+    { record }: RecordOptions = {},
+  ): JobRecord[] {
+    if (this.closed) throw new UnavailableError('the server is shutting down; submit the request again once it is back');
     const free = this.maxQueue - this.pending.length;
-    if (!this.closed && items.length > 1 && items.length > free) {
+    if (items.length > free) {
       throw new BusyError(
-        `the job queue has room for ${Math.max(0, free)} more jobs and this request needs ${items.length} (KIAPI_MAX_QUEUE=${this.maxQueue}); retry later or ask for fewer images`,
+        items.length > 1
+          ? `the job queue has room for ${Math.max(0, free)} more jobs and this request needs ${items.length} (KIAPI_MAX_QUEUE=${this.maxQueue}); retry later or ask for fewer images`
+          : `the job queue is full (${this.pending.length} queued, KIAPI_MAX_QUEUE=${this.maxQueue}); retry later`,
         this.estimateWaitS(),
       );
     }
-    return items.map((i) => this.submit(i.type, i.params, i.handler, i.opts));
+    const jobs = this.store.createAll(
+      items.map((i) => ({ type: i.type, params: i.params, within: i.opts?.onCreate })),
+      record,
+    );
+    items.forEach((item, i) => {
+      const job = jobs[i]!;
+      if (item.opts?.onSettled) this.settled.set(job.id, item.opts.onSettled);
+      this.pending.push({ job, handler: item.handler, controller: new AbortController(), workload: item.opts?.workload });
+      this.emitState(job, 'queued');
+    });
+    queueMicrotask(() => this.pump());
+    return jobs;
   }
 
-  /** The job with its queue position and ETA, as every API answer shows it. */
+  /** The job with its queue position and ETA (and the extra fields), as every API answer shows it. */
   view(job: JobRecord): JobView {
+    return { ...this.placement(job), ...this.extraFields(job) };
+  }
+
+  /** The job with its queue position and ETA. */
+  private placement(job: JobRecord): JobView {
     if (FINISHED.has(job.status)) return { ...job, queue_position: null, eta_s: null };
     const index = this.pending.findIndex((e) => e.job.id === job.id);
     return { ...job, queue_position: index >= 0 ? index + 1 : null, eta_s: this.etaOf(job.id) };
@@ -215,7 +245,7 @@ export class JobQueue {
 
   /** A lifecycle event with the job's state as the API shows it. */
   private emitState(job: JobRecord, event: 'queued' | 'position' | 'started', extra: Record<string, unknown> = {}): void {
-    const v = this.view(job);
+    const v = this.placement(job);
     this.events.emit(job.id, job.type, job.status, event, {
       job_id: job.id,
       type: job.type,

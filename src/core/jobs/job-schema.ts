@@ -1,6 +1,7 @@
 /** Job schemas as the seeds name them; the families' `JobImageResponse` is built from these. */
 import { Type, type TSchema } from 'typebox';
 import { component, openObject, refTo } from '../schema.js';
+import { JobWebhookSchema } from '../webhooks/webhook-schema.js';
 import { JOB_STATUSES } from './job-store.js';
 
 export const JobStatusSchema = component('JobStatus', Type.Unsafe<string>({ type: 'string', enum: [...JOB_STATUSES], title: 'JobStatus' }));
@@ -115,6 +116,12 @@ export function jobSchema(name: string, result: TSchema | null): TSchema {
             description:
               'kiapi extension. While queued or running: seconds until the job should finish, from step times measured on earlier jobs of the same model and size (and, once running, its own step rate). Null when there is no measurement to go by yet, and once finished. Model loads are not included.',
             examples: [12.5],
+          }),
+        ),
+        webhook: Type.Optional(
+          refTo(JobWebhookSchema, {
+            description:
+              'kiapi extension, only on jobs that asked for a webhook (request `webhook` or the server KIAPI_WEBHOOK_URL): where it goes and how each delivery stands.',
           }),
         ),
       },

@@ -46,6 +46,13 @@ interface JobRow {
 
 const PROGRESS_WRITE_MS = 250;
 
+/**
+ * Runs inside the transaction that writes a job's transition (start, final state, the final
+ * state start-up gives an interrupted job), so whatever it records commits or is lost together
+ * with the transition: the webhook outbox queues the job's event this way.
+ */
+export type TransitionHook = (job: JobRecord) => void;
+
 /** What a finished job recorded (the queue's JobOutput, restated here to keep the store a leaf). */
 export interface JobOutputLike {
   result: Record<string, unknown>;
@@ -58,6 +65,7 @@ export class JobStore {
   private readonly live = new Map<string, JobRecord>();
   private readonly lastProgressWrite = new Map<string, number>();
   private readonly pager: KeysetPager<JobRow>;
+  private readonly hooks: TransitionHook[] = [];
 
   constructor(private readonly db: Db) {
     this.pager = new KeysetPager<JobRow>(db, 'jobs', 'job', ['status', 'type']);
@@ -80,8 +88,41 @@ export class JobStore {
     };
   }
 
-  create(type: string, params: Record<string, unknown>): JobRecord {
-    const job: JobRecord = {
+  /** Adds a hook run with every transition written from now on (see TransitionHook). */
+  onTransition(hook: TransitionHook): void {
+    this.hooks.push(hook);
+  }
+
+  /** Writes a transition and runs the hooks, all in one transaction. */
+  private writeTransition(job: JobRecord): void {
+    if (this.hooks.length === 0) {
+      this.stmts.update.run(toRow(job));
+      return;
+    }
+    this.db.transaction(() => {
+      this.stmts.update.run(toRow(job));
+      for (const hook of this.hooks) hook(job);
+    })();
+  }
+
+  /**
+   * Records a new queued job. `within` runs in the same transaction, for what must be recorded
+   * with the job or not at all (its webhook subscription).
+   */
+  create(type: string, params: Record<string, unknown>, within?: (job: JobRecord) => void): JobRecord {
+    return this.createAll([{ type, params, within }])[0]!;
+  }
+
+  /**
+   * Records queued jobs in one transaction. Each item's `within` and then `alsoWrite` run inside
+   * it, so what they write (a job's webhook subscription, the request's idempotency key) is
+   * committed together with the jobs or not at all.
+   */
+  createAll(
+    items: { type: string; params: Record<string, unknown>; within?: (job: JobRecord) => void }[],
+    alsoWrite?: (jobs: JobRecord[]) => void,
+  ): JobRecord[] {
+    const jobs = items.map(({ type, params }): JobRecord => ({
       type,
       params,
       id: newJobId(),
@@ -94,15 +135,21 @@ export class JobStore {
       finished_at: null,
       progress: null,
       progress_label: 'queued',
-    };
-    this.stmts.insert.run(toRow(job));
-    this.live.set(job.id, job);
-    return job;
+    }));
+    this.db.transaction(() => {
+      jobs.forEach((job, i) => {
+        this.stmts.insert.run(toRow(job));
+        items[i]!.within?.(job);
+      });
+      alsoWrite?.(jobs);
+    })();
+    for (const job of jobs) this.live.set(job.id, job);
+    return jobs;
   }
 
   /** Writes a transition (anything but progress) and keeps the live copy in step. */
   save(job: JobRecord): void {
-    this.stmts.update.run(toRow(job));
+    this.writeTransition(job);
     if (FINISHED.has(job.status)) {
       this.live.delete(job.id);
       this.lastProgressWrite.delete(job.id);
@@ -176,7 +223,7 @@ export class JobStore {
         failed++;
       }
       job.finished_at = now;
-      this.stmts.update.run(toRow(job));
+      this.writeTransition(job);
     }
     return { failed, recovered };
   }

@@ -4,10 +4,13 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { capabilityPrefix, type OperationDef } from '../../core/capability.js';
-import { CanceledError, EngineError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
+import { CanceledError, ConflictError, EngineError, NotFoundError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
+import { requestFingerprint } from '../../core/jobs/idempotency.js';
 import type { JobHandler } from '../../core/jobs/job-queue.js';
 import type { JobRecord } from '../../core/jobs/job-store.js';
+import type { WebhookRequest } from '../../core/webhooks/webhooks.js';
 import type { AppContext } from '../context.js';
+import { idempotencyKeyOf, markReplayed, replayNote, replayedJobs } from '../idempotency.js';
 import { laxenBody } from '../lax-inputs.js';
 import { capabilityDocument } from '../openapi.js';
 import type { RouteDef } from '../route-def.js';
@@ -30,7 +33,7 @@ export function capabilityRoutes(ctx: AppContext): RouteDef[] {
         // The original's lax spellings ("256", "2.5", "yes") become the typed value before
         // validation, so validation, params and the run all see the converted value.
         preValidation: async (req) => laxenBody(op.body, req.body),
-        handler: (req, reply) => submit(ctx, op, req, reply),
+        handler: (req, reply) => submit(ctx, op, `${prefix}${op.path}`, req, reply),
       });
     }
     for (const tool of def.tools ?? []) {
@@ -71,22 +74,24 @@ interface SubmitBody {
   mode?: 'sync' | 'async';
 }
 
-async function submit(ctx: AppContext, op: OperationDef, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+async function submit(ctx: AppContext, op: OperationDef, route: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
   // The body has arrived; until the answer is ready no byte moves (input downloads, the sync
   // wait), which is not a stalled client: KIAPI_URL_TIMEOUT_S and KIAPI_SYNC_TIMEOUT_S bound this
   // part, so the connection's idle timer (KIAPI_IDLE_TIMEOUT_S) is off until the answer is sent.
   const socket = req.raw.socket;
   socket.setTimeout(0);
   try {
-    return await answer(ctx, op, req, reply);
+    return await answer(ctx, op, route, req, reply);
   } finally {
     // A response already finished has Node's keep-alive timeout on the socket: leave that alone.
     if (!socket.destroyed && !reply.raw.writableFinished) socket.setTimeout(ctx.server.idleTimeoutS * 1000);
   }
 }
 
-async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+async function answer(ctx: AppContext, op: OperationDef, route: string, req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
   const body = req.body as SubmitBody;
+  // Read first: a key that cannot be one is refused before anything is resolved or stored.
+  const key = idempotencyKeyOf(req);
   // A client that goes away stops input fetching and its sync wait; a queued job runs on.
   const gone = new AbortController();
   reply.raw.once('close', () => {
@@ -98,22 +103,22 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
   const warnings = unknownFieldWarnings(Object.keys((op.body as { properties?: object }).properties ?? {}), body);
   if (warnings.length > 0) void reply.header('warning', warningHeader(warnings));
 
-  const prepared = await op.prepare(body, ctx.services, gone.signal);
-  const run: JobHandler =
-    warnings.length > 0
-      ? async (jobCtx) => {
-          const out = await prepared.run(jobCtx);
-          return { ...out, result: { ...out.result, warnings } };
-        }
-      : prepared.run;
-  let job;
-  try {
-    // The inputs stay on disk until the job is done, whoever deletes their file meanwhile.
-    const release = prepared.release?.bind(prepared);
-    job = ctx.queue.submit(op.jobType, prepared.params, run, { onSettled: release ? () => void release() : undefined, workload: prepared.workload });
-  } catch (err) {
-    await prepared.discard();
-    throw err;
+  let job: JobRecord;
+  let replayed = false;
+  if (key === null) {
+    job = await submitJob(ctx, op, body, warnings, gone.signal);
+  } else {
+    // The validated body (lax spellings converted, defaults filled in) is what "the same request" means.
+    const keyed = await ctx.idempotency.once(route, key, requestFingerprint(body), (record) =>
+      submitJob(ctx, op, body, warnings, gone.signal, (jobs) => record(jobs.map((j) => j.id))),
+    );
+    if ('fresh' in keyed) {
+      job = keyed.fresh;
+    } else {
+      replayed = true;
+      markReplayed(reply);
+      job = replayedJobs(ctx, key, keyed.replay)[0]!;
+    }
   }
   if (body.mode === 'async') return reply.code(202).send({ job_id: job.id, type: job.type, status: job.status });
 
@@ -125,26 +130,70 @@ async function answer(ctx: AppContext, op: OperationDef, req: FastifyRequest, re
     );
   }
   const final = outcome.job;
+  const note = replayed ? replayNote(key) : '';
   void reply.header('server-timing', serverTiming(final, outcome.timings, reply.elapsedTime));
-  if (final.status === 'canceled') throw new CanceledError(`${final.type} job ${final.id} was canceled: ${final.error ?? ''}`.trim());
+  if (final.status === 'canceled') throw new CanceledError(`${final.type} job ${final.id} was canceled: ${final.error ?? ''}`.trim() + note);
   if (final.status === 'failed') {
     if (isKiapiError(outcome.error)) throw outcome.error;
-    throw new EngineError(`${final.type} failed: ${final.error ?? 'unknown error'}`);
+    throw new EngineError(`${final.type} failed: ${final.error ?? 'unknown error'}${note}`);
   }
   const wantsJson = (req.headers.accept ?? '').toLowerCase().includes('application/json');
   if (!wantsJson && final.artifacts.length === 1) {
     const fileId = final.artifacts[0]!;
+    const headers = { 'x-kiapi-file-id': fileId, 'x-kiapi-job-id': final.id };
     try {
       const record = ctx.files.get(fileId);
-      const headers = { 'x-kiapi-file-id': fileId, 'x-kiapi-job-id': final.id };
       const bytes = ctx.files.takeRecent(fileId);
       if (bytes) return sendBytes(reply, record, bytes, headers);
       return await sendFile(reply, req.raw, ctx.files.root, record, headers);
-    } catch {
+    } catch (err) {
+      // A replay promises the first answer's bytes; said plainly rather than answered differently.
+      if (replayed && err instanceof NotFoundError) {
+        throw new ConflictError(`the image of job ${final.id} (file ${fileId}) has been deleted since the earlier request with this Idempotency-Key; its Job JSON is at /v1/jobs/${final.id} (or ask with Accept: application/json); send a new key to generate again`);
+      }
       // The artifact was deleted meanwhile: fall back to the Job JSON, as the original does.
     }
   }
   return reply.code(200).send(ctx.queue.view(final));
+}
+
+/**
+ * Prepares the request (rules, inputs) and queues its job; returns the job as it was queued.
+ * `record` runs in the transaction that records the job (the request's idempotency key).
+ */
+async function submitJob(
+  ctx: AppContext,
+  op: OperationDef,
+  body: SubmitBody,
+  warnings: string[],
+  signal: AbortSignal,
+  record?: (jobs: JobRecord[]) => void,
+): Promise<JobRecord> {
+  // Checked before preparation stores any input: a refused webhook leaves nothing behind.
+  const webhook = await ctx.webhooks.target(body as WebhookRequest, signal);
+  const prepared = await op.prepare(body, ctx.services, signal);
+  const run: JobHandler =
+    warnings.length > 0
+      ? async (jobCtx) => {
+          const out = await prepared.run(jobCtx);
+          return { ...out, result: { ...out.result, warnings } };
+        }
+      : prepared.run;
+  try {
+    // The inputs stay on disk until the job is done, whoever deletes their file meanwhile.
+    const release = prepared.release?.bind(prepared);
+    const job = ctx.queue.submit(op.jobType, prepared.params, run, {
+      onSettled: release ? () => void release() : undefined,
+      workload: prepared.workload,
+      onCreate: webhook ? (created) => ctx.webhooks.outbox.subscribe(created.id, webhook) : undefined,
+      record,
+    });
+    // A copy: the queue starts the job a microtask later, and the 202 tells the state it was submitted in.
+    return { ...job };
+  } catch (err) {
+    await prepared.discard();
+    throw err;
+  }
 }
 
 /**

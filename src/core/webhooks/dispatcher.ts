@@ -1,0 +1,200 @@
+/**
+ * Delivers the outbox's pending webhooks, apart from the job queue: a job never waits for a
+ * receiver. A few attempts run at once, each bounded by KIAPI_WEBHOOK_TIMEOUT_S, so a receiver
+ * that hangs delays other receivers' deliveries by at most that.
+ *
+ * Each attempt POSTs the body fixed when the event happened, with the same `webhook-id` every
+ * time (receivers dedupe on it) and a fresh `webhook-timestamp` and signature. A 2xx answer
+ * delivers it; anything else (another status, a refused connection, no answer within
+ * KIAPI_WEBHOOK_TIMEOUT_S) is retried after KIAPI_WEBHOOK_BACKOFF_S, doubled per attempt up to an
+ * hour, with jitter (so receivers coming back are not hit by every sender at once), until
+ * KIAPI_WEBHOOK_RETRY_FOR_S after the event; then the delivery is `failed`. Redirects are not
+ * followed (a 3xx is a failed attempt): the signature was made for the URL the job named.
+ *
+ * A URL from a request goes through the same outbound rules as `url` inputs on every attempt:
+ * resolved once, every address checked (loopback and private refused unless
+ * KIAPI_NET_ALLOW_PRIVATE_URLS), the connection pinned to the checked address.
+ */
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { isIP } from 'node:net';
+import type { Logger } from 'pino';
+import { clip } from '../errors.js';
+import { abortable, pinnedLookup } from '../files/url-fetch.js';
+import { checkHttpUrl, resolveVetted, type CheckedUrl, type VettedAddress } from '../files/url-safety.js';
+import type { DeliveryRow, WebhookOutbox } from './outbox.js';
+import { signature } from './signing.js';
+
+export interface DispatcherOptions {
+  /** The signing key (the secret's bytes). */
+  key: Buffer;
+  timeoutMs: number;
+  backoffMs: number;
+  retryForMs: number;
+  /** KIAPI_NET_ALLOW_PRIVATE_URLS. */
+  allowPrivate: boolean;
+  log: Logger;
+}
+
+/** Deliveries in flight at once: enough that one slow receiver does not hold up the others. */
+const MAX_IN_FLIGHT = 4;
+/** The longest wait between two attempts of one delivery. */
+const MAX_BACKOFF_MS = 3600_000;
+/** How much of a receiver's error answer is kept as `last_error`. */
+const MAX_ERROR_CHARS = 200;
+
+export class WebhookDispatcher {
+  private readonly inFlight = new Map<string, { controller: AbortController; done: Promise<void> }>();
+  private timer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly outbox: WebhookOutbox,
+    private readonly opts: DispatcherOptions,
+  ) {
+    outbox.onPending = () => this.pump();
+  }
+
+  /** Starts delivering: what an earlier run left pending is due at once. */
+  start(): void {
+    this.pump();
+  }
+
+  /** Stops: in-flight attempts are aborted and stay pending (not counted), delivered at the next start. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const running = [...this.inFlight.values()];
+    for (const r of running) r.controller.abort(new Error('the server is shutting down'));
+    await Promise.all(running.map((r) => r.done));
+  }
+
+  /** Starts every due delivery there is room for, then sleeps until the next one is due. */
+  private pump(): void {
+    if (this.closed) return;
+    const room = MAX_IN_FLIGHT - this.inFlight.size;
+    if (room > 0) {
+      const now = Date.now() / 1000;
+      // Ask for more than there is room for: rows already in flight are due too.
+      for (const row of this.outbox.due(now, room + this.inFlight.size)) {
+        if (this.inFlight.size >= MAX_IN_FLIGHT) break;
+        if (this.inFlight.has(row.id)) continue;
+        const controller = new AbortController();
+        const done = this.attempt(row, controller).finally(() => {
+          this.inFlight.delete(row.id);
+          this.pump();
+        });
+        this.inFlight.set(row.id, { controller, done });
+      }
+    }
+    this.schedule();
+  }
+
+  /** Wakes up when the soonest pending delivery is due (rows in flight are woken by their end). */
+  private schedule(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.inFlight.size >= MAX_IN_FLIGHT) return;
+    const next = this.outbox.nextDueAt();
+    if (next === null) return;
+    const waitMs = Math.max(0, next * 1000 - Date.now());
+    // Nothing due now that is not in flight: wait for the flights (they pump when done).
+    if (waitMs === 0 && this.inFlight.size > 0) return;
+    this.timer = setTimeout(() => this.pump(), Math.min(waitMs, 2 ** 31 - 1));
+    this.timer.unref();
+  }
+
+  private async attempt(row: DeliveryRow, controller: AbortController): Promise<void> {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort(new Error('timed out'));
+    }, this.opts.timeoutMs);
+    try {
+      const status = await this.post(row, controller.signal);
+      if (status >= 200 && status <= 299) {
+        this.outbox.recordDelivered(row.id, status);
+        this.opts.log.info({ job_id: row.job_id, webhook_id: row.id, status }, 'webhook delivered');
+      } else {
+        this.failed(row, status, `HTTP ${status}`);
+      }
+    } catch (err) {
+      // Shutdown: not an attempt of the receiver's; the row stays pending for the next start.
+      if (this.closed && !timedOut) return;
+      const reason = timedOut
+        ? `no answer within ${this.opts.timeoutMs / 1000} s (KIAPI_WEBHOOK_TIMEOUT_S)`
+        : err instanceof Error
+          ? err.message
+          : String(err);
+      this.failed(row, null, reason);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Records a failed attempt and when the next one is due, or gives up past the retry horizon. */
+  private failed(row: DeliveryRow, status: number | null, error: string): void {
+    const attempts = row.attempts + 1;
+    const base = Math.min(MAX_BACKOFF_MS, this.opts.backoffMs * 2 ** (attempts - 1));
+    // "Equal jitter": at least half the backoff, so retries still spread out over time.
+    const delayMs = base / 2 + Math.random() * (base / 2);
+    const nextMs = Date.now() + delayMs;
+    const horizonMs = (row.event_at ?? row.created_at) * 1000 + this.opts.retryForMs;
+    const giveUp = nextMs > horizonMs;
+    this.outbox.recordFailure(row.id, status, clip(error, MAX_ERROR_CHARS), giveUp ? null : nextMs / 1000);
+    const fields = { job_id: row.job_id, webhook_id: row.id, attempts, status, error };
+    if (giveUp) this.opts.log.warn(fields, 'webhook delivery given up (KIAPI_WEBHOOK_RETRY_FOR_S)');
+    else this.opts.log.info(fields, 'webhook delivery failed; will retry');
+  }
+
+  /** One POST; resolves with the receiver's status once its headers arrive. */
+  private async post(row: DeliveryRow, signal: AbortSignal): Promise<number> {
+    const checked = checkHttpUrl(row.url, 'webhook');
+    const vetted = await abortable(
+      resolveVetted(checked, { kind: 'webhook', allowPrivate: row.vet === 0 || this.opts.allowPrivate }),
+      signal,
+    );
+    const body = row.payload ?? '{}';
+    const timestamp = Math.floor(Date.now() / 1000);
+    const headers = {
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(body)),
+      'user-agent': 'kiapi-webhook',
+      'webhook-id': row.id,
+      'webhook-timestamp': String(timestamp),
+      'webhook-signature': signature(this.opts.key, row.id, timestamp, body),
+    };
+    return postOnce(checked, vetted, headers, body, signal);
+  }
+}
+
+function postOnce(checked: CheckedUrl, vetted: VettedAddress[], headers: Record<string, string>, body: string, signal: AbortSignal): Promise<number> {
+  const { url, host, port } = checked;
+  const https = url.protocol === 'https:';
+  const auth =
+    url.username !== '' || url.password !== '' ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}` : undefined;
+  return new Promise<number>((resolve, reject) => {
+    const req = (https ? httpsRequest : httpRequest)({
+      method: 'POST',
+      host,
+      port,
+      path: `${url.pathname}${url.search}`,
+      auth,
+      headers,
+      lookup: pinnedLookup(vetted),
+      servername: https && isIP(host) === 0 ? host : undefined,
+      // No pooling: a kept-alive socket was connected to an address checked for another delivery.
+      agent: false,
+      signal,
+    });
+    req.once('response', (res) => {
+      // The answer's body means nothing to kiapi; read it away so the socket closes cleanly.
+      res.resume();
+      res.on('error', () => undefined);
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}

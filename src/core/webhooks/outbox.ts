@@ -1,0 +1,177 @@
+/**
+ * The webhook outbox: the one owner of webhook delivery state, in SQLite so that it outlives the
+ * process. A job that asks for webhooks gets one row per event (`start`, `completed`) when it is
+ * recorded, in the same transaction (state `waiting`). When the job reaches that point, the row
+ * becomes `pending` with its body fixed, in the same transaction as the job's own transition
+ * (JobStore transition hooks): whatever stops the process afterwards, the event is in the outbox
+ * and is delivered once kiapi runs again. A pending row ends `delivered` (a 2xx answer) or
+ * `failed` (no 2xx within KIAPI_WEBHOOK_RETRY_FOR_S). Rows outlive their job until pruned with it.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Db } from '../db.js';
+import { FINISHED, type JobRecord } from '../jobs/job-store.js';
+import { redactUserInfo } from '../files/url-safety.js';
+
+export const WEBHOOK_EVENTS = ['start', 'completed'] as const;
+export type WebhookEvent = (typeof WEBHOOK_EVENTS)[number];
+export type DeliveryState = 'waiting' | 'pending' | 'delivered' | 'failed';
+
+/** What a job asked for: where to POST and on which events. */
+export interface WebhookTarget {
+  url: string;
+  events: WebhookEvent[];
+  /**
+   * Whether the URL came from a request (then its address is checked on every attempt, as for
+   * `url` inputs) rather than from the operator's KIAPI_WEBHOOK_URL.
+   */
+  vet: boolean;
+}
+
+export interface DeliveryRow {
+  id: string;
+  job_id: string;
+  event: WebhookEvent;
+  url: string;
+  vet: number;
+  state: DeliveryState;
+  type: string | null;
+  payload: string | null;
+  event_at: number | null;
+  attempts: number;
+  last_status: number | null;
+  last_error: string | null;
+  last_attempt_at: number | null;
+  next_attempt_at: number | null;
+  delivered_at: number | null;
+  created_at: number;
+}
+
+/** One delivery as the job JSON shows it. */
+export interface DeliveryView {
+  id: string;
+  event: WebhookEvent;
+  type: string;
+  state: Exclude<DeliveryState, 'waiting'>;
+  attempts: number;
+  last_status: number | null;
+  last_error: string | null;
+  last_attempt_at: number | null;
+  next_attempt_at: number | null;
+  delivered_at: number | null;
+}
+
+export interface WebhookView {
+  url: string;
+  events: WebhookEvent[];
+  deliveries: DeliveryView[];
+}
+
+/** The Standard Webhooks `type` of an event, by the job's status when it happened. */
+function eventType(event: WebhookEvent, job: JobRecord): string {
+  return event === 'start' ? 'job.started' : `job.${job.status}`;
+}
+
+export class WebhookOutbox {
+  private readonly stmts;
+  /** Called after a row became pending (the dispatcher wakes up); runs after the transaction. */
+  onPending: () => void = () => undefined;
+
+  constructor(db: Db) {
+    this.stmts = {
+      insert: db.prepare(
+        `INSERT INTO webhook_deliveries (id, job_id, event, url, vet, state, created_at)
+         VALUES (?, ?, ?, ?, ?, 'waiting', ?)`,
+      ),
+      activate: db.prepare(
+        `UPDATE webhook_deliveries SET state = 'pending', type = ?, payload = ?, event_at = ?, next_attempt_at = ?
+         WHERE job_id = ? AND event = ? AND state = 'waiting'`,
+      ),
+      ofJob: db.prepare<[string], DeliveryRow>('SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY created_at, event DESC'),
+      due: db.prepare<[number, number], DeliveryRow>(
+        "SELECT * FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
+      ),
+      nextDue: db.prepare<[], { at: number | null }>("SELECT MIN(next_attempt_at) AS at FROM webhook_deliveries WHERE state = 'pending'"),
+      delivered: db.prepare(
+        `UPDATE webhook_deliveries SET state = 'delivered', attempts = attempts + 1, last_status = ?, last_error = NULL,
+           last_attempt_at = ?, next_attempt_at = NULL, delivered_at = ? WHERE id = ? AND state = 'pending'`,
+      ),
+      failedAttempt: db.prepare(
+        `UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, last_status = ?, last_error = ?,
+           last_attempt_at = ?, next_attempt_at = ? WHERE id = ? AND state = 'pending'`,
+      ),
+      prune: db.prepare("DELETE FROM webhook_deliveries WHERE state != 'pending' AND job_id NOT IN (SELECT id FROM jobs)"),
+    };
+  }
+
+  /** Records what a new job asked for; called inside the transaction that records the job. */
+  subscribe(jobId: string, target: WebhookTarget, now = Date.now() / 1000): void {
+    for (const event of new Set(target.events)) {
+      this.stmts.insert.run(`msg_${randomUUID().replaceAll('-', '')}`, jobId, event, target.url, target.vet ? 1 : 0, now);
+    }
+  }
+
+  /**
+   * A job transition (called inside the transaction that writes it): starting makes the `start`
+   * delivery pending, reaching a final state the `completed` one. `view` is the job as
+   * GET /v1/jobs/{id} shows it at that moment: the body's `data`.
+   */
+  transition(job: JobRecord, view: () => Record<string, unknown>): void {
+    const event: WebhookEvent | null = FINISHED.has(job.status) ? 'completed' : job.status === 'running' ? 'start' : null;
+    if (event === null) return;
+    const now = Date.now() / 1000;
+    const type = eventType(event, job);
+    // The delivery record itself is not part of the body: every attempt would change it.
+    const { webhook: _ownRecord, ...data } = view();
+    const payload = JSON.stringify({ type, timestamp: new Date(now * 1000).toISOString(), data });
+    if (this.stmts.activate.run(type, payload, now, now, job.id, event).changes > 0) queueMicrotask(() => this.onPending());
+  }
+
+  /** Pending deliveries due by `now`, soonest first. */
+  due(now: number, limit: number): DeliveryRow[] {
+    return this.stmts.due.all(now, limit);
+  }
+
+  /** When the next pending delivery is due (unix seconds), or null when none is pending. */
+  nextDueAt(): number | null {
+    return this.stmts.nextDue.get()?.at ?? null;
+  }
+
+  recordDelivered(id: string, status: number, now = Date.now() / 1000): void {
+    this.stmts.delivered.run(status, now, now, id);
+  }
+
+  /** A failed attempt: retried at `nextAt`, or given up (`failed`) when `nextAt` is null. */
+  recordFailure(id: string, status: number | null, error: string, nextAt: number | null, now = Date.now() / 1000): void {
+    this.stmts.failedAttempt.run(nextAt === null ? 'failed' : 'pending', status, error, now, nextAt, id);
+  }
+
+  /** The job's webhook as its JSON shows it, or null when it asked for none. */
+  viewOf(jobId: string): WebhookView | null {
+    const rows = this.stmts.ofJob.all(jobId);
+    const first = rows[0];
+    if (!first) return null;
+    return {
+      url: redactUserInfo(first.url),
+      events: WEBHOOK_EVENTS.filter((e) => rows.some((r) => r.event === e)),
+      deliveries: rows
+        .filter((r) => r.state !== 'waiting')
+        .map((r) => ({
+          id: r.id,
+          event: r.event,
+          type: r.type ?? '',
+          state: r.state as DeliveryView['state'],
+          attempts: r.attempts,
+          last_status: r.last_status,
+          last_error: r.last_error,
+          last_attempt_at: r.last_attempt_at,
+          next_attempt_at: r.next_attempt_at,
+          delivered_at: r.delivered_at,
+        })),
+    };
+  }
+
+  /** Forgets settled deliveries of jobs that no longer exist (deleted or pruned); returns how many. */
+  prune(): number {
+    return this.stmts.prune.run().changes;
+  }
+}
