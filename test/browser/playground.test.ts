@@ -337,6 +337,9 @@ void describe('playground in Chromium', () => {
   void it('shows queue position, progress, a live preview and cancels', async () => {
     // Something else holds the engine: the page's job waits in the queue.
     const blocker = await api<{ job_id: string }>('POST', '/v1/image/qwen/generate', { prompt: 'blocker', mode: 'async', width: 256, height: 256, steps: 1000 });
+    // A job submitted elsewhere (an agent, through the API) is followed by a page that opens meanwhile.
+    await page.reload();
+    await page.locator(`.job-panel[data-job-id="${blocker.job_id}"][data-state=running]`).waitFor();
     await tab('Generate');
     await generatePanel().getByLabel('Prompt', { exact: true }).fill('a slow storm');
     await generatePanel().getByLabel('Steps').fill('1000');

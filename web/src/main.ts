@@ -3,7 +3,7 @@
  * serves this page at `/`; everything it does goes through the public API with the token the
  * person entered (localStorage, this browser only).
  */
-import { getJson, getToken, onUnauthorized, setToken, type Job } from './api.js';
+import { getJson, getToken, onUnauthorized, setToken, type Job, type Page } from './api.js';
 import { editForm } from './edit.js';
 import { gallery } from './gallery.js';
 import { generateForm } from './generate.js';
@@ -120,6 +120,7 @@ function start(): void {
         tokenStatus.textContent = 'Token accepted.';
         tokenNote.textContent = 'Token accepted.';
         ideogram.revalidate();
+        void followRunning();
         tokenForm.hidden = true;
         tokenButton.setAttribute('aria-expanded', 'false');
         const current = [...tabButtons].find(([, b]) => b.getAttribute('aria-selected') === 'true')?.[0] ?? 'generate';
@@ -162,6 +163,31 @@ function start(): void {
   }
   const initial = location.hash.slice(1) as TabName;
   show(tabs.some(([n]) => n === initial) ? initial : 'generate');
+  void followRunning();
+
+  /**
+   * A job already running when the page opens (submitted before a reload, or by an agent through
+   * the API) is followed in the panel, so the person sees what is being made right now.
+   */
+  async function followRunning(): Promise<void> {
+    if (authOn && !getToken()) return;
+    try {
+      for (const status of ['running', 'queued']) {
+        const page = await getJson<Page<Job>>(`/v1/jobs?status=${status}&limit=1`);
+        const job = page.data[0];
+        if (job) {
+          const steps = typeof job.params.steps === 'number' ? job.params.steps : undefined;
+          const images = (job.params.images as Array<{ file_id?: string }> | undefined) ?? [];
+          panel.track(job.id, LABELS[job.type] ?? job.type, images.map((i) => i.file_id).filter((x): x is string => typeof x === 'string'), steps);
+          return;
+        }
+      }
+    } catch {
+      // Nothing to follow is no error worth showing; a 401 opens the token form by itself.
+    }
+  }
 }
+
+const LABELS: Record<string, string> = { qwen: 'Generate', 'qwen-edit': 'Edit', ideogram4: 'Ideogram 4' };
 
 start();
