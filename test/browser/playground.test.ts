@@ -32,6 +32,7 @@ const README_SHOTS = path.join(PACKAGE_ROOT, 'docs', 'screenshots');
 const WAIT = 60_000;
 
 let srv: TestServer;
+let profileDir: string;
 let context: BrowserContext;
 let page: Page;
 const consoleErrors: string[] = [];
@@ -124,7 +125,8 @@ const generatePanel = () => page.locator('#panel-generate');
 
 before(async () => {
   srv = await startServer({ KIAPI_AUTH_TOKEN: TOKEN, KIAPI_PREVIEW_STEP_MS: '80', KIAPI_QWEN_MAX_STEPS: '1000' });
-  context = await chromium.launchPersistentContext(tempDir('kiapi-chromium-'), {
+  profileDir = tempDir('kiapi-chromium-');
+  context = await chromium.launchPersistentContext(profileDir, {
     executablePath: CHROMIUM,
     headless: true,
     viewport: { width: 1360, height: 900 },
@@ -161,6 +163,7 @@ before(async () => {
 after(async () => {
   await context?.close();
   await srv?.close();
+  if (profileDir) fs.rmSync(profileDir, { recursive: true, force: true });
 });
 
 void describe('playground in Chromium', () => {
