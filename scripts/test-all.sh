@@ -41,8 +41,9 @@ if [[ "${results[2]%% *}" == 0 ]]; then
   run fuzz npm run --silent test:fuzz
   run clients npm run --silent test:clients
   run openai-sdk npm run --silent test:openai-sdk
+  run browser npm run --silent test:browser
 else
-  names+=("real-engine" "fuzz" "clients" "openai-sdk"); results+=("skipped 0" "skipped 0" "skipped 0" "skipped 0")
+  names+=("real-engine" "fuzz" "clients" "openai-sdk" "browser"); results+=("skipped 0" "skipped 0" "skipped 0" "skipped 0" "skipped 0")
 fi
 
 echo

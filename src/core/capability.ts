@@ -66,6 +66,30 @@ export interface OperationDef<S extends TSchema = TSchema> {
   prepare(body: Static<S>, services: CapabilityServices, signal: AbortSignal): Promise<PreparedJob>;
 }
 
+/**
+ * A request a family answers at once, without a job or a model: a check a client runs before it
+ * generates (the Ideogram caption verifier). Documented in the family's document beside its
+ * operations, from the same schemas.
+ */
+export interface ToolDef<S extends TSchema = TSchema> {
+  /** Path under the family prefix, e.g. `/captions/validate`. */
+  path: string;
+  operationId: string;
+  summary: string;
+  description: string;
+  body: S;
+  /** The 200 answer's schema. */
+  response: TSchema;
+  example?: Static<S>;
+  /** Answers the request; throws a KiapiError for a body it cannot use. */
+  handle(body: Static<S>, services: CapabilityServices): unknown;
+}
+
+/** Keeps `handle` typed by its schema while the registry stores tools uniformly. */
+export function defineTool<S extends TSchema>(tool: ToolDef<S>): ToolDef {
+  return tool;
+}
+
 export interface CapabilityDef {
   family: string;
   domain: string;
@@ -77,6 +101,8 @@ export interface CapabilityDef {
   description: string;
   models: ModelSpec[];
   operations: OperationDef[];
+  /** Job-less requests of the family (see ToolDef). */
+  tools?: ToolDef[];
 }
 
 /** Keeps `prepare` typed by its schema while the registry stores operations uniformly. */
@@ -123,6 +149,11 @@ function checkDefinition(def: CapabilityDef): string[] {
     if (!op.body || typeof op.body !== 'object') problems.push(`operation ${op.path} has no request schema`);
     if (!op.result || typeof op.result !== 'object') problems.push(`operation ${op.path} has no result schema`);
     if (!op.jobType) problems.push(`operation ${op.path} has no job type`);
+  }
+  for (const tool of def.tools ?? []) {
+    if (!tool.path.startsWith('/')) problems.push(`tool path '${tool.path}' must start with /`);
+    if (def.operations.some((op) => op.path === tool.path)) problems.push(`tool path '${tool.path}' is also an operation path`);
+    if (typeof tool.handle !== 'function') problems.push(`tool ${tool.path} has no handler`);
   }
   return problems;
 }

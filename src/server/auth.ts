@@ -1,7 +1,7 @@
 /**
  * Bearer-token auth (KIAPI_AUTH_TOKEN). The original compared against the rendered secret
  * `**********` and so never accepted the real token (docs/compatibility.md §11.1); here the real token is compared in
- * constant time. Health, the model list, the start page (`/`), the docs pages, their assets and
+ * constant time. Health, the model list, the playground page (`/`) and its assets, the docs pages, their assets and
  * the OpenAPI documents stay open (their route definitions say `public`): the docs pages fetch
  * those documents from the browser before anyone can enter a token (docs/compatibility.md §11.22).
  */

@@ -3,7 +3,7 @@
  * components (core/schema.ts `component`) become `#/components/schemas/<name>` references, so the
  * served documents have the seeds' shape. One document per family plus the root (common) one.
  */
-import { capabilityPrefix, type CapabilityDef, type OperationDef } from '../core/capability.js';
+import { capabilityPrefix, type CapabilityDef, type OperationDef, type ToolDef } from '../core/capability.js';
 import { jobSchema, AsyncJobResponse } from '../core/jobs/job-schema.js';
 import { componentName, refOf } from '../core/schema.js';
 import { CapabilityModelSpecSchema } from './capability-schemas.js';
@@ -192,6 +192,28 @@ function operationDoc(c: ComponentCollector, op: OperationDef, authOn: boolean):
   };
 }
 
+/** A job-less family request (ToolDef): JSON in, JSON out at once. */
+function toolDoc(c: ComponentCollector, tool: ToolDef, authOn: boolean): Json {
+  const error = { 'application/json': { schema: c.convert(ErrorBody) } };
+  return {
+    summary: tool.summary,
+    description: tool.description,
+    operationId: tool.operationId,
+    requestBody: {
+      required: true,
+      content: { 'application/json': { schema: c.convert(tool.body), ...(tool.example !== undefined ? { example: tool.example } : {}) } },
+    },
+    responses: {
+      '200': { description: 'The answer.', content: { 'application/json': { schema: c.convert(tool.response) } } },
+      '400': { description: 'The body cannot be used (the message says why).', content: error },
+      '413': { description: 'Request body larger than KIAPI_MAX_BODY_BYTES.', content: error },
+      '415': { description: 'The body is not sent as application/json.', content: error },
+      '422': { description: 'Request schema or validation error (the message names the field).', content: error },
+      ...(authOn ? { '401': unauthorized(c) } : {}),
+    },
+  };
+}
+
 /**
  * `servers`: the address the document was fetched from, so generated clients and Swagger UI call
  * the server that served it (the request guard has already checked the Host).
@@ -205,6 +227,7 @@ export function capabilityDocument(def: CapabilityDef, version: string, authOn: 
   const prefix = capabilityPrefix(def);
   const paths: Json = {};
   for (const op of def.operations) paths[`${prefix}${op.path}`] = { post: operationDoc(c, op, authOn) };
+  for (const tool of def.tools ?? []) paths[`${prefix}${tool.path}`] = { post: toolDoc(c, tool, authOn) };
   paths[`${prefix}/models`] = {
     get: {
       summary: 'List Models',

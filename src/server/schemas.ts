@@ -77,6 +77,18 @@ export const FileListQuery = Type.Object({
     }),
   ),
 });
+export const MAX_THUMBNAIL_SIZE = 1024;
+export const ThumbnailQuery = Type.Object({
+  size: Type.Optional(
+    Type.Integer({
+      minimum: 16,
+      maximum: MAX_THUMBNAIL_SIZE,
+      default: 256,
+      description: `Longest side of the thumbnail in pixels, 16 to ${MAX_THUMBNAIL_SIZE} (default 256). An image smaller than that is not enlarged.`,
+    }),
+  ),
+});
+
 export const JobListQuery = Type.Object({
   ...pagingQuery(JOB_ID_PATTERN, 'job'),
   status: Type.Optional(refTo(JobStatusSchema, { description: 'Only jobs in this state.' })),

@@ -43,7 +43,8 @@ const ALLOW: Record<string, AllowList> = {
 
 const FAMILIES = [
   { family: 'qwen', title: 'kiapi Qwen Image API', paths: ['/v1/image/qwen/generate', '/v1/image/qwen/edit', '/v1/image/qwen/models'] },
-  { family: 'ideogram4', title: 'kiapi Ideogram 4 API', paths: ['/v1/image/ideogram4/generate', '/v1/image/ideogram4/models'] },
+  // The seed's paths, plus kiapi's additive caption check (a job-less request, in the family document).
+  { family: 'ideogram4', title: 'kiapi Ideogram 4 API', paths: ['/v1/image/ideogram4/generate', '/v1/image/ideogram4/models', '/v1/image/ideogram4/captions/validate'] },
 ] as const;
 
 let server: TestServer;

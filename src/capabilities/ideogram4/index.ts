@@ -3,7 +3,7 @@
  * in TypeScript before queueing, so a strict failure is a 400 listing every problem (the original
  * answered 500 from inside the engine: docs/compatibility.md §11.5).
  */
-import { defineOperation, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';
+import { defineOperation, defineTool, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';
 import { InputError, RuleError } from '../../core/errors.js';
 import { pinnedRevision } from '../../core/models/revisions.js';
 import type { ImageTask } from '../../engines/engine.js';
@@ -12,7 +12,7 @@ import { resolveSeed, snapshot } from '../image-common/params.js';
 import { checkCap, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../image-common/rules.js';
 import { prepareCaption, strictFailureMessage } from './caption-verifier.js';
 import { EXAMPLE_CAPTION, ideogram4Description } from './description.js';
-import { Ideogram4ImageResponse, SAFETY_FILTER_NOTE, generateRequestSchema, type GenerateBody } from './schemas.js';
+import { CaptionCheckRequest, CaptionCheckResponse, Ideogram4ImageResponse, SAFETY_FILTER_NOTE, generateRequestSchema, type GenerateBody } from './schemas.js';
 import { PRESET_STEPS, QUANTIZE_CHOICES, readIdeogram4Settings, type Ideogram4Settings } from './settings.js';
 
 const GENERATE_DOC = `Generate one image from a text prompt or JSON caption (Ideogram 4, text-to-image).
@@ -179,6 +179,25 @@ export function ideogram4Capability(env: Record<string, string | undefined>): Ca
         // The presets are Ideogram's own speed/quality tiers.
         qualityTiers: { low: { preset: 'V4_TURBO_12' }, medium: { preset: 'V4_DEFAULT_20' }, high: { preset: 'V4_QUALITY_48' } },
         prepare: (body, services) => prepareGenerate(s, body, services),
+      }),
+    ],
+    tools: [
+      defineTool({
+        path: '/captions/validate',
+        operationId: 'validate_caption_v1_image_ideogram4_captions_validate_post',
+        summary: 'Validate Caption',
+        description:
+          'kiapi extension. Checks a caption with the verifier `/generate` runs before queueing (the same rules and message texts), without generating: ' +
+          'for a caption editor that shows problems as the caption is written. Needs no model and queues nothing.',
+        body: CaptionCheckRequest,
+        response: CaptionCheckResponse,
+        example: { prompt: EXAMPLE_CAPTION },
+        handle: (body, services) => {
+          const prompt = body.prompt;
+          checkPromptLength(typeof prompt === 'string' ? prompt : JSON.stringify(prompt), services.config.maxPromptChars);
+          const { warnings } = readCaption(prompt);
+          return { valid: warnings.length === 0, problems: warnings, strict_error: warnings.length > 0 ? strictFailureMessage(warnings) : null };
+        },
       }),
     ],
   };

@@ -80,6 +80,34 @@ export function generateRequestSchema(s: Ideogram4Settings) {
   );
 }
 
+export const CaptionCheckRequest = component(
+  'CaptionCheckRequest',
+  Type.Object(
+    {
+      prompt: promptSchema(
+        'The caption to check, exactly as it would be sent to `/generate` as `prompt`: a JSON caption object, or text (which is read as a caption when it starts with `{`).',
+      ),
+    },
+    { additionalProperties: false, title: 'CaptionCheckRequest' },
+  ),
+);
+
+export const CaptionCheckResponse = component(
+  'CaptionCheckResponse',
+  Type.Object(
+    {
+      valid: Type.Boolean({ description: 'No problems: `/generate` with `strict_caption_validation: true` accepts this caption.' }),
+      problems: Type.Array(Type.String(), {
+        description: 'Every problem the verifier finds, in the order the engine reports them (the same texts as `params.caption_warnings`).',
+      }),
+      strict_error: Type.Union([Type.String(), Type.Null()], {
+        description: 'The 400 message `/generate` answers for this caption under `strict_caption_validation: true`; null when valid.',
+      }),
+    },
+    { title: 'CaptionCheckResponse' },
+  ),
+);
+
 export const Ideogram4ImageResponse = imageResponse(
   'Capability-specific `result` for a succeeded ideogram4 generate job.',
   promptSchema('The prompt used for the run (plain text or JSON caption).'),

@@ -36,6 +36,16 @@ export function capabilityRoutes(ctx: AppContext): RouteDef[] {
         handler: (req, reply) => untimed(ctx, req, reply, () => answer(ctx, op, `${prefix}${op.path}`, req, reply)),
       });
     }
+    for (const tool of def.tools ?? []) {
+      defs.push({
+        method: 'post',
+        path: `${prefix}${tool.path}`,
+        body: tool.body,
+        doc: 'family',
+        preValidation: async (req) => laxenBody(tool.body, req.body),
+        handler: async (req) => tool.handle(req.body, ctx.services),
+      });
+    }
     defs.push({ method: 'get', path: `${prefix}/models`, doc: 'family', handler: async () => ctx.models.publicInfo(def.family) });
     const page = { undocumented: 'docs page or OpenAPI document, not an API operation' };
     defs.push(

@@ -3,12 +3,14 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { IncomingMessage } from 'node:http';
 import contentDisposition from 'content-disposition';
 import send from '@fastify/send';
+import sharp from 'sharp';
 import type { Static } from 'typebox';
-import { MalformedBodyError, TooLargeError, isKiapiError } from '../../core/errors.js';
+import { InputError, MalformedBodyError, TooLargeError, isKiapiError } from '../../core/errors.js';
 import type { AppContext } from '../context.js';
 import { listAnswer, numericLimit, pageQuery } from '../list-paging.js';
 import type { RouteDef } from '../route-def.js';
-import { FileDeletedSchema, FileIdParams, FileListQuery, FileListSchema, FileRecordSchema } from '../schemas.js';
+import { FileDeletedSchema, FileIdParams, FileListQuery, FileListSchema, FileRecordSchema, ThumbnailQuery } from '../schemas.js';
+import { numericQuery } from '../query-numbers.js';
 import { isMediaType, type FileRecord, type RecentBytes } from '../../core/files/file-store.js';
 
 type FileRequest = FastifyRequest<{ Params: Static<typeof FileIdParams> }>;
@@ -208,6 +210,42 @@ function missingFile(msg: string) {
   return Object.assign(new Error(msg), { statusCode: 422, code: 'FST_NO_FORM_DATA' });
 }
 
+/**
+ * A small WebP of a stored image, its longest side at most `size` pixels (never enlarged), made on
+ * request and not stored: a gallery of thumbnails costs a few KB per image instead of the full
+ * images. The file id and size name it for good (blobs never change), so it carries a strong ETag
+ * and may be cached.
+ */
+async function thumbnail(ctx: AppContext, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const { params, query } = req as FastifyRequest<{ Params: Static<typeof FileIdParams>; Querystring: Static<typeof ThumbnailQuery> }>;
+  const record = ctx.files.get(params.file_id);
+  const size = query.size ?? 256;
+  const etag = `"${record.file_id}-${size}"`;
+  if (!record.content_type.toLowerCase().startsWith('image/') || record.content_type.toLowerCase() === 'image/svg+xml') {
+    throw new InputError(
+      `file_id ${record.file_id} is ${record.content_type}, not a raster image: thumbnails are made of png, jpeg, webp or gif files; download it instead`,
+    );
+  }
+  const inm = req.headers['if-none-match'];
+  if (inm !== undefined && etagMatches(inm, etag, 'weak')) return reply.code(304).header('etag', etag).send();
+  let bytes: Buffer;
+  try {
+    bytes = await sharp(ctx.files.blobPath(record.file_id), { limitInputPixels: 268_402_689 })
+      .rotate()
+      .resize(size, size, { fit: 'inside', withoutEnlargement: true })
+      .webp({ quality: 80 })
+      .toBuffer();
+  } catch (err) {
+    throw new InputError(`file_id ${record.file_id} cannot be decoded as an image (${(err as Error).message}); download it instead`);
+  }
+  return reply
+    .code(200)
+    .header('content-type', 'image/webp')
+    .header('cache-control', 'private, max-age=86400')
+    .header('etag', etag)
+    .send(bytes);
+}
+
 /** OpenAPI links: where a file id in a response can be used next. */
 function fileLinks(fileId: string): Record<string, Record<string, unknown>> {
   const link = (operationId: string, description: string) => ({ operationId, parameters: { file_id: fileId }, description });
@@ -299,6 +337,27 @@ export function fileRoutes(ctx: AppContext): RouteDef[] {
           '412': { description: 'If-Match does not name the ETag, or the file changed after If-Unmodified-Since.' },
           '416': { description: 'Range not satisfiable.' },
           '422': { description: 'Malformed file id.' },
+        },
+      },
+    },
+    {
+      method: 'get',
+      path: '/v1/files/{file_id}/thumbnail',
+      params: FileIdParams,
+      query: ThumbnailQuery,
+      preValidation: numericQuery('size'),
+      handler: async (req, reply) => thumbnail(ctx, req, reply),
+      doc: {
+        summary: 'File Thumbnail',
+        description:
+          'kiapi extension. A small WebP of an image file, its longest side at most `size` pixels (an image already smaller is not enlarged), made on request and not stored; for galleries. Strong ETag (If-None-Match answers 304).',
+        operationId: 'file_thumbnail_v1_files__file_id__thumbnail_get',
+        responses: {
+          '200': { description: 'The thumbnail.', binary: ['image/webp'] },
+          '304': { description: 'Not modified (If-None-Match names this thumbnail).' },
+          '400': { description: 'The file is not a png, jpeg, webp or gif image, or cannot be decoded.' },
+          '404': { description: 'Unknown file id.' },
+          '422': { description: 'Malformed file id, or size outside 16..1024.' },
         },
       },
     },
