@@ -269,7 +269,7 @@ void describe('PostgreSQL + pg-boss', () => {
 
 void describe('S3Proxy + @aws-sdk/client-s3', () => {
   // Large enough that holding it whole would stand far above the parts in flight (2 × 5 MiB).
-  const TOTAL_MIB = 128;
+  const TOTAL_MIB = 192;
   const bucket = 'kiapi-blobs';
   let client: S3Client;
 
