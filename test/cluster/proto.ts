@@ -55,6 +55,25 @@ async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => 
   }
 }
 
+/**
+ * Creates the queues a node serves. pg-boss 10's createQueue is idempotent, but two nodes creating
+ * the same queues at once deadlock (each queue is a partition attached to one table), so nodes
+ * take turns under a session advisory lock.
+ */
+export async function createQueues(pool: pg.Pool, boss: PgBoss, names: string[]): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query("SELECT pg_advisory_lock(hashtext('kiapi:create-queues'))");
+    try {
+      for (const name of names) await boss.createQueue(name);
+    } finally {
+      await client.query("SELECT pg_advisory_unlock(hashtext('kiapi:create-queues'))");
+    }
+  } finally {
+    client.release();
+  }
+}
+
 export interface EnqueueOptions {
   id: string;
   queue: string;

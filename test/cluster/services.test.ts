@@ -27,7 +27,7 @@ import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, S3Client } fr
 import { Upload } from '@aws-sdk/lib-storage';
 import PgBoss from 'pg-boss';
 import pg from 'pg';
-import { PROTO_SCHEMA, WAKE_CHANNEL, complete, enqueue, sweepDeadNodes } from './proto.js';
+import { PROTO_SCHEMA, WAKE_CHANNEL, complete, createQueues, enqueue, sweepDeadNodes } from './proto.js';
 import { startPostgres, startS3, waitFor, type Postgres, type S3Server } from './services.js';
 
 const MIB = 1024 * 1024;
@@ -205,6 +205,30 @@ void describe('PostgreSQL + pg-boss', () => {
     assert.equal(rec.status, 'failed');
     assert.match(rec.error ?? '', /node node-e stopped answering while it ran attempt 1 of this job; no attempts left/);
     assert.equal((await boss.getJobById('last-build', id))?.state, 'failed');
+  });
+
+  void it('three nodes starting at once: pg-boss start is safe; queue creation is, taking turns', async () => {
+    const nodes = [1, 2, 3].map(() => {
+      const b = new PgBoss({ connectionString: db.url, supervise: false, schedule: false });
+      b.on('error', () => undefined);
+      return b;
+    });
+    try {
+      await Promise.all(nodes.map((b) => b.start()));
+      const names = ['race-a', 'race-b', 'race-c'];
+      // Unserialized, pg-boss 10 answers some of these "deadlock detected" (seen here); each node
+      // then retries or, as here, takes its turn under an advisory lock.
+      await Promise.all(nodes.map((b) => createQueues(pool, b, names)));
+      for (const name of names) assert.ok(await boss.getQueue(name), name);
+      // A canceled queued job is never handed out.
+      const id = await nodes[0]!.send('race-a', {});
+      assert.ok(id);
+      await nodes[1]!.cancel('race-a', id);
+      assert.deepEqual(await nodes[2]!.fetch('race-a'), []);
+      assert.equal((await boss.getJobById('race-a', id))?.state, 'cancelled');
+    } finally {
+      await Promise.all(nodes.map((b) => b.stop({ graceful: false, wait: true, close: true })));
+    }
   });
 
   void it('a node takes its warm build’s queue first, then the others', async () => {
