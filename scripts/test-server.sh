@@ -31,6 +31,24 @@ _stop_test_server() {
   rm -rf "$work"
 }
 
+# start_test_server LOG_FUNCTION [KIAPI_NAME=value ...]: starts the built server with the preview
+# engine on a free port, its data in "$work/data", with the settings given and none of the
+# caller's own KIAPI_* settings (the documents the suites check advertise what the server reads);
+# sets "$server_pid" and "$base" and waits until /health answers.
+start_test_server() {
+  local say_fn="$1"
+  shift
+  local unset_args=() name
+  while IFS= read -r name; do unset_args+=(-u "$name"); done < <(env | sed -n 's/^\(KIAPI_[A-Za-z0-9_]*\)=.*/\1/p')
+  local port
+  port="$(free_port)"
+  base="http://127.0.0.1:$port"
+  env "${unset_args[@]}" KIAPI_ENGINE=preview KIAPI_DATA_DIR="$work/data" KIAPI_LOG_LEVEL=warn "$@" \
+    node dist/src/cli/main.js run --host 127.0.0.1 --port "$port" > "$work/server.log" 2>&1 &
+  server_pid=$!
+  wait_healthy "$base" "$say_fn"
+}
+
 # wait_healthy BASE LOG_FUNCTION: waits up to 60 s for BASE/health to answer 200; otherwise prints
 # the server's log and exits 1.
 wait_healthy() {

@@ -73,6 +73,9 @@ def main() -> int:
     downloaded = call(ops, "download_file_v1_files_file_id_download_get", 200, client, file_id=file_id)
     if downloaded is not None and downloaded.payload.read() != PNG:
         failures.append("download: the bytes differ from the upload")
+    thumb = call(ops, "file_thumbnail_v1_files_file_id_thumbnail_get", 200, client, file_id=file_id, size=64)
+    if thumb is not None and thumb.payload.read()[8:12] != b"WEBP":
+        failures.append("thumbnail: not a WebP")
 
     job_ids = []
     for family, package in (("qwen", "kiapi_qwen"), ("ideogram4", "kiapi_ideogram4")):
@@ -89,6 +92,12 @@ def main() -> int:
             model = fam_ops[name].sync_detailed.__annotations__["body"]
             if isinstance(model, str):  # postponed annotations: resolve in the module
                 model = getattr(fam_ops[name], model)
+            if "202" not in op["responses"]:
+                # Not a generation (the caption check): answered at once, no job; its example passes.
+                verdict = call(fam_ops, name, 200, fam_client, body=model.from_dict(example))
+                if verdict is not None and not verdict.valid:
+                    failures.append(f"{name}: the document's example is not valid: {verdict.problems}")
+                continue
             job = call(fam_ops, name, 200, fam_client, body=model.from_dict(example), accept="application/json")
             if job is not None:
                 if job.status.value != "succeeded":

@@ -31,23 +31,7 @@ ensure_build say
 mkdir -p "$repo_root/.cache"
 work="$(mktemp -d "$repo_root/.cache/openai-sdk-run-XXXXXX")"
 stop_server_on_exit
-port="$(free_port)"
-base="http://127.0.0.1:$port"
-
-# The caller's KIAPI_* settings must not leak in.
-unset_args=()
-while IFS= read -r name; do unset_args+=(-u "$name"); done < <(env | sed -n 's/^\(KIAPI_[A-Za-z0-9_]*\)=.*/\1/p')
-env "${unset_args[@]}" \
-  KIAPI_ENGINE=preview \
-  KIAPI_DATA_DIR="$work/data" \
-  KIAPI_PREVIEW_STEP_MS=20 \
-  KIAPI_MAX_QUEUE=2 \
-  KIAPI_AUTH_TOKEN="$token" \
-  KIAPI_LOG_LEVEL=warn \
-  node dist/src/cli/main.js run --host 127.0.0.1 --port "$port" > "$work/server.log" 2>&1 &
-server_pid=$!
-
-wait_healthy "$base" say
+start_test_server say KIAPI_PREVIEW_STEP_MS=20 KIAPI_MAX_QUEUE=2 KIAPI_AUTH_TOKEN="$token"
 say "server on $base"
 
 status=0

@@ -34,26 +34,12 @@ ensure_build say
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/kiapi-fuzz-XXXXXX")"
 stop_server_on_exit
-port="$(free_port)"
-base="http://127.0.0.1:$port"
-
-# The caller's KIAPI_* settings must not leak in: the documents advertise what the server reads.
-unset_args=()
-while IFS= read -r name; do unset_args+=(-u "$name"); done < <(env | sed -n 's/^\(KIAPI_[A-Za-z0-9_]*\)=.*/\1/p')
 # Small default sizes keep the many generations that omit width/height cheap; the caps stay at
 # their defaults (2048, 100 steps), which the preview engine renders in well under a second.
-env "${unset_args[@]}" \
-  KIAPI_ENGINE=preview \
-  KIAPI_DATA_DIR="$work/data" \
-  KIAPI_PREVIEW_STEP_MS=0 \
+start_test_server say KIAPI_PREVIEW_STEP_MS=0 \
   KIAPI_QWEN_DEFAULT_WIDTH=256 KIAPI_QWEN_DEFAULT_HEIGHT=256 \
   KIAPI_IDEOGRAM4_DEFAULT_WIDTH=256 KIAPI_IDEOGRAM4_DEFAULT_HEIGHT=256 \
-  KIAPI_SYNC_TIMEOUT_S=120 \
-  KIAPI_LOG_LEVEL=warn \
-  node dist/src/cli/main.js run --host 127.0.0.1 --port "$port" > "$work/server.log" 2>&1 &
-server_pid=$!
-
-wait_healthy "$base" say
+  KIAPI_SYNC_TIMEOUT_S=120
 say "server on $base (data dir $work/data)"
 
 # Checks: every schemathesis check but two. positive_data_acceptance: the seed contract keeps the

@@ -3,7 +3,7 @@
  * bad variable. Runs the built CLI as a child process.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runCaptured, type Captured } from '../support/process.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -25,21 +25,9 @@ function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, KIAPI_CONFIG_FILE: path.join(dataDir, 'no-settings.yaml'), KIAPI_ENGINE: 'preview', KIAPI_DATA_DIR: dataDir, KIAPI_HOST: '127.0.0.1', ...extra };
 }
 
-async function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stderr: string; stdout: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+async function runCli(args: string[], env: Record<string, string>): Promise<Captured> {
   // A child that unexpectedly starts serving is killed after a generous deadline, never left behind.
-  const guard = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  try {
-    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-    return { code, stderr, stdout };
-  } finally {
-    clearTimeout(guard);
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
+  return runCaptured(process.execPath, [CLI, ...args], { env: cleanEnv(env), timeoutMs: 30_000 });
 }
 
 void describe('kiapi run: bad configuration', () => {

@@ -4,7 +4,7 @@
  * `config show` reports the files folder the server would really use.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runCaptured, type Captured } from '../support/process.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -26,20 +26,9 @@ function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...env, KIAPI_CONFIG_FILE: path.join(dataDir, 'no-settings.yaml'), KIAPI_DATA_DIR: dataDir, ...extra };
 }
 
-async function kiapi(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { env: cleanEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  // `run --help` that started a server instead would never exit: kill it after a generous deadline.
-  const guard = setTimeout(() => child.kill('SIGKILL'), 30_000);
-  try {
-    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-    return { code, stdout, stderr };
-  } finally {
-    clearTimeout(guard);
-  }
+async function kiapi(args: string[], env: Record<string, string> = {}): Promise<Captured> {
+  // `run --help` that started a server instead would never exit: killed after a generous deadline.
+  return runCaptured(process.execPath, [CLI, ...args], { env: cleanEnv(env), timeoutMs: 30_000 });
 }
 
 const COMMANDS: Array<[string[], RegExp]> = [

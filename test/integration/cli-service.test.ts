@@ -7,7 +7,7 @@
  * in the service file needs its format's escaping.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runCaptured, type Captured } from '../support/process.js';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -19,11 +19,7 @@ import { fakeServiceBin, parsePlist, systemdAnalyze, systemdVerify } from '../su
 const CLI = path.join(PACKAGE_ROOT, 'dist/src/cli/main.js');
 const root = tempDir('kiapi-service-');
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Run = Captured;
 
 interface Setup {
   home: string;
@@ -55,21 +51,7 @@ function envFor(s: Setup, extra: Record<string, string> = {}): NodeJS.ProcessEnv
 
 async function kiapi(s: Setup, args: string[], extra: Record<string, string> = {}): Promise<Run> {
   // Under umask 002 (common where each user has a group of their own): launchd refuses a group-writable plist.
-  const child = spawn('/bin/sh', ['-c', 'umask 002 && exec "$@"', 'sh', process.execPath, CLI, 'service', ...args], {
-    env: envFor(s, extra),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const guard = setTimeout(() => child.kill('SIGKILL'), 120_000);
-  try {
-    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-    return { code, stdout, stderr };
-  } finally {
-    clearTimeout(guard);
-  }
+  return runCaptured('/bin/sh', ['-c', 'umask 002 && exec "$@"', 'sh', process.execPath, CLI, 'service', ...args], { env: envFor(s, extra) });
 }
 
 function writeSettings(s: Setup, port: number, extra = ''): void {

@@ -6,7 +6,7 @@
  * substituted.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { runCaptured, type Captured } from '../support/process.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -39,20 +39,9 @@ after(async () => {
   fs.rmSync(workDir, { recursive: true, force: true });
 });
 
-async function bash(script: string, cwd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn('bash', ['-c', script], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+async function bash(script: string, cwd: string): Promise<Captured> {
   // A snippet that polls forever is killed; the test then fails with its output.
-  const guard = setTimeout(() => child.kill('SIGKILL'), 120_000);
-  try {
-    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-    return { code, stdout, stderr };
-  } finally {
-    clearTimeout(guard);
-  }
+  return runCaptured('bash', ['-c', script], { cwd });
 }
 
 const MAGIC: Record<string, (b: Buffer) => boolean> = {

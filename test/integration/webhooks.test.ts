@@ -151,6 +151,29 @@ void describe('webhooks: delivery and signatures', () => {
     assert.equal(new Set(hooks.received.map((r) => r.body)).size, 1);
   });
 
+  void it('waits as long as a 503’s Retry-After asks before the next attempt; a 410 Gone is not retried', async () => {
+    const hooks = await receiver((i) => (i === 0 ? { status: 503, headers: { 'retry-after': '2' } } : 200));
+    const gone = await receiver(() => 410);
+    const s = await server({ KIAPI_NET_ALLOW_PRIVATE_URLS: 'true', KIAPI_WEBHOOK_SECRET: SECRET, KIAPI_WEBHOOK_BACKOFF_S: '0.05' });
+    const jobId = await submitAsync(s.url, { webhook: hooks.url });
+    const goneId = await submitAsync(s.url, { webhook: gone.url });
+    const job = await waitDelivery(s, jobId, 'completed', ['delivered', 'failed']);
+    const d = delivery(job, 'completed')!;
+    assert.equal(d.state, 'delivered');
+    assert.equal(d.attempts, 2);
+    // Not sooner than asked (a lower bound only: a loaded machine may well be later).
+    const [first, second] = hooks.received;
+    assert.ok(second!.at - first!.at >= 2000 - 50, `retried ${second!.at - first!.at} ms after a Retry-After of 2 s`);
+
+    const goneJob = await waitDelivery(s, goneId, 'completed', ['delivered', 'failed']);
+    const g = delivery(goneJob, 'completed')!;
+    assert.equal(g.state, 'failed');
+    assert.equal(g.attempts, 1);
+    assert.equal(g.last_status, 410);
+    assert.match(g.last_error ?? '', /410.*gone/i);
+    assert.equal(gone.received.length, 1);
+  });
+
   void it('gives up on a receiver that never answers after KIAPI_WEBHOOK_RETRY_FOR_S; the job is not affected', async () => {
     const hooks = await receiver(() => 'hang');
     const s = await server({

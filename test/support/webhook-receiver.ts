@@ -1,6 +1,6 @@
 /**
  * A webhook receiver for tests: a real node:http server on 127.0.0.1 that records every request
- * (headers and body) and answers as the test says: a status, or `hang` (never answers; the
+ * (headers and body), when it came (`at`, ms since the epoch), and answers as the test says: a status, a status with headers, or `hang` (never answers; the
  * connection stays open until the sender gives up or the receiver closes).
  */
 import http from 'node:http';
@@ -11,9 +11,12 @@ export interface Received {
   body: string;
   /** Set when the sender closed the connection before an answer (its timeout, its shutdown). */
   abandoned: boolean;
+  /** When the request's body had arrived, ms since the epoch. */
+  at: number;
 }
 
-export type Answer = number | 'hang';
+/** A status, a status with headers (e.g. Retry-After), or `hang`. */
+export type Answer = number | { status: number; headers: Record<string, string> } | 'hang';
 
 export interface Receiver {
   url: string;
@@ -47,7 +50,7 @@ export async function startReceiver(answer: (index: number, r: Received) => Answ
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const r: Received = { headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), abandoned: false };
+      const r: Received = { headers: req.headers, body: Buffer.concat(chunks).toString('utf8'), abandoned: false, at: Date.now() };
       const index = receiver.received.length;
       receiver.received.push(r);
       const a = receiver.answer(index, r);
@@ -59,7 +62,9 @@ export async function startReceiver(answer: (index: number, r: Received) => Answ
         });
         return;
       }
-      res.writeHead(a, { 'content-type': 'text/plain' }).end(a >= 200 && a < 300 ? 'ok' : 'receiver error');
+      const status = typeof a === 'number' ? a : a.status;
+      const headers = typeof a === 'number' ? {} : a.headers;
+      res.writeHead(status, { 'content-type': 'text/plain', ...headers }).end(status >= 200 && status < 300 ? 'ok' : 'receiver error');
     });
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));

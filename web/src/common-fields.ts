@@ -121,3 +121,51 @@ export function optionalNumber(f: Field<HTMLInputElement>): number | undefined {
 export function setOptional(f: Field<HTMLInputElement>, v: unknown): void {
   f.control.value = typeof v === 'number' ? String(v) : '';
 }
+
+/** The output settings the two Qwen forms share: size, format, steps, guidance and seed. */
+export interface OutputSettings {
+  /** The rows to place in the form, in order. */
+  rows: HTMLElement[];
+  /** The fields by the request field a server message names. */
+  fields: Record<string, Field>;
+  size: SizeControl;
+  steps: Field<HTMLInputElement>;
+  seed: SeedControl;
+  /** The request's settings; fields left empty are left out, so the server's defaults apply. */
+  body(): Record<string, unknown>;
+  /** Shows a finished job's settings again ("use these settings again"). */
+  fill(params: Record<string, unknown>, usedSeed: number | null): void;
+}
+
+export function outputSettings(stepsHint: string): OutputSettings {
+  const size = sizeControl();
+  const steps = stepsField(stepsHint);
+  const guidance = guidanceField();
+  const seed = seedControl();
+  const format = formatField();
+  return {
+    rows: [h('div', { class: 'row' }, size.el, format.wrap), h('div', { class: 'row' }, steps.wrap, guidance.wrap), seed.el],
+    fields: { width: size.fields.width, height: size.fields.height, steps, guidance, seed: seed.field, format },
+    size,
+    steps,
+    seed,
+    body() {
+      const { width, height } = size.value();
+      return {
+        width,
+        height,
+        ...(optionalNumber(steps) !== undefined ? { steps: optionalNumber(steps) } : {}),
+        ...(optionalNumber(guidance) !== undefined ? { guidance: optionalNumber(guidance) } : {}),
+        ...(seed.value() !== null ? { seed: seed.value() } : {}),
+        format: format.control.value,
+      };
+    },
+    fill(params, usedSeed) {
+      if (typeof params.width === 'number' && typeof params.height === 'number') size.set(params.width, params.height);
+      setOptional(steps, params.steps);
+      setOptional(guidance, params.guidance);
+      seed.set(usedSeed);
+      if (typeof params.format === 'string') format.control.value = params.format;
+    },
+  };
+}

@@ -1,5 +1,5 @@
 /** The Edit tab: Qwen edit with one or more reference images, the result shown beside its inputs. */
-import { formatField, guidanceField, optionalNumber, seedControl, setOptional, sizeControl, stepsField } from './common-fields.js';
+import { optionalNumber, outputSettings } from './common-fields.js';
 import { field, h, setFormError, showError, type Field } from './dom.js';
 import { imagePicker } from './images.js';
 import { submitJob, type JobPanel } from './job-panel.js';
@@ -21,22 +21,13 @@ export function editForm(panel: JobPanel): EditForm {
   });
   const prompt = field('Instruction', h('textarea', { rows: 3, required: true, placeholder: 'put both foxes on a beach at sunset' }), 'Say what to change or how to combine the images.');
   const negative = field('Negative prompt', h('textarea', { rows: 2 }), 'Optional: what to keep out of the result.');
-  const size = sizeControl();
-  const steps = stepsField('Empty: the server default (30).');
-  const guidance = guidanceField();
-  const seed = seedControl();
-  const format = formatField();
+  const settings = outputSettings('Empty: the server default (30).');
   const formError = h('p', { class: 'form-error', role: 'alert', hidden: true });
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Edit');
   const fields: Record<string, Field> = {
     prompt,
     negative_prompt: negative,
-    width: size.fields.width,
-    height: size.fields.height,
-    steps,
-    guidance,
-    seed: seed.field,
-    format,
+    ...settings.fields,
   };
   const form = h(
     'form',
@@ -44,9 +35,7 @@ export function editForm(panel: JobPanel): EditForm {
     images.el,
     prompt.wrap,
     negative.wrap,
-    h('div', { class: 'row' }, size.el, format.wrap),
-    h('div', { class: 'row' }, steps.wrap, guidance.wrap),
-    seed.el,
+    ...settings.rows,
     formError,
     h('div', { class: 'actions' }, submit),
   );
@@ -65,21 +54,15 @@ export function editForm(panel: JobPanel): EditForm {
       prompt.control.focus();
       return;
     }
-    const { width, height } = size.value();
     const body: Record<string, unknown> = {
       prompt: prompt.control.value,
       images: ids.map((id) => ({ type: 'file_id', file_id: id })),
       ...(negative.control.value.trim() ? { negative_prompt: negative.control.value } : {}),
-      width,
-      height,
-      ...(optionalNumber(steps) !== undefined ? { steps: optionalNumber(steps) } : {}),
-      ...(optionalNumber(guidance) !== undefined ? { guidance: optionalNumber(guidance) } : {}),
-      ...(seed.value() !== null ? { seed: seed.value() } : {}),
-      format: format.control.value,
+      ...settings.body(),
     };
     submit.disabled = true;
     submitJob(EDIT_PATH, body)
-      .then((jobId) => panel.track(jobId, 'Edit', ids, optionalNumber(steps)))
+      .then((jobId) => panel.track(jobId, 'Edit', ids, optionalNumber(settings.steps)))
       .catch((err: unknown) => {
         if (err instanceof Error && /\bimages\b/.test(err.message)) images.setError(err.message);
         showError(err, fields, formError);
@@ -91,15 +74,11 @@ export function editForm(panel: JobPanel): EditForm {
     fill(params, usedSeed) {
       prompt.control.value = typeof params.prompt === 'string' ? params.prompt : '';
       negative.control.value = typeof params.negative_prompt === 'string' ? params.negative_prompt : '';
-      if (typeof params.width === 'number' && typeof params.height === 'number') size.set(params.width, params.height);
-      setOptional(steps, params.steps);
-      setOptional(guidance, params.guidance);
-      seed.set(usedSeed);
-      if (typeof params.format === 'string') format.control.value = params.format;
+      settings.fill(params, usedSeed);
       const refs = (params.images as Array<{ file_id?: string }> | undefined) ?? [];
       images.set(refs.map((r) => r.file_id).filter((x): x is string => typeof x === 'string'));
     },
     addImage: (id) => images.add(id),
-    setSeed: (s) => seed.set(s),
+    setSeed: (s) => settings.seed.set(s),
   };
 }

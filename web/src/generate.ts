@@ -1,6 +1,6 @@
 /** The Generate tab: Qwen text-to-image, and img2img when an image is dropped in. */
 import { getJson, uploadFile, type FileRecord, type Page } from './api.js';
-import { formatField, guidanceField, optionalNumber, seedControl, setOptional, sizeControl, stepsField } from './common-fields.js';
+import { optionalNumber, outputSettings } from './common-fields.js';
 import { field, h, input, setFormError, showError, type Field } from './dom.js';
 import { imagePicker } from './images.js';
 import { submitJob, type JobPanel } from './job-panel.js';
@@ -25,11 +25,8 @@ interface LoraChoice {
 export function generateForm(panel: JobPanel): GenerateForm {
   const prompt = field('Prompt', h('textarea', { rows: 3, required: true, placeholder: 'a red fox reading a newspaper, the headline says KIAPI' }), 'Describe the image you want.');
   const negative = field('Negative prompt', h('textarea', { rows: 2, placeholder: 'blurry, low quality' }), 'Optional: what to keep out of the image.');
-  const size = sizeControl();
-  const steps = stepsField('More steps: slower, sometimes better. Empty: the server default (30).');
-  const guidance = guidanceField();
-  const seed = seedControl();
-  const format = formatField();
+  const settings = outputSettings('More steps: slower, sometimes better. Empty: the server default (30).');
+  const { size } = settings;
   const strength = field(
     'Image strength',
     input({ type: 'range', min: 0, max: 1, step: 0.05, value: 0.6 }),
@@ -109,12 +106,7 @@ export function generateForm(panel: JobPanel): GenerateForm {
   const fields: Record<string, Field> = {
     prompt,
     negative_prompt: negative,
-    width: size.fields.width,
-    height: size.fields.height,
-    steps,
-    guidance,
-    seed: seed.field,
-    format,
+    ...settings.fields,
     image_strength: strength,
   };
   // A message about height or width is shown by the size preset when custom sizes are hidden.
@@ -125,9 +117,7 @@ export function generateForm(panel: JobPanel): GenerateForm {
     negative.wrap,
     init.el,
     strengthBox,
-    h('div', { class: 'row' }, size.el, format.wrap),
-    h('div', { class: 'row' }, steps.wrap, guidance.wrap),
-    seed.el,
+    ...settings.rows,
     loraBox,
     formError,
     h('div', { class: 'actions' }, submit),
@@ -143,24 +133,18 @@ export function generateForm(panel: JobPanel): GenerateForm {
       prompt.control.focus();
       return;
     }
-    const { width, height } = size.value();
     const initId = init.ids()[0];
     const body: Record<string, unknown> = {
       prompt: prompt.control.value,
       ...(negative.control.value.trim() ? { negative_prompt: negative.control.value } : {}),
-      width,
-      height,
-      ...(optionalNumber(steps) !== undefined ? { steps: optionalNumber(steps) } : {}),
-      ...(optionalNumber(guidance) !== undefined ? { guidance: optionalNumber(guidance) } : {}),
-      ...(seed.value() !== null ? { seed: seed.value() } : {}),
-      format: format.control.value,
+      ...settings.body(),
       ...(initId ? { init_image: { type: 'file_id', file_id: initId }, image_strength: Number(strength.control.value) } : {}),
     };
     const chosen = loras.filter((l) => l.check.checked);
     if (chosen.length > 0) body.loras = chosen.map((l) => ({ file: { type: 'file_id', file_id: l.fileId }, scale: Number(l.scale.value) }));
     submit.disabled = true;
     submitJob(GENERATE_PATH, body)
-      .then((jobId) => panel.track(jobId, initId ? 'img2img' : 'Generate', initId ? [initId] : [], optionalNumber(steps)))
+      .then((jobId) => panel.track(jobId, initId ? 'img2img' : 'Generate', initId ? [initId] : [], optionalNumber(settings.steps)))
       .catch((err: unknown) => {
         if (err instanceof Error && /init_image/.test(err.message)) init.setError(err.message);
         if (err instanceof Error && /lora/i.test(err.message)) {
@@ -181,11 +165,7 @@ export function generateForm(panel: JobPanel): GenerateForm {
     fill(params, usedSeed) {
       prompt.control.value = typeof params.prompt === 'string' ? params.prompt : '';
       negative.control.value = typeof params.negative_prompt === 'string' ? params.negative_prompt : '';
-      if (typeof params.width === 'number' && typeof params.height === 'number') size.set(params.width, params.height);
-      setOptional(steps, params.steps);
-      setOptional(guidance, params.guidance);
-      seed.set(usedSeed);
-      if (typeof params.format === 'string') format.control.value = params.format;
+      settings.fill(params, usedSeed);
       const initRef = params.init_image as { file_id?: string } | null | undefined;
       init.set(initRef?.file_id ? [initRef.file_id] : []);
       const refs = (params.loras as Array<{ file?: { file_id?: string }; scale?: number }> | undefined) ?? [];
@@ -196,7 +176,7 @@ export function generateForm(panel: JobPanel): GenerateForm {
         strengthOut.textContent = params.image_strength.toFixed(2);
       }
     },
-    setSeed: (s) => seed.set(s),
+    setSeed: (s) => settings.seed.set(s),
     setInitImage: (id) => init.set([id]),
     refreshLoras,
   };

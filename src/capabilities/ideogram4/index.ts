@@ -7,7 +7,7 @@ import { defineOperation, defineTool, type CapabilityDef, type CapabilityService
 import { InputError, RuleError } from '../../core/errors.js';
 import { pinnedRevision } from '../../core/models/revisions.js';
 import type { ImageTask } from '../../engines/engine.js';
-import { imageWorkload, runImageJob } from '../image-common/image-job.js';
+import { preparedImageJob } from '../image-common/image-job.js';
 import { resolveSeed, snapshot } from '../image-common/params.js';
 import { checkCap, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../image-common/rules.js';
 import { prepareCaption, strictFailureMessage } from './caption-verifier.js';
@@ -80,49 +80,39 @@ async function prepareGenerate(s: Ideogram4Settings, body: GenerateBody, service
     model: spec.name,
     mode: body.mode ?? 'sync',
   };
-  return {
-    params,
-    workload: imageWorkload(task),
-    discard: async () => {},
-    run: (ctx) =>
-      runImageJob(
-        services,
-        {
-          family: 'ideogram4',
-          spec,
-          task,
-          format,
-          quality,
-          inputs: [],
-          buildResult: (out) => ({
-            model: spec.name,
-            prompt,
-            params: {
-              kind: 'txt2img',
-              model: spec.name,
-              prompt,
-              preset,
-              steps,
-              seed: out.seed,
-              width: out.width,
-              height: out.height,
-              quantize,
-              strict_caption_validation: strict,
-              warn_on_caption_issues: warnOn,
-              format,
-              quality,
-              caption_warnings: warnOn ? mergeWarnings(caption.warnings, out.warnings) : [],
-              engine: services.runtime.engine.describe().name,
-            },
-            width: out.width,
-            height: out.height,
-            safety_filter_note: SAFETY_FILTER_NOTE,
-            timings: { total_s: Math.round(out.engineSeconds * 100) / 100 },
-          }),
-        },
-        ctx,
-      ),
-  };
+  return preparedImageJob(services, params, null, {
+    family: 'ideogram4',
+    spec,
+    task,
+    format,
+    quality,
+    inputs: [],
+    buildResult: (out) => ({
+      model: spec.name,
+      prompt,
+      params: {
+        kind: 'txt2img',
+        model: spec.name,
+        prompt,
+        preset,
+        steps,
+        seed: out.seed,
+        width: out.width,
+        height: out.height,
+        quantize,
+        strict_caption_validation: strict,
+        warn_on_caption_issues: warnOn,
+        format,
+        quality,
+        caption_warnings: warnOn ? mergeWarnings(caption.warnings, out.warnings) : [],
+        engine: services.runtime.engine.describe().name,
+      },
+      width: out.width,
+      height: out.height,
+      safety_filter_note: SAFETY_FILTER_NOTE,
+      timings: { total_s: Math.round(out.engineSeconds * 100) / 100 },
+    }),
+  });
 }
 
 /** mflux itself crashes on some shapes (e.g. a list as element `type`); here that is the client's 400. */

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { sep } from 'node:path';
 import sharp from 'sharp';
-import type { CapabilityServices } from '../../core/capability.js';
+import type { CapabilityServices, PreparedJob } from '../../core/capability.js';
 import { InputError, clip, isKiapiError } from '../../core/errors.js';
 import { diskFullError, isDiskFull } from '../../core/files/disk-full.js';
 import { assertLoraFile } from '../../core/files/safetensors.js';
@@ -137,6 +137,25 @@ export interface ImageJobSpec {
 }
 
 const EXT: Record<ImageFormat, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
+
+/**
+ * An image job as the queue takes it: its recorded params, its ETA workload, what its inputs hold
+ * (`resolved`; null when it has none) and how it runs.
+ */
+export function preparedImageJob(
+  services: CapabilityServices,
+  params: Record<string, unknown>,
+  resolved: ResolvedInputs | null,
+  job: ImageJobSpec,
+): PreparedJob {
+  return {
+    params,
+    workload: imageWorkload(job.task),
+    discard: async () => resolved?.discard(),
+    ...(resolved ? { release: () => resolved.release() } : {}),
+    run: (ctx) => runImageJob(services, job, ctx),
+  };
+}
 
 export async function runImageJob(services: CapabilityServices, job: ImageJobSpec, ctx: JobContext): Promise<JobOutput> {
   const enginePng = services.files.tempPath('.png');

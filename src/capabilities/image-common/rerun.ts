@@ -11,7 +11,7 @@ import { ConflictError, NotFoundError, clip, isKiapiError } from '../../core/err
 import type { JobRecord } from '../../core/jobs/job-store.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
 import type { ImageTask, LocalInput, LoraInput } from '../../engines/engine.js';
-import { imageWorkload, resolveInputs, runImageJob, type InputRequest } from './image-job.js';
+import { preparedImageJob, resolveInputs, type InputRequest } from './image-job.js';
 import { ReproRecordSchema, encoderVersions, taskParams, type RecordedInput, type ReproRecord } from './record.js';
 
 const recordCheck = Compile(ReproRecordSchema);
@@ -66,31 +66,20 @@ export async function prepareRerun(services: CapabilityServices, job: JobRecord,
 
   const base = originalResult(job, services);
   const warnings = differences.map((d) => `rerun on a different installation: ${d}`);
-  const prepared: PreparedJob = {
-    params: { ...job.params, mode: opts.mode, rerun_of: job.id },
-    workload: imageWorkload(task),
-    discard: () => resolved.discard(),
-    release: () => resolved.release(),
-    run: (ctx) =>
-      runImageJob(
-        services,
-        {
-          family: record.model.family,
-          spec,
-          task,
-          format,
-          quality,
-          inputs: resolved.recorded,
-          rerunOf: job.id,
-          buildResult: (out) => ({
-            ...base,
-            ...(warnings.length > 0 ? { warnings } : {}),
-            timings: { total_s: Math.round(out.engineSeconds * 100) / 100 },
-          }),
-        },
-        ctx,
-      ),
-  };
+  const prepared = preparedImageJob(services, { ...job.params, mode: opts.mode, rerun_of: job.id }, resolved, {
+    family: record.model.family,
+    spec,
+    task,
+    format,
+    quality,
+    inputs: resolved.recorded,
+    rerunOf: job.id,
+    buildResult: (out) => ({
+      ...base,
+      ...(warnings.length > 0 ? { warnings } : {}),
+      timings: { total_s: Math.round(out.engineSeconds * 100) / 100 },
+    }),
+  });
   return { prepared, warnings };
 }
 

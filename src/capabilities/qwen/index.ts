@@ -7,7 +7,7 @@ import { defineOperation, type CapabilityDef, type CapabilityServices, type Prep
 import { InputError, RuleError, clip } from '../../core/errors.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
 import type { ImageTask, LoraInput } from '../../engines/engine.js';
-import { imageWorkload, resolveInputs, runImageJob, type InputRequest, type ResolvedInputs } from '../image-common/image-job.js';
+import { preparedImageJob, resolveInputs, type InputRequest, type ResolvedInputs } from '../image-common/image-job.js';
 import { resolveSeed, snapshot } from '../image-common/params.js';
 import { checkCap, checkInputCount, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../image-common/rules.js';
 import { qwenDescription } from './description.js';
@@ -214,50 +214,39 @@ function qwenJob(
     mode: body.mode ?? 'sync',
   };
   const { kind, ...inputIds } = inputs.result;
-  return {
-    params,
-    workload: imageWorkload(task),
-    discard: () => resolved.discard(),
-    release: () => resolved.release(),
-    run: (ctx) =>
-      runImageJob(
-        services,
-        {
-          family: 'qwen',
-          spec,
-          task,
-          format,
-          quality,
-          inputs: resolved.recorded,
-          buildResult: (out) => ({
-            model: spec.name,
-            prompt: body.prompt,
-            params: {
-              kind,
-              model: spec.name,
-              prompt: body.prompt,
-              negative_prompt: task.negativePrompt,
-              ...inputIds,
-              seed: out.seed,
-              width: out.width,
-              height: out.height,
-              steps: c.steps,
-              guidance: c.guidance,
-              quantize: c.quantize,
-              scheduler: task.scheduler,
-              format,
-              quality,
-              loras: task.loras.map((l) => ({ file_id: l.fileId, scale: l.scale })),
-              engine: services.runtime.engine.describe().name,
-            },
-            width: out.width,
-            height: out.height,
-            timings: { total_s: round2(out.engineSeconds) },
-          }),
-        },
-        ctx,
-      ),
-  };
+  return preparedImageJob(services, params, resolved, {
+    family: 'qwen',
+    spec,
+    task,
+    format,
+    quality,
+    inputs: resolved.recorded,
+    buildResult: (out) => ({
+      model: spec.name,
+      prompt: body.prompt,
+      params: {
+        kind,
+        model: spec.name,
+        prompt: body.prompt,
+        negative_prompt: task.negativePrompt,
+        ...inputIds,
+        seed: out.seed,
+        width: out.width,
+        height: out.height,
+        steps: c.steps,
+        guidance: c.guidance,
+        quantize: c.quantize,
+        scheduler: task.scheduler,
+        format,
+        quality,
+        loras: task.loras.map((l) => ({ file_id: l.fileId, scale: l.scale })),
+        engine: services.runtime.engine.describe().name,
+      },
+      width: out.width,
+      height: out.height,
+      timings: { total_s: round2(out.engineSeconds) },
+    }),
+  });
 }
 
 function round2(n: number): number {

@@ -8,8 +8,10 @@
  * delivers it; anything else (another status, a refused connection, no answer within
  * KIAPI_WEBHOOK_TIMEOUT_S) is retried after KIAPI_WEBHOOK_BACKOFF_S, doubled per attempt up to an
  * hour, with jitter (so receivers coming back are not hit by every sender at once), until
- * KIAPI_WEBHOOK_RETRY_FOR_S after the event; then the delivery is `failed`. Redirects are not
- * followed (a 3xx is a failed attempt): the signature was made for the URL the job named.
+ * KIAPI_WEBHOOK_RETRY_FOR_S after the event; then the delivery is `failed`. A 429 or 503 with
+ * Retry-After is not retried sooner than it asks (up to the same hour); a 410 Gone fails the
+ * delivery at once. Redirects are not followed (a 3xx is a failed attempt): the signature was
+ * made for the URL the job named.
  *
  * A URL from a request goes through the same outbound rules as `url` inputs on every attempt:
  * resolved once, every address checked (loopback and private refused unless
@@ -112,12 +114,16 @@ export class WebhookDispatcher {
       controller.abort(new Error('timed out'));
     }, this.opts.timeoutMs);
     try {
-      const status = await this.post(row, controller.signal);
+      const { status, retryAfterMs } = await this.post(row, controller.signal);
       if (status >= 200 && status <= 299) {
         this.outbox.recordDelivered(row.id, status);
         this.opts.log.info({ job_id: row.job_id, webhook_id: row.id, status }, 'webhook delivered');
+      } else if (status === 410) {
+        // Standard Webhooks: 410 Gone says the endpoint was removed on purpose; retrying it for a
+        // day would only knock on a closed door.
+        this.failed(row, status, 'HTTP 410: the receiver says this endpoint is gone; not retried', { giveUp: true });
       } else {
-        this.failed(row, status, `HTTP ${status}`);
+        this.failed(row, status, `HTTP ${status}`, { retryAfterMs });
       }
     } catch (err) {
       // Shutdown: not an attempt of the receiver's; the row stays pending for the next start.
@@ -134,22 +140,25 @@ export class WebhookDispatcher {
   }
 
   /** Records a failed attempt and when the next one is due, or gives up past the retry horizon. */
-  private failed(row: DeliveryRow, status: number | null, error: string): void {
+  private failed(row: DeliveryRow, status: number | null, error: string, how: { retryAfterMs?: number | null; giveUp?: boolean } = {}): void {
     const attempts = row.attempts + 1;
     const base = Math.min(MAX_BACKOFF_MS, this.opts.backoffMs * 2 ** (attempts - 1));
-    // "Equal jitter": at least half the backoff, so retries still spread out over time.
-    const delayMs = base / 2 + Math.random() * (base / 2);
+    // "Equal jitter": at least half the backoff, so retries still spread out over time. A receiver
+    // that says when to come back (Retry-After on a 429 or 503) is not asked again sooner, within
+    // the same one-hour cap as the backoff.
+    const jittered = base / 2 + Math.random() * (base / 2);
+    const delayMs = Math.max(jittered, Math.min(MAX_BACKOFF_MS, how.retryAfterMs ?? 0));
     const nextMs = Date.now() + delayMs;
     const horizonMs = (row.event_at ?? row.created_at) * 1000 + this.opts.retryForMs;
-    const giveUp = nextMs > horizonMs;
+    const giveUp = how.giveUp === true || nextMs > horizonMs;
     this.outbox.recordFailure(row.id, status, clip(error, MAX_ERROR_CHARS), giveUp ? null : nextMs / 1000);
     const fields = { job_id: row.job_id, webhook_id: row.id, attempts, status, error };
-    if (giveUp) this.opts.log.warn(fields, 'webhook delivery given up (KIAPI_WEBHOOK_RETRY_FOR_S)');
+    if (giveUp) this.opts.log.warn(fields, how.giveUp ? 'webhook delivery given up (the receiver answered 410 Gone)' : 'webhook delivery given up (KIAPI_WEBHOOK_RETRY_FOR_S)');
     else this.opts.log.info(fields, 'webhook delivery failed; will retry');
   }
 
-  /** One POST; resolves with the receiver's status once its headers arrive. */
-  private async post(row: DeliveryRow, signal: AbortSignal): Promise<number> {
+  /** One POST; resolves with the receiver's status (and Retry-After) once its headers arrive. */
+  private async post(row: DeliveryRow, signal: AbortSignal): Promise<PostAnswer> {
     const checked = checkHttpUrl(row.url, 'webhook');
     const vetted = await abortable(
       resolveVetted(checked, { kind: 'webhook', allowPrivate: row.vet === 0 || this.opts.allowPrivate }),
@@ -169,12 +178,30 @@ export class WebhookDispatcher {
   }
 }
 
-function postOnce(checked: CheckedUrl, vetted: VettedAddress[], headers: Record<string, string>, body: string, signal: AbortSignal): Promise<number> {
+interface PostAnswer {
+  status: number;
+  /** What the receiver's Retry-After asks for, in ms from now; null without one. */
+  retryAfterMs: number | null;
+}
+
+/** Retry-After as RFC 9110 has it: a number of seconds or an HTTP date; anything else is ignored. */
+export function retryAfterMs(value: string | undefined, now = Date.now()): number | null {
+  if (value === undefined) return null;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  // Only what looks like an HTTP date (it names a day or month): Date.parse alone reads "-5" or
+  // "1.5" as dates too.
+  if (!/[A-Za-z]{3}/.test(v)) return null;
+  const at = Date.parse(v);
+  return Number.isNaN(at) ? null : Math.max(0, at - now);
+}
+
+function postOnce(checked: CheckedUrl, vetted: VettedAddress[], headers: Record<string, string>, body: string, signal: AbortSignal): Promise<PostAnswer> {
   const { url, host, port } = checked;
   const https = url.protocol === 'https:';
   const auth =
     url.username !== '' || url.password !== '' ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}` : undefined;
-  return new Promise<number>((resolve, reject) => {
+  return new Promise<PostAnswer>((resolve, reject) => {
     const req = (https ? httpsRequest : httpRequest)({
       method: 'POST',
       host,
@@ -192,7 +219,8 @@ function postOnce(checked: CheckedUrl, vetted: VettedAddress[], headers: Record<
       // The answer's body means nothing to kiapi; read it away so the socket closes cleanly.
       res.resume();
       res.on('error', () => undefined);
-      resolve(res.statusCode ?? 0);
+      const status = res.statusCode ?? 0;
+      resolve({ status, retryAfterMs: status === 429 || status === 503 ? retryAfterMs(res.headers['retry-after']) : null });
     });
     req.on('error', reject);
     req.end(body);

@@ -3,11 +3,12 @@
  * contract of docs/compatibility.md §1.8), its model list, OpenAPI document and docs pages.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { capabilityPrefix, type OperationDef } from '../../core/capability.js';
+import { capabilityPrefix, type OperationDef, type PreparedJob } from '../../core/capability.js';
 import { CanceledError, ConflictError, EngineError, NotFoundError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
 import { requestFingerprint } from '../../core/jobs/idempotency.js';
 import type { JobHandler } from '../../core/jobs/job-queue.js';
 import type { JobRecord } from '../../core/jobs/job-store.js';
+import type { WebhookTarget } from '../../core/webhooks/outbox.js';
 import type { WebhookRequest } from '../../core/webhooks/webhooks.js';
 import type { AppContext } from '../context.js';
 import { idempotencyKeyOf, markReplayed, replayNote, replayedJobs } from '../idempotency.js';
@@ -200,10 +201,26 @@ async function submitJob(
           return { ...out, result: { ...out.result, warnings } };
         }
       : prepared.run;
+  return queuePrepared(ctx, op.jobType, prepared, run, webhook, record);
+}
+
+/**
+ * Queues a prepared job with what goes with it: its webhook subscription and the request's
+ * idempotency key (`record`), both written in the job's own transaction. The inputs stay on disk
+ * until the job is done, whoever deletes their file meanwhile; when the job is not queued after
+ * all (queue full, shutting down), what preparation stored is removed again.
+ */
+export async function queuePrepared(
+  ctx: AppContext,
+  type: string,
+  prepared: PreparedJob,
+  run: JobHandler,
+  webhook: WebhookTarget | null,
+  record?: (jobs: JobRecord[]) => void,
+): Promise<JobRecord> {
   try {
-    // The inputs stay on disk until the job is done, whoever deletes their file meanwhile.
     const release = prepared.release?.bind(prepared);
-    const job = ctx.queue.submit(op.jobType, prepared.params, run, {
+    const job = ctx.queue.submit(type, prepared.params, run, {
       onSettled: release ? () => void release() : undefined,
       workload: prepared.workload,
       onCreate: webhook ? (created) => ctx.webhooks.outbox.subscribe(created.id, webhook) : undefined,

@@ -353,7 +353,9 @@ export function fileRoutes(ctx: AppContext): RouteDef[] {
           'kiapi extension. A small WebP of an image file, its longest side at most `size` pixels (an image already smaller is not enlarged), made on request and not stored; for galleries. Strong ETag (If-None-Match answers 304).',
         operationId: 'file_thumbnail_v1_files__file_id__thumbnail_get',
         responses: {
-          '200': { description: 'The thumbnail.', binary: ['image/webp'] },
+          // Always WebP; application/octet-stream beside it because some client generators
+          // (openapi-python-client) parse no image/* response and would leave the answer out.
+          '200': { description: 'The thumbnail (image/webp).', binary: ['image/webp', 'application/octet-stream'] },
           '304': { description: 'Not modified (If-None-Match names this thumbnail).' },
           '400': { description: 'The file is not a png, jpeg, webp or gif image, or cannot be decoded.' },
           '404': { description: 'Unknown file id.' },

@@ -12,7 +12,7 @@ import { replayedHeader } from '../openapi.js';
 import type { RouteDef } from '../route-def.js';
 import { JobDeletedSchema, JobIdParams, JobListQuery, JobListSchema, JobSchema, RerunBody } from '../schemas.js';
 import { warningHeader } from '../unknown-fields.js';
-import { answerJob, untimed } from './capabilities.js';
+import { answerJob, queuePrepared, untimed } from './capabilities.js';
 
 type JobRequest = FastifyRequest<{ Params: Static<typeof JobIdParams> }>;
 type JobListRequest = FastifyRequest<{ Querystring: Static<typeof JobListQuery> }>;
@@ -197,20 +197,7 @@ async function rerun(ctx: AppContext, req: RerunRequest, reply: FastifyReply): P
     const webhook = await ctx.webhooks.target(req.body, gone.signal);
     const { prepared, warnings } = await prepareRerun(ctx.services, original, { allowDifferent: req.body.allow_different ?? false, mode }, gone.signal);
     if (warnings.length > 0) void reply.header('warning', warningHeader(warnings));
-    try {
-      const release = prepared.release?.bind(prepared);
-      const job = ctx.queue.submit(original.type, prepared.params, prepared.run, {
-        onSettled: release ? () => void release() : undefined,
-        workload: prepared.workload,
-        onCreate: webhook ? (created) => ctx.webhooks.outbox.subscribe(created.id, webhook) : undefined,
-        record,
-      });
-      // A copy: the queue starts the job a microtask later, and the 202 tells the state it was submitted in.
-      return { ...job };
-    } catch (err) {
-      await prepared.discard();
-      throw err;
-    }
+    return queuePrepared(ctx, original.type, prepared, prepared.run, webhook, record);
   };
   if (key === null) return answerJob(ctx, await submit(), mode, req, reply, gone.signal);
   const keyed = await ctx.idempotency.once(`/v1/jobs/${original.id}/rerun`, key, requestFingerprint(req.body), (record) =>

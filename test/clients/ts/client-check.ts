@@ -83,6 +83,9 @@ const fileId = upload.data!.file_id;
   const bytes = await root.GET('/v1/files/{file_id}/download', { params: { path: { file_id: fileId } }, parseAs: 'arrayBuffer' });
   check('GET /v1/files/{file_id}/download', bytes.response, 200, bytes.data);
   if (bytes.data && !Buffer.from(bytes.data).equals(PNG)) failures.push('download: the bytes differ from the upload');
+  const thumb = await root.GET('/v1/files/{file_id}/thumbnail', { params: { path: { file_id: fileId }, query: { size: 64 } }, parseAs: 'arrayBuffer' });
+  check('GET /v1/files/{file_id}/thumbnail', thumb.response, 200, thumb.data);
+  if (thumb.data && Buffer.from(thumb.data).subarray(8, 12).toString('latin1') !== 'WEBP') failures.push('thumbnail: not a WebP');
 }
 
 const jobIds: string[] = [];
@@ -102,6 +105,13 @@ const jobIds: string[] = [];
     params: json,
   });
   check('POST /v1/image/ideogram4/generate', ideo.response, 200, ideo.data);
+  // The caption check answers at once, without a job; the document's example caption passes it.
+  type CaptionCheck = IdeogramPaths['/v1/image/ideogram4/captions/validate']['post']['requestBody']['content']['application/json'];
+  const verdict = await ideogram.POST('/v1/image/ideogram4/captions/validate', {
+    body: example(ideogramDoc, '/v1/image/ideogram4/captions/validate') as CaptionCheck,
+  });
+  check('POST /v1/image/ideogram4/captions/validate', verdict.response, 200, verdict.data);
+  if (verdict.data && !verdict.data.valid) failures.push(`caption check: the example is not valid: ${JSON.stringify(verdict.data.problems)}`);
   for (const [what, res] of [['qwen', await qwen.GET('/v1/image/qwen/models')], ['ideogram4', await ideogram.GET('/v1/image/ideogram4/models')]] as const) {
     check(`GET /v1/image/${what}/models`, res.response, 200, res.data);
   }
