@@ -57,26 +57,43 @@ export function openPool(url: string, log: Logger, opts: PoolOptions = {}): pg.P
 }
 
 /**
- * Runs `work` in one transaction on one client: committed when it resolves, rolled back when it
- * throws. A client whose rollback failed (the connection broke) is destroyed, not returned to
- * the pool half-open.
+ * Runs `work` on one client of the pool, then gives it back. While held, the client has an
+ * `error` listener: a checked-out pg client emits `error` when its connection dies (the pool
+ * listens only to idle ones), and unheard that would end the process. The failing query rejects
+ * anyway; a client that failed so, or whose last statement could not run, is destroyed instead
+ * of going back to the pool.
  */
-export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+export async function withClient<T>(pool: pg.Pool, work: (client: pg.PoolClient, markBroken: (err: unknown) => void) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   let broken: Error | undefined;
+  const markBroken = (err: unknown) => {
+    broken ??= err instanceof Error ? err : new Error(String(err));
+  };
+  client.on('error', markBroken);
   try {
-    await client.query('BEGIN');
-    const out = await work(client);
-    await client.query('COMMIT');
-    return out;
-  } catch (err) {
-    await client.query('ROLLBACK').catch((rollbackErr: unknown) => {
-      broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
-    });
-    throw err;
+    return await work(client, markBroken);
   } finally {
+    client.removeListener('error', markBroken);
     client.release(broken);
   }
+}
+
+/**
+ * Runs `work` in one transaction on one client: committed when it resolves, rolled back when it
+ * throws (a client whose rollback failed is destroyed, not returned to the pool half-open).
+ */
+export async function inTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  return withClient(pool, async (client, markBroken) => {
+    try {
+      await client.query('BEGIN');
+      const out = await work(client);
+      await client.query('COMMIT');
+      return out;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(markBroken);
+      throw err;
+    }
+  });
 }
 
 /** pg-boss's `db` option bound to one client: its statements join that client's transaction. */
@@ -109,43 +126,39 @@ export async function migrate(pool: pg.Pool, migrations: readonly Migration[]): 
     if (names.has(m.name)) throw new Error(`migration ${m.name} is listed twice`);
     names.add(m.name);
   }
-  const client = await pool.connect();
-  let broken: Error | undefined;
   try {
-    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
-    try {
-      await client.query(
-        `CREATE TABLE IF NOT EXISTS cluster_migrations (
-           name TEXT PRIMARY KEY,
-           applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-         )`,
-      );
-      const done = new Set((await client.query<{ name: string }>('SELECT name FROM cluster_migrations')).rows.map((r) => r.name));
-      const applied: string[] = [];
-      for (const m of migrations) {
-        if (done.has(m.name)) continue;
-        await client.query('BEGIN');
-        try {
-          await client.query(m.sql);
-          await client.query('INSERT INTO cluster_migrations (name) VALUES ($1)', [m.name]);
-          await client.query('COMMIT');
-        } catch (err) {
-          await client.query('ROLLBACK').catch(() => undefined);
-          throw new Error(`cluster migration ${m.name} failed: ${(err as Error).message}`, { cause: err });
+    return await withClient(pool, async (client, markBroken) => {
+      await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_KEY]);
+      try {
+        await client.query(
+          `CREATE TABLE IF NOT EXISTS cluster_migrations (
+             name TEXT PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+           )`,
+        );
+        const done = new Set((await client.query<{ name: string }>('SELECT name FROM cluster_migrations')).rows.map((r) => r.name));
+        const applied: string[] = [];
+        for (const m of migrations) {
+          if (done.has(m.name)) continue;
+          await client.query('BEGIN');
+          try {
+            await client.query(m.sql);
+            await client.query('INSERT INTO cluster_migrations (name) VALUES ($1)', [m.name]);
+            await client.query('COMMIT');
+          } catch (err) {
+            await client.query('ROLLBACK').catch(markBroken);
+            throw new Error(`cluster migration ${m.name} failed: ${(err as Error).message}`, { cause: err });
+          }
+          applied.push(m.name);
         }
-        applied.push(m.name);
+        return applied;
+      } finally {
+        // If this fails the session is gone, and its lock with it; the client is not reused.
+        await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]).catch(markBroken);
       }
-      return applied;
-    } finally {
-      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]).catch((err: unknown) => {
-        // The session is gone (and its lock with it); the client must not go back to the pool.
-        broken = err instanceof Error ? err : new Error(String(err));
-      });
-    }
+    });
   } catch (err) {
     throw unavailable(err, 'migrating the schema');
-  } finally {
-    client.release(broken);
   }
 }
 
