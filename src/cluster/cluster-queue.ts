@@ -404,7 +404,7 @@ export class ClusterJobQueue implements JobQueueApi {
     this.claiming = true;
     void this.claim()
       .then((claimed) => {
-        if (claimed) this.start(claimed);
+        if (claimed) this.run(claimed);
       })
       .catch((err: unknown) => this.o.log.warn({ err }, 'could not claim a job'))
       .finally(() => {
@@ -484,7 +484,7 @@ export class ClusterJobQueue implements JobQueueApi {
     });
   }
 
-  private start(claimed: Running): void {
+  private run(claimed: Running): void {
     this.running = claimed;
     void this.o.nodes.update({ busy: true, runningJob: claimed.job.id });
     this.runningDone = this.execute(claimed)
