@@ -230,6 +230,12 @@ void describe('S3BlobStore', () => {
     const id = newId('survivor');
     const content = bytes(50_000, 7);
     await store.put(id, Readable.from([content]));
+    // A download under way when the store dies: more than the sockets' buffers can hold, read
+    // one chunk, so most of it is still to come.
+    const long = newId('long');
+    await store.put(long, Readable.from(chunks(24), { objectMode: false }));
+    const reading = (await store.get(long))[Symbol.asyncIterator]();
+    await reading.next();
     await s3.kill();
     try {
       const unavailable = (err: Error) => {
@@ -237,11 +243,19 @@ void describe('S3BlobStore', () => {
         assert.match(err.message, new RegExp(`the object store at ${s3.endpoint}/kiapi-blobs is unreachable \\(.+\\); retry shortly`));
         return true;
       };
+      const rest = async () => {
+        while (!(await reading.next()).done);
+      };
+      await assert.rejects(rest(), unavailable);
       await assert.rejects(store.put(newId('while-down'), Readable.from([content])), unavailable);
       await assert.rejects(store.put(newId('while-down-big'), Readable.from(chunks(12))), unavailable);
       await assert.rejects(store.get(id), unavailable);
       await assert.rejects(store.delete(id), unavailable);
       await assert.rejects(listed(store, future()), unavailable);
+      // An engine's input copy fails the same way, and leaves nothing behind.
+      const cacheDir = tmpDir();
+      await assert.rejects(new InputCache({ dir: cacheDir, maxBytes: MIB }).materialize(id, sha256(content), store), unavailable);
+      assert.deepEqual(fs.readdirSync(cacheDir), []);
     } finally {
       await s3.restart();
     }
@@ -249,6 +263,21 @@ void describe('S3BlobStore', () => {
     const later = newId('after-restart');
     assert.equal((await store.put(later, Readable.from([content]))).sha256, sha256(content));
     assert.deepEqual(await readAll(await store.get(later)), content);
+  });
+
+  void it('open names the credentials when the store refuses them', async () => {
+    const saved = process.env.AWS_SECRET_ACCESS_KEY;
+    process.env.AWS_SECRET_ACCESS_KEY = 'not-the-secret';
+    try {
+      await assert.rejects(S3BlobStore.open({ bucket: 'kiapi-blobs', endpoint: s3.endpoint, region: s3.region }), (err: Error) => {
+        assert.ok(err instanceof UnavailableError, `${err.name}: ${err.message}`);
+        assert.match(err.message, /refused kiapi's credentials/);
+        assert.match(err.message, /AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
+        return true;
+      });
+    } finally {
+      process.env.AWS_SECRET_ACCESS_KEY = saved;
+    }
   });
 
   void it('open fails start-up with a message naming the settings when the store does not answer', async () => {
