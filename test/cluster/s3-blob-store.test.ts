@@ -84,6 +84,22 @@ after(async () => {
   for (const dir of tmpDirs) fs.rmSync(dir, { recursive: true, force: true });
 });
 
+/** Multipart uploads begun and neither completed nor aborted (S3Proxy lists them, as S3 does). */
+async function openUploads(): Promise<string[]> {
+  const raw = new S3Client({
+    endpoint: s3.endpoint,
+    region: s3.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
+  });
+  try {
+    const open = await raw.send(new ListMultipartUploadsCommand({ Bucket: 'kiapi-blobs' }));
+    return (open.Uploads ?? []).map((u) => u.Key ?? '');
+  } finally {
+    raw.destroy();
+  }
+}
+
 void describe('S3BlobStore', () => {
   void it('open creates a missing bucket, and opens an existing one as it is', async () => {
     const again = await S3BlobStore.open({ bucket: 'kiapi-blobs', endpoint: s3.endpoint, region: s3.region });
@@ -146,18 +162,7 @@ void describe('S3BlobStore', () => {
       assert.ok(!(await listed(store, future())).includes(id));
     }
     // No multipart upload is left open (its parts would be stored, and billed, forever).
-    const raw = new S3Client({
-      endpoint: s3.endpoint,
-      region: s3.region,
-      forcePathStyle: true,
-      credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey },
-    });
-    try {
-      const open = await raw.send(new ListMultipartUploadsCommand({ Bucket: 'kiapi-blobs' }));
-      assert.deepEqual(open.Uploads ?? [], []);
-    } finally {
-      raw.destroy();
-    }
+    assert.deepEqual(await openUploads(), []);
   });
 
   void it('a source that fails mid-upload fails the put with its own error and leaves no blob', async () => {
@@ -170,6 +175,7 @@ void describe('S3BlobStore', () => {
     );
     await assert.rejects(store.put(id, source), /client went away/);
     await assert.rejects(store.get(id), NotFoundError);
+    assert.deepEqual(await openUploads(), []);
   });
 
   void it('a 64 MiB stream goes up and down with bounded live memory', async () => {
