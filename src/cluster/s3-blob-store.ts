@@ -90,6 +90,11 @@ export function connectionFault(err: unknown, depth = 0): string | null {
   return null;
 }
 
+/**
+ * Why the store refused kiapi's identity, or null. AWS answers 403, not 404, for a missing key
+ * when the identity may not list the bucket, so the identity needs s3:ListBucket (the orphan
+ * sweep lists anyway) besides s3:GetObject, s3:PutObject and s3:DeleteObject.
+ */
 function credentialFault(err: unknown): string | null {
   if (!(err instanceof Error)) return null;
   const status = (err as SdkError).$metadata?.httpStatusCode;
