@@ -95,6 +95,8 @@ export class PgEventBus {
   private readonly channels = new Map<string, Set<(payload: string) => void>>();
   private readonly reconnectListeners = new Set<() => void>();
   private reconnectTimer: NodeJS.Timeout | null = null;
+  /** Counts for diagnostics (/health, tests): connections re-made, events read back after a loss. */
+  readonly stats = { reconnects: 0, caughtUp: 0 };
   private pingTimer: NodeJS.Timeout | null = null;
   private backoffMs: number;
 
@@ -236,7 +238,7 @@ export class PgEventBus {
   }
 
   /**
-   * Connects and LISTENs, then reads what was missed (or, the first time, where "now" is).
+   * Connects and LISTENs, then reads what was missed since the last event delivered.
    * Duplicates — a row read here and also notified — are dropped by id.
    */
   private async connect(): Promise<void> {
@@ -271,18 +273,18 @@ export class PgEventBus {
     const gate = new Promise<boolean>((resolve) => (open = resolve));
     const reconnecting = this.lastSeen !== null;
     this.enqueue(async () => {
-      if (!(await gate)) return;
-      if (this.lastSeen === null) {
-        const max = await this.pool.query<{ id: string | null }>('SELECT max(id)::text AS id FROM job_events');
-        this.lastSeen = BigInt(max.rows[0]?.id ?? '0');
-      } else {
-        await this.catchUp();
-      }
+      if (await gate) await this.catchUp();
     });
     client.on('notification', (n) => this.onNotification(n));
     try {
       await client.query(`LISTEN ${EVENTS_CHANNEL}`);
       for (const channel of this.channels.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      // The first time, "from now on" starts at the newest row, read before start() resolves so
+      // that an event published after it is never taken for an old one.
+      if (this.lastSeen === null) {
+        const max = await this.pool.query<{ id: string | null }>('SELECT max(id)::text AS id FROM job_events');
+        this.lastSeen = BigInt(max.rows[0]?.id ?? '0');
+      }
     } catch (err) {
       dead = true;
       open(false);
@@ -298,6 +300,7 @@ export class PgEventBus {
     this.backoffMs = this.opts.reconnectMinMs ?? 100;
     open(true);
     if (reconnecting) {
+      this.stats.reconnects++;
       this.opts.log.info('the LISTEN connection to the shared database is back');
       this.enqueue(async () => {
         for (const cb of [...this.reconnectListeners]) cb();
@@ -377,11 +380,13 @@ export class PgEventBus {
 
   /** Delivers the rows after the last one delivered (those a dropped connection missed). */
   private async catchUp(): Promise<void> {
-    for (;;) {
+    while (this.lastSeen !== null) {
       const rows = await this.pool.query<EventRow>(`SELECT ${JOB_EVENT_COLUMNS} FROM job_events WHERE id > $1 ORDER BY id LIMIT 1000`, [
-        String(this.lastSeen ?? 0n),
+        String(this.lastSeen),
       ]);
-      for (const r of rows.rows) this.deliver(toEvent(r));
+      for (const r of rows.rows) {
+        if (this.deliver(toEvent(r))) this.stats.caughtUp++;
+      }
       if (rows.rows.length < 1000) return;
     }
   }
@@ -395,9 +400,11 @@ export class PgEventBus {
     });
   }
 
-  private deliver(e: ClusterEvent): void {
+  /** Hands `e` to the subscribers unless it was delivered already; answers whether it was new. */
+  private deliver(e: ClusterEvent): boolean {
     const id = BigInt(e.id);
-    if (this.lastSeen !== null && id <= this.lastSeen) return;
+    // Null: the first connection has not found where "now" is (it failed): nothing to deliver.
+    if (this.lastSeen === null || id <= this.lastSeen) return false;
     this.lastSeen = id;
     for (const cb of [...this.subscribers]) {
       try {
@@ -406,6 +413,7 @@ export class PgEventBus {
         this.opts.log.error({ err }, 'a job event subscriber failed');
       }
     }
+    return true;
   }
 }
 
