@@ -167,6 +167,32 @@ export class PgEventBus {
     }
   }
 
+  /** Every event of one job the table still holds, oldest first (at most `limit`). */
+  async replayFrom(jobId: string, limit = 5000): Promise<ClusterEvent[]> {
+    try {
+      const rows = await this.pool.query<EventRow>(`SELECT ${JOB_EVENT_COLUMNS} FROM job_events WHERE job_id = $1 ORDER BY id LIMIT $2`, [jobId, limit]);
+      return rows.rows.map(toEvent);
+    } catch (err) {
+      throw unavailable(err, 'reading job events');
+    }
+  }
+
+  /**
+   * The id of the job's terminal event (succeeded, failed, canceled), or null while it has none
+   * (or it was pruned): what a `<job id>.end` Last-Event-ID stands for.
+   */
+  async terminalIdOf(jobId: string): Promise<string | null> {
+    try {
+      const rows = await this.pool.query<{ id: string }>('SELECT id::text AS id FROM job_events WHERE job_id = $1 AND event = ANY($2) ORDER BY id DESC LIMIT 1', [
+        jobId,
+        TERMINAL,
+      ]);
+      return rows.rows[0]?.id ?? null;
+    } catch (err) {
+      throw unavailable(err, 'reading job events');
+    }
+  }
+
   /**
    * Removes the events of jobs that ended more than `finishedBeforeS` seconds ago, and events that
    * old whose job record is gone (a deleted job). Safe on every node at once. Answers the count.

@@ -133,6 +133,15 @@ void describe('PgEventBus', () => {
     assert.equal(await a.bus.replay(second, 'job-r1'), null, "another job's id");
     assert.equal(await a.bus.replay('abc-12'), null, 'not an id of this bus');
     assert.equal(await a.bus.replay('999999999999'), null, 'never written');
+    // A job's whole history, and the row behind its `<job id>.end` id once it has one.
+    assert.deepEqual(
+      (await a.bus.replayFrom('job-r1')).map((e) => e.id),
+      [first, third],
+    );
+    assert.equal(await a.bus.terminalIdOf('job-r1'), null);
+    const end = await a.bus.publish({ jobId: 'job-r1', jobType: 'qwen', status: 'failed', event: 'failed', data: {} });
+    assert.equal(await a.bus.terminalIdOf('job-r1'), end);
+    assert.deepEqual(await a.bus.replay(end, 'job-r1'), []);
   });
 
   void it('PostgreSQL killed and restarted: the LISTEN connection comes back and reads the events it missed, in order, once', async () => {
