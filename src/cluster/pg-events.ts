@@ -302,9 +302,13 @@ export class PgEventBus {
       if (await gate) await this.catchUp();
     });
     client.on('notification', (n) => this.onNotification(n));
+    const listened = new Set<string>();
     try {
       await client.query(`LISTEN ${EVENTS_CHANNEL}`);
-      for (const channel of this.channels.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      for (const channel of this.channels.keys()) {
+        await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+        listened.add(channel);
+      }
       // The first time, "from now on" starts at the newest row, read before start() resolves so
       // that an event published after it is never taken for an old one.
       if (this.lastSeen === null) {
@@ -323,6 +327,10 @@ export class PgEventBus {
       return;
     }
     this.client = client;
+    // A channel added by listen() while this connection was being made is LISTENed now.
+    for (const channel of this.channels.keys()) {
+      if (!listened.has(channel)) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`).catch((err: Error) => lost(err));
+    }
     this.backoffMs = this.opts.reconnectMinMs ?? 100;
     open(true);
     if (reconnecting) {
