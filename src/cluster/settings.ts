@@ -95,11 +95,21 @@ export function readClusterSettings(env: Record<string, string | undefined>, lis
   return {
     databaseUrl,
     s3: { bucket, ...(endpoint !== null ? { endpoint } : {}), region },
-    nodeId: nodeId ?? `${os.hostname()}:${listen.port}`,
+    nodeId: nodeId ?? defaultNodeId(listen),
     nodeUrl: (nodeUrl ?? defaultNodeUrl(listen)).replace(/\/+$/, ''),
     leaseS,
     maxAttempts,
   };
+}
+
+/**
+ * <hostname>:<port>: stable across restarts (a restarted node finds the jobs it held under its
+ * own id) and unique among the nodes of a machine, since two cannot listen on one port. Port 0
+ * (the OS picks one at listen time) would give every such node the same id, and two nodes
+ * sharing an id would defeat the lease and the fencing: the process id stands in for it then.
+ */
+function defaultNodeId({ port }: ListenAddress): string {
+  return `${os.hostname()}:${port === 0 ? `pid${process.pid}` : port}`;
 }
 
 /**
