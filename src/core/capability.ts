@@ -24,9 +24,40 @@ export interface CapabilityServices {
   log: Logger;
 }
 
+/**
+ * A job as any node can run it: the name of a registered runner and a JSON-serializable spec it
+ * turns into the job's handler. Nothing in it belongs to the node that prepared the job (no local
+ * paths, no closures), so a job accepted by one node can run on another.
+ */
+export interface Runnable {
+  runner: string;
+  spec: Record<string, unknown>;
+}
+
+/**
+ * Rebuilds a job's handler from its Runnable spec on the node that runs it, with that node's
+ * services (its model registry, file paths and engine).
+ */
+export type JobRunner = (spec: Record<string, unknown>, services: CapabilityServices) => Promise<JobHandler> | JobHandler;
+
+/**
+ * The handler of a runnable, made the way a node that received it would: from a JSON copy of its
+ * spec (taken now, as sending it would), rebuilt by `runner` when the job starts.
+ */
+export function runnableHandler(runner: JobRunner, runnable: Runnable, services: CapabilityServices): JobHandler {
+  const sent = JSON.stringify(runnable.spec);
+  return async (ctx) => {
+    const handler = await runner(JSON.parse(sent) as Record<string, unknown>, services);
+    return handler(ctx);
+  };
+}
+
 /** A validated request turned into a job: its params snapshot and the work to run. */
 export interface PreparedJob {
   params: Record<string, unknown>;
+  /** The job as a description another node can run (see Runnable). */
+  runnable: Runnable;
+  /** Runs `runnable` here (through the same runner, from a JSON copy of its spec). */
   run: JobHandler;
   /** Undo what preparation stored (resolved inputs) when the job is not queued after all. */
   discard(): Promise<void>;
@@ -116,6 +147,7 @@ export function capabilityPrefix(def: Pick<CapabilityDef, 'domain' | 'family'>):
 
 export class CapabilityRegistry {
   private readonly defs: CapabilityDef[] = [];
+  private readonly runners = new Map<string, JobRunner>();
 
   constructor(private readonly models: ModelRegistry) {}
 
@@ -129,6 +161,25 @@ export class CapabilityRegistry {
 
   list(): CapabilityDef[] {
     return [...this.defs];
+  }
+
+  /** Registers the runner a Runnable names (e.g. `image`); a name is registered once. */
+  registerRunner(name: string, runner: JobRunner): void {
+    if (!/^[a-z0-9-]+$/.test(name)) throw new Error(`runner name '${name}' must be lower-case letters, digits, dashes`);
+    if (this.runners.has(name)) throw new Error(`runner '${name}' registered twice`);
+    this.runners.set(name, runner);
+  }
+
+  /** The runner registered as `name`; a runnable naming another comes from a node with other families. */
+  runner(name: string): JobRunner {
+    const runner = this.runners.get(name);
+    if (!runner) throw new Error(`no job runner '${name}' is registered on this node (registered: ${[...this.runners.keys()].join(', ') || 'none'})`);
+    return runner;
+  }
+
+  /** A runnable's handler on this node, through its registered runner. */
+  handler(runnable: Runnable, services: CapabilityServices): JobHandler {
+    return runnableHandler(this.runner(runnable.runner), runnable, services);
   }
 }
 

@@ -1,6 +1,7 @@
 /**
  * The part of an image job every family shares: resolve inputs before queueing (and undo them on
- * rejection), run the engine, encode the requested format with sharp, store the artifact. A full
+ * rejection), describe the job as data any node can run (ImageRunSpec, run by the `image` runner),
+ * run the engine, encode the requested format with sharp, store the artifact. A full
  * disk anywhere on that way (the engine's output, the encoded file, the move into the store) fails
  * the job with one clear message naming the directory to free space in; the temp files are
  * removed and nothing partial is listed.
@@ -9,7 +10,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { sep } from 'node:path';
 import sharp from 'sharp';
-import type { CapabilityServices, PreparedJob } from '../../core/capability.js';
+import { runnableHandler, type CapabilityServices, type JobRunner, type PreparedJob } from '../../core/capability.js';
 import { InputError, clip, isKiapiError } from '../../core/errors.js';
 import { diskFullError, isDiskFull } from '../../core/files/disk-full.js';
 import { assertLoraFile } from '../../core/files/safetensors.js';
@@ -18,7 +19,7 @@ import type { ResolvedInput } from '../../core/files/input-resolver.js';
 import type { Workload } from '../../core/jobs/eta.js';
 import type { JobContext, JobOutput } from '../../core/jobs/job-queue.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
-import type { EngineOutput, ImageTask } from '../../engines/engine.js';
+import type { EngineOutput, ImageTask, LocalInput, TaskModel } from '../../engines/engine.js';
 import { buildRecord, type RecordedInput } from './record.js';
 
 export interface InputRequest {
@@ -114,7 +115,7 @@ function firstLine(text: string): string {
  * What an image task costs per step depends on the model build and the output size; the ETA
  * keeps its measurements by these.
  */
-export function imageWorkload(task: ImageTask): Workload {
+export function imageWorkload(task: TaskSpec): Workload {
   const m = task.model;
   const group = `${task.operation}/${m.name}/q${m.quantize ?? '-'}${task.loras.length > 0 ? '+lora' : ''}`;
   return { group, key: `${group}/${task.width}x${task.height}`, pixels: task.width * task.height, steps: task.steps };
@@ -122,59 +123,166 @@ export function imageWorkload(task: ImageTask): Workload {
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
-export interface ImageJobSpec {
+/**
+ * An input as a job's description names it: the stored file and the SHA-256 of its content. Never
+ * a path: where a file lies is the running node's business (inputPath).
+ */
+export interface FileInput {
+  fileId: string;
+  sha256: string;
+}
+
+export interface LoraFileInput extends FileInput {
+  scale: number;
+}
+
+/**
+ * An ImageTask as it travels: the model by family and name (its repository is the one the running
+ * node serves), the inputs by file.
+ */
+export interface TaskSpec extends Omit<ImageTask, 'model' | 'loras' | 'initImage' | 'images'> {
+  model: Omit<TaskModel, 'repo'>;
+  loras: LoraFileInput[];
+  initImage?: FileInput;
+  images?: FileInput[];
+}
+
+/**
+ * The job's result as data: `base` is every field as prepared, in the order answered (the order
+ * of a result's keys is part of the contract); finishResult fills in what the run decides.
+ */
+export interface ResultSpec {
+  base: Record<string, unknown>;
+  /** A `params` list the engine's own warnings join, each once and without the engine's `prefix`. */
+  mergeWarnings?: { into: string; prefix: string };
+}
+
+/**
+ * An image job as any node can run it (Runnable.spec of the `image` runner): JSON through and
+ * through, and naming nothing of the node that prepared it.
+ */
+export type ImageRunSpec = {
+  /** The family the stored file is named after (`<family>_<unix>.<ext>`). */
   family: string;
-  spec: ModelSpec;
-  task: ImageTask;
+  task: TaskSpec;
   format: ImageFormat;
   quality: number;
   /** The inputs and LoRAs as resolved (ResolvedInputs.recorded), for the reproducibility record. */
   inputs: RecordedInput[];
-  /** The job a rerun repeats (its record says so). */
-  rerunOf?: string;
-  /** The result without file_id/image_bytes/record (stored as the file's meta too). */
-  buildResult(out: EngineOutput): Record<string, unknown>;
-}
+  /** The job a rerun repeats (its record says so), else null. */
+  rerunOf: string | null;
+  result: ResultSpec;
+};
 
 const EXT: Record<ImageFormat, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
 
+/** The name image jobs' runner is registered by (src/capabilities/index.ts). */
+export const IMAGE_RUNNER = 'image';
+
+/** An input's id and digest as resolution found them (the `i`-th of `resolved`). */
+export function fileInput(resolved: ResolvedInputs, i: number): FileInput {
+  return { fileId: resolved.inputs[i]!.fileId, sha256: resolved.recorded[i]!.sha256 };
+}
+
+/**
+ * Where an input's bytes are on the node running the job: the one place a job's inputs become
+ * paths.
+ */
+export async function inputPath(services: CapabilityServices, fileId: string): Promise<string> {
+  return services.files.blobPath(fileId);
+}
+
 /**
  * An image job as the queue takes it: its recorded params, its ETA workload, what its inputs hold
- * (`resolved`; null when it has none) and how it runs.
+ * (`resolved`; null when it has none), its description (`runnable`) and how it runs here: through
+ * the image runner from a JSON copy of that description, the very way another node would run it.
  */
 export function preparedImageJob(
   services: CapabilityServices,
   params: Record<string, unknown>,
   resolved: ResolvedInputs | null,
-  job: ImageJobSpec,
+  spec: ImageRunSpec,
 ): PreparedJob {
+  const runnable = { runner: IMAGE_RUNNER, spec };
   return {
     params,
-    workload: imageWorkload(job.task),
+    runnable,
+    workload: imageWorkload(spec.task),
     discard: async () => resolved?.discard(),
     ...(resolved ? { release: () => resolved.release() } : {}),
-    run: (ctx) => runImageJob(services, job, ctx),
+    run: runnableHandler(imageRunner, runnable, services),
   };
 }
 
-export async function runImageJob(services: CapabilityServices, job: ImageJobSpec, ctx: JobContext): Promise<JobOutput> {
+/**
+ * The `image` runner: rebuilds an ImageRunSpec on the running node (the model as it serves it, the
+ * inputs' local paths, its engine) and returns the job's handler.
+ */
+export const imageRunner: JobRunner = async (raw, services) => {
+  const run = raw as ImageRunSpec;
+  const spec = services.models.resolve(run.task.model.family, run.task.model.name);
+  const task = await localTask(services, run.task, spec);
+  return (ctx) => runImageJob(services, run, spec, task, ctx);
+};
+
+async function localTask(services: CapabilityServices, t: TaskSpec, spec: ModelSpec): Promise<ImageTask> {
+  const local = async (i: FileInput): Promise<LocalInput> => ({ fileId: i.fileId, path: await inputPath(services, i.fileId) });
+  const { model, loras, initImage, images, ...rest } = t;
+  const task: ImageTask = {
+    ...rest,
+    model: { family: model.family, name: model.name, repo: spec.repo, quantize: model.quantize },
+    loras: await Promise.all(loras.map(async (l) => ({ ...(await local(l)), scale: l.scale, digest: l.sha256 }))),
+  };
+  if (initImage) task.initImage = await local(initImage);
+  if (images) task.images = await Promise.all(images.map(local));
+  return task;
+}
+
+/**
+ * The result a run answers: `base` with what the engine decided — `params.seed`, `width`, `height`
+ * and the running node's `engine` where base has them (in their places), the top-level `width` and
+ * `height`, the engine's warnings where asked, and `timings.total_s`.
+ */
+export function finishResult(result: ResultSpec, out: EngineOutput, engine: string): Record<string, unknown> {
+  const filled: Record<string, unknown> = { ...result.base };
+  const params = filled.params;
+  if (params !== null && typeof params === 'object' && !Array.isArray(params)) {
+    const p: Record<string, unknown> = { ...(params as Record<string, unknown>) };
+    const ran: Record<string, unknown> = { seed: out.seed, width: out.width, height: out.height, engine };
+    for (const [key, value] of Object.entries(ran)) if (key in p) p[key] = value;
+    const merge = result.mergeWarnings;
+    if (merge) p[merge.into] = mergeWarnings(Array.isArray(p[merge.into]) ? (p[merge.into] as string[]) : [], out.warnings, merge.prefix);
+    filled.params = p;
+  }
+  for (const key of ['width', 'height'] as const) if (key in filled) filled[key] = out[key];
+  filled.timings = { total_s: Math.round(out.engineSeconds * 100) / 100 };
+  return filled;
+}
+
+/** The engine may report problems the family found already: each listed once, without `prefix`. */
+export function mergeWarnings(ours: string[], engine: string[], prefix: string): string[] {
+  const strip = (w: string) => (w.startsWith(prefix) ? w.slice(prefix.length) : w);
+  return [...new Set([...ours, ...engine.map(strip)])];
+}
+
+async function runImageJob(services: CapabilityServices, job: ImageRunSpec, spec: ModelSpec, task: ImageTask, ctx: JobContext): Promise<JobOutput> {
   const enginePng = services.files.tempPath('.png');
   const encoded = services.files.tempPath(`.${EXT[job.format]}`);
   try {
-    await assertInputsPresent(job.task);
+    await assertInputsPresent(task);
     const t0 = performance.now();
-    const out = await services.runtime.run(job.spec, job.task, ctx, enginePng);
+    const out = await services.runtime.run(spec, task, ctx, enginePng);
     const t1 = performance.now();
     ctx.progress(1, 'saving');
     const reproRecord = await buildRecord(services, {
-      spec: job.spec,
-      task: job.task,
+      spec,
+      task,
       format: job.format,
       quality: job.quality,
       inputs: job.inputs,
-      rerunOf: job.rerunOf ?? null,
+      rerunOf: job.rerunOf,
     });
-    const result = { ...job.buildResult(out), record: reproRecord };
+    const result = { ...finishResult(job.result, out, services.runtime.engine.describe().name), record: reproRecord };
     const info = {
       filename: `${job.family}_${Math.floor(Date.now() / 1000)}.${EXT[job.format]}`,
       contentType: `image/${job.format}`,
