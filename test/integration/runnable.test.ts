@@ -186,4 +186,21 @@ void describe('runnable jobs: prepared on one server, run on another from JSON',
       await s.close();
     }
   });
+
+  void it('a description this server cannot read (as from another kiapi version) fails its job saying where', async () => {
+    const s = await startServer();
+    try {
+      const body = { prompt: 'a lighthouse', width: 64, height: 64, steps: 1, seed: 5, mode: 'async' };
+      const prepared = await operation(s, 'qwen', '/generate').prepare(body, s.ctx.services, new AbortController().signal);
+      const runnable = JSON.parse(JSON.stringify(prepared.runnable)) as { runner: string; spec: { task: Record<string, unknown> } };
+      runnable.spec.task.width = '64';
+      const queued = s.ctx.queue.submit('qwen', prepared.params, s.ctx.capabilities.handler(runnable, s.ctx.services));
+      const job = await waitFinished(s.url, queued.id);
+      assert.equal(job.status, 'failed');
+      assert.match(job.error ?? '', /cannot run the image job as it was described \(\/task\/width: .*\); the node that accepted it likely runs another kiapi version/);
+      assert.deepEqual(job.artifacts, []);
+    } finally {
+      await s.close();
+    }
+  });
 });

@@ -6,7 +6,8 @@
 import { defineOperation, defineTool, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';
 import { InputError, RuleError } from '../../core/errors.js';
 import { pinnedRevision } from '../../core/models/revisions.js';
-import { preparedImageJob, type TaskSpec } from '../image-common/image-job.js';
+import { preparedImageJob } from '../image-common/image-job.js';
+import type { TaskSpec } from '../image-common/run-spec.js';
 import { resolveSeed, snapshot } from '../image-common/params.js';
 import { checkCap, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../image-common/rules.js';
 import { CAPTION_WARNING_PREFIX, prepareCaption, strictFailureMessage } from './caption-verifier.js';

@@ -19,8 +19,9 @@ import type { ResolvedInput } from '../../core/files/input-resolver.js';
 import type { Workload } from '../../core/jobs/eta.js';
 import type { JobContext, JobOutput } from '../../core/jobs/job-queue.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
-import type { EngineOutput, ImageTask, LocalInput, TaskModel } from '../../engines/engine.js';
+import type { EngineOutput, ImageTask, LocalInput } from '../../engines/engine.js';
 import { buildRecord, type RecordedInput } from './record.js';
+import { readRunSpec, type FileInput, type ImageRunSpec, type ResultSpec, type TaskSpec } from './run-spec.js';
 
 export interface InputRequest {
   /** The name used in messages and meta: `init_image`, `images[1]`, `loras[0]`. */
@@ -123,57 +124,6 @@ export function imageWorkload(task: TaskSpec): Workload {
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
-/**
- * An input as a job's description names it: the stored file and the SHA-256 of its content. Never
- * a path: where a file lies is the running node's business (inputPath).
- */
-export interface FileInput {
-  fileId: string;
-  sha256: string;
-}
-
-export interface LoraFileInput extends FileInput {
-  scale: number;
-}
-
-/**
- * An ImageTask as it travels: the model by family and name (its repository is the one the running
- * node serves), the inputs by file.
- */
-export interface TaskSpec extends Omit<ImageTask, 'model' | 'loras' | 'initImage' | 'images'> {
-  model: Omit<TaskModel, 'repo'>;
-  loras: LoraFileInput[];
-  initImage?: FileInput;
-  images?: FileInput[];
-}
-
-/**
- * The job's result as data: `base` is every field as prepared, in the order answered (the order
- * of a result's keys is part of the contract); finishResult fills in what the run decides.
- */
-export interface ResultSpec {
-  base: Record<string, unknown>;
-  /** A `params` list the engine's own warnings join, each once and without the engine's `prefix`. */
-  mergeWarnings?: { into: string; prefix: string };
-}
-
-/**
- * An image job as any node can run it (Runnable.spec of the `image` runner): JSON through and
- * through, and naming nothing of the node that prepared it.
- */
-export type ImageRunSpec = {
-  /** The family the stored file is named after (`<family>_<unix>.<ext>`). */
-  family: string;
-  task: TaskSpec;
-  format: ImageFormat;
-  quality: number;
-  /** The inputs and LoRAs as resolved (ResolvedInputs.recorded), for the reproducibility record. */
-  inputs: RecordedInput[];
-  /** The job a rerun repeats (its record says so), else null. */
-  rerunOf: string | null;
-  result: ResultSpec;
-};
-
 const EXT: Record<ImageFormat, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
 
 /** The name image jobs' runner is registered by (src/capabilities/index.ts). */
@@ -219,10 +169,9 @@ export function preparedImageJob(
  * inputs' local paths, its engine) and returns the job's handler.
  */
 export const imageRunner: JobRunner = async (raw, services) => {
-  const run = raw as ImageRunSpec;
+  const run = readRunSpec(raw);
   const spec = services.models.resolve(run.task.model.family, run.task.model.name);
-  const task = await localTask(services, run.task, spec);
-  return (ctx) => runImageJob(services, run, spec, task, ctx);
+  return (ctx) => runImageJob(services, run, spec, ctx);
 };
 
 async function localTask(services: CapabilityServices, t: TaskSpec, spec: ModelSpec): Promise<ImageTask> {
@@ -243,7 +192,7 @@ async function localTask(services: CapabilityServices, t: TaskSpec, spec: ModelS
  * and the running node's `engine` where base has them (in their places), the top-level `width` and
  * `height`, the engine's warnings where asked, and `timings.total_s`.
  */
-export function finishResult(result: ResultSpec, out: EngineOutput, engine: string): Record<string, unknown> {
+function finishResult(result: ResultSpec, out: EngineOutput, engine: string): Record<string, unknown> {
   const filled: Record<string, unknown> = { ...result.base };
   const params = filled.params;
   if (params !== null && typeof params === 'object' && !Array.isArray(params)) {
@@ -260,15 +209,17 @@ export function finishResult(result: ResultSpec, out: EngineOutput, engine: stri
 }
 
 /** The engine may report problems the family found already: each listed once, without `prefix`. */
-export function mergeWarnings(ours: string[], engine: string[], prefix: string): string[] {
+function mergeWarnings(ours: string[], engine: string[], prefix: string): string[] {
   const strip = (w: string) => (w.startsWith(prefix) ? w.slice(prefix.length) : w);
   return [...new Set([...ours, ...engine.map(strip)])];
 }
 
-async function runImageJob(services: CapabilityServices, job: ImageRunSpec, spec: ModelSpec, task: ImageTask, ctx: JobContext): Promise<JobOutput> {
+async function runImageJob(services: CapabilityServices, job: ImageRunSpec, spec: ModelSpec, ctx: JobContext): Promise<JobOutput> {
   const enginePng = services.files.tempPath('.png');
   const encoded = services.files.tempPath(`.${EXT[job.format]}`);
   try {
+    // Inside: getting an input here may fill the disk or fail naming a path, like the run itself.
+    const task = await localTask(services, job.task, spec);
     await assertInputsPresent(task);
     const t0 = performance.now();
     const out = await services.runtime.run(spec, task, ctx, enginePng);

@@ -10,8 +10,9 @@ import type { CapabilityServices, PreparedJob } from '../../core/capability.js';
 import { ConflictError, NotFoundError, clip, isKiapiError } from '../../core/errors.js';
 import type { JobRecord } from '../../core/jobs/job-store.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
-import { fileInput, preparedImageJob, resolveInputs, type FileInput, type InputRequest, type LoraFileInput, type TaskSpec } from './image-job.js';
+import { fileInput, preparedImageJob, resolveInputs, type InputRequest } from './image-job.js';
 import { ReproRecordSchema, encoderVersions, taskParams, type RecordedInput, type ReproRecord } from './record.js';
+import type { FileInput, LoraFileInput, TaskSpec } from './run-spec.js';
 
 const recordCheck = Compile(ReproRecordSchema);
 

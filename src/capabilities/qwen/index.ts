@@ -6,15 +6,8 @@
 import { defineOperation, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';
 import { InputError, RuleError, clip } from '../../core/errors.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
-import {
-  fileInput,
-  preparedImageJob,
-  resolveInputs,
-  type InputRequest,
-  type LoraFileInput,
-  type ResolvedInputs,
-  type TaskSpec,
-} from '../image-common/image-job.js';
+import { fileInput, preparedImageJob, resolveInputs, type InputRequest, type ResolvedInputs } from '../image-common/image-job.js';
+import type { LoraFileInput, TaskSpec } from '../image-common/run-spec.js';
 import { resolveSeed, snapshot } from '../image-common/params.js';
 import { checkCap, checkInputCount, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../image-common/rules.js';
 import { qwenDescription } from './description.js';
