@@ -7,7 +7,7 @@
 import type { Static, TSchema } from 'typebox';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import type { FileStore } from './files/file-store.js';
+import type { FileStoreApi } from './files/file-store.js';
 import type { InputResolver } from './files/input-resolver.js';
 import type { Workload } from './jobs/eta.js';
 import type { JobHandler } from './jobs/job-queue.js';
@@ -17,7 +17,7 @@ import type { ModelRuntime } from './models/model-runtime.js';
 /** The services a family's `prepare` may use. */
 export interface CapabilityServices {
   config: Config;
-  files: FileStore;
+  files: FileStoreApi;
   inputs: InputResolver;
   models: ModelRegistry;
   runtime: ModelRuntime;

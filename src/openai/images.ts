@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { OperationDef, PreparedJob } from '../core/capability.js';
-import { CanceledError, ConflictError, EngineError, InputError, SyncTimeoutError, isKiapiError } from '../core/errors.js';
+import { CanceledError, ConflictError, EngineError, InputError, NotFoundError, SyncTimeoutError, isKiapiError } from '../core/errors.js';
 import { requestFingerprint } from '../core/jobs/idempotency.js';
 import type { JobRecord } from '../core/jobs/job-store.js';
 import type { AppContext } from '../server/context.js';
@@ -123,7 +123,7 @@ export async function submitOnce(
   );
   if ('fresh' in keyed) return keyed.fresh;
   markReplayed(reply);
-  const jobs = replayedJobs(ctx, key, keyed.replay);
+  const jobs = await replayedJobs(ctx, key, keyed.replay);
   return { planned, jobs, steps: jobs.map((j) => Number(j.params.steps) || 0), replayNote: replayNote(key) };
 }
 
@@ -146,7 +146,7 @@ export async function submitAll(
   const webhook = await ctx.webhooks.target({}, signal);
   let jobs: JobRecord[];
   try {
-    jobs = ctx.queue.submitMany(
+    jobs = await ctx.queue.submitMany(
       prepared.map((p) => {
         const release = p.release?.bind(p);
         return {
@@ -205,9 +205,9 @@ export async function fileBytes(ctx: AppContext, fileId: string): Promise<Buffer
   const recent = ctx.files.takeRecent(fileId)?.bytes;
   if (recent) return recent;
   try {
-    return await fs.readFile(ctx.files.blobPath(fileId));
+    return await fs.readFile(await ctx.files.localPath(fileId));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (!(err instanceof NotFoundError) && (err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     // Deleted between its job's end and this answer (DELETE /v1/files, KIAPI_FILE_RETENTION_S, or
     // long before an Idempotency-Key replay): the client's state, not a server fault.
     throw new ConflictError(`image ${fileId} has been deleted since its job finished; send the request again (with a new Idempotency-Key if it had one)`);

@@ -9,12 +9,12 @@ import { CapabilityRegistry, type CapabilityServices } from '../core/capability.
 import { ConfigError, defaultMemoryBudgetGb, type Config } from '../core/config.js';
 import { lockDataDir, type DataDirLock } from '../core/data-dir-lock.js';
 import { openDb, type Db } from '../core/db.js';
-import { FileStore } from '../core/files/file-store.js';
+import { FileStore, type FileStoreApi } from '../core/files/file-store.js';
 import { InputResolver } from '../core/files/input-resolver.js';
 import { EtaModel } from '../core/jobs/eta.js';
 import { IdempotencyKeys } from '../core/jobs/idempotency.js';
-import { JobQueue } from '../core/jobs/job-queue.js';
-import { JobStore, type JobRecord } from '../core/jobs/job-store.js';
+import { JobQueue, type JobQueueApi } from '../core/jobs/job-queue.js';
+import { JobStore, type JobReader, type JobRecord } from '../core/jobs/job-store.js';
 import { Webhooks, webhookKey } from '../core/webhooks/webhooks.js';
 import { ModelRegistry, type ModelSpec } from '../core/models/model-spec.js';
 import { weightsStatus } from '../core/models/weights.js';
@@ -34,9 +34,9 @@ export interface AppContext {
   log: Logger;
   version: string;
   db: Db;
-  files: FileStore;
-  jobs: JobStore;
-  queue: JobQueue;
+  files: FileStoreApi;
+  jobs: JobReader;
+  queue: JobQueueApi;
   /** Completion webhooks: what requests ask for, the outbox and its delivery. */
   webhooks: Webhooks;
   /** Idempotency-Key records of the generation routes. */
@@ -96,9 +96,9 @@ async function openContext(
   let viewJob = (job: JobRecord): Record<string, unknown> => ({ ...job, queue_position: null, eta_s: null });
   webhooks.attach(jobs, (job) => viewJob(job));
 
-  const interrupted = jobs.failInterrupted((job) => {
+  const interrupted = await jobs.failInterrupted(async (job) => {
     // The image was stored; only the success record was lost: the file's meta is the result.
-    const file = files.artifactOf(job.id);
+    const file = await files.artifactOf(job.id);
     return file ? { result: { file_id: file.file_id, image_bytes: file.size, ...file.meta }, artifacts: [file.file_id] } : null;
   });
   if (interrupted.failed > 0) log.warn({ jobs: interrupted.failed }, 'marked jobs left unfinished by the previous run as failed');
@@ -134,7 +134,7 @@ async function openContext(
       return webhook ? { webhook } : {};
     },
   });
-  viewJob = (job) => ({ ...queue.view(job) });
+  viewJob = (job) => ({ ...queue.viewNow(job) });
   const inputs = new InputResolver(files, config);
   const services: CapabilityServices = { config, files, inputs, models, runtime, log };
 

@@ -22,10 +22,10 @@ export function markReplayed(reply: FastifyReply): void {
  * The jobs a replayed key names. A job deleted since (DELETE /v1/jobs, KIAPI_JOB_RETENTION_S)
  * is a 409 that says so: making a new one would break the key's promise of one job.
  */
-export function replayedJobs(ctx: AppContext, key: string, jobIds: string[]): JobRecord[] {
-  return jobIds.map((id) => {
+export async function replayedJobs(ctx: AppContext, key: string, jobIds: string[]): Promise<JobRecord[]> {
+  return Promise.all(jobIds.map(async (id) => {
     try {
-      return ctx.jobs.get(id);
+      return await ctx.jobs.get(id);
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err;
       throw Object.assign(
@@ -33,7 +33,7 @@ export function replayedJobs(ctx: AppContext, key: string, jobIds: string[]): Jo
         { param: IDEMPOTENCY_HEADER, code: 'idempotency_job_deleted' },
       );
     }
-  });
+  }));
 }
 
 /** The message of a failed or canceled job's error on a replay: a retry with the same key cannot change it. */

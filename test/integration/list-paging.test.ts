@@ -4,6 +4,7 @@
  * whole list for clients that do not page, the served OpenAPI's description of both, and
  * KIAPI_FILE_RETENTION_S.
  */
+import { JobStore } from '../../src/core/jobs/job-store.js';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startServer, type TestServer } from '../support/server.js';
@@ -31,11 +32,13 @@ void describe('job list paging', () => {
     s = await startServer();
     // 30 jobs of two types; some with one shared created_at, so the rowid tie-break is exercised.
     const now = Date.now() / 1000;
+    // Written straight to the database (finished jobs need no queue).
+    const store = new JobStore(s.ctx.db);
     for (let i = 0; i < 30; i++) {
-      const job = s.ctx.jobs.create(i % 3 === 0 ? 'qwen-edit' : 'qwen', { prompt: `job ${i}` });
+      const job = store.create(i % 3 === 0 ? 'qwen-edit' : 'qwen', { prompt: `job ${i}` });
       job.status = i % 2 === 0 ? 'succeeded' : 'failed';
       job.finished_at = now;
-      s.ctx.jobs.save(job);
+      store.save(job);
     }
     s.ctx.db.prepare("UPDATE jobs SET created_at = ? WHERE params LIKE '%job 1_%'").run(now - 5);
     const res = await getJson<Page<JobJson>>(`${s.url}/v1/jobs`);

@@ -18,47 +18,47 @@ after(() => {
 });
 
 void describe('JobEvents', () => {
-  void it('gives every event a distinct id, the terminal one derived from the job, and replays what follows an id', () => {
+  void it('gives every event a distinct id, the terminal one derived from the job, and replays what follows an id', async () => {
     const hub = new JobEvents();
     const seen: JobEvent[] = [];
     const stop = hub.subscribeJob('job_a', (e) => seen.push(e));
     const q = hub.emit('job_a', 'qwen', 'queued', 'queued', { queue_position: 1 });
     const s = hub.emit('job_a', 'qwen', 'running', 'started', {});
     const p = hub.emit('job_a', 'qwen', 'running', 'progress', { step: 1 });
-    assert.deepEqual(hub.replayJob('job_a', q.id)?.map((e) => e.event), ['started', 'progress']);
-    assert.deepEqual(hub.replayJob('job_a', p.id), []);
-    assert.equal(hub.replayJob('job_a', 'unknown-id'), null);
+    assert.deepEqual((await hub.replayJob('job_a', q.id))?.map((e) => e.event), ['started', 'progress']);
+    assert.deepEqual((await hub.replayJob('job_a', p.id)), []);
+    assert.equal((await hub.replayJob('job_a', 'unknown-id')), null);
     const end = hub.emit('job_a', 'qwen', 'succeeded', 'succeeded', {});
     assert.equal(end.id, terminalEventId('job_a'));
     assert.equal(new Set([q.id, s.id, p.id, end.id]).size, 4);
     assert.deepEqual(seen.map((e) => e.event), ['queued', 'started', 'progress', 'succeeded']);
     // A finished job keeps no per-job history; the all-jobs history still replays it.
-    assert.deepEqual(hub.historyOf('job_a'), []);
-    assert.deepEqual(hub.replayAll(p.id)?.map((e) => e.event), ['succeeded']);
+    assert.deepEqual((await hub.historyOf('job_a')), []);
+    assert.deepEqual((await hub.replayAll(p.id))?.map((e) => e.event), ['succeeded']);
     stop();
     assert.equal(hub.watcherCount, 0);
   });
 
-  void it('keeps a bounded history per job and over all jobs', () => {
+  void it('keeps a bounded history per job and over all jobs', async () => {
     const hub = new JobEvents();
     const first = hub.emit('job_b', 'qwen', 'running', 'progress', { step: 0 });
     for (let i = 1; i <= 2000; i++) hub.emit('job_b', 'qwen', 'running', 'progress', { step: i });
-    assert.equal(hub.historyOf('job_b').length, 256);
-    assert.equal(hub.replayJob('job_b', first.id), null, 'evicted: the route falls back to the current state');
-    assert.equal(hub.replayAll(first.id), null);
+    assert.equal((await hub.historyOf('job_b')).length, 256);
+    assert.equal((await hub.replayJob('job_b', first.id)), null, 'evicted: the route falls back to the current state');
+    assert.equal((await hub.replayAll(first.id)), null);
   });
 
-  void it('previews go only to live watchers and are never kept', () => {
+  void it('previews go only to live watchers and are never kept', async () => {
     const hub = new JobEvents();
     const got: JobEvent[] = [];
     hub.subscribeJob('job_c', (e) => got.push(e));
     hub.preview('job_c', 'qwen', { step: 2, total: 4, width: 8, height: 8, jpeg: Buffer.from([0xff, 0xd8]), costMs: 1 });
     assert.equal(got.length, 1);
     assert.match(String(got[0]!.data.image), /^data:image\/jpeg;base64,/);
-    assert.deepEqual(hub.historyOf('job_c'), []);
+    assert.deepEqual((await hub.historyOf('job_c')), []);
   });
 
-  void it('preview demand: the most frequent cadence and largest size asked, null once the last watcher leaves', () => {
+  void it('preview demand: the most frequent cadence and largest size asked, null once the last watcher leaves', async () => {
     const hub = new JobEvents();
     const demand = hub.demand('job_d');
     let changes = 0;
@@ -86,7 +86,7 @@ void describe('EtaModel', () => {
   dirs.push(dir);
   const w = (width: number, steps = 10, group = 'qwen.generate/image/q-'): Workload => ({ group, key: `${group}/${width}x${width}`, pixels: width * width, steps });
 
-  void it('no history: no estimate; one measurement: that; more: a moving average; another size: scaled by pixels', () => {
+  void it('no history: no estimate; one measurement: that; more: a moving average; another size: scaled by pixels', async () => {
     const db = openDb(dir);
     const eta = new EtaModel(db);
     assert.equal(eta.profile(w(64)), null);
@@ -108,7 +108,7 @@ void describe('EtaModel', () => {
     db.close();
   });
 
-  void it('measurements survive reopening the database', () => {
+  void it('measurements survive reopening the database', async () => {
     const db = openDb(dir);
     const eta = new EtaModel(db);
     assert.equal(eta.profile(w(64))?.basis, 'measured');

@@ -109,22 +109,22 @@ after(() => {
 
 void describe('JobQueue: order and single flight', () => {
   void it('runs jobs one at a time in submission order', async () => {
-    const a = queue.submit('t', { n: 1 }, h.handler('a'));
-    const b = queue.submit('t', { n: 2 }, h.handler('b'));
-    const c = queue.submit('t', { n: 3 }, h.handler('c'));
+    const a = await queue.submit('t', { n: 1 }, h.handler('a'));
+    const b = await queue.submit('t', { n: 2 }, h.handler('b'));
+    const c = await queue.submit('t', { n: 3 }, h.handler('c'));
     assert.equal(a.status, 'queued');
 
     await h.control('a').started.promise;
     assert.equal(queue.runningJobId, a.id);
     assert.equal(queue.queueLength, 2);
-    assert.equal(store.get(a.id).status, 'running');
-    assert.equal(store.get(b.id).status, 'queued');
-    assert.equal(store.get(c.id).started_at, null);
+    assert.equal(store.getNow(a.id).status, 'running');
+    assert.equal(store.getNow(b.id).status, 'queued');
+    assert.equal(store.getNow(c.id).started_at, null);
 
     h.control('a').gate.resolve(output('a'));
     await h.control('b').started.promise;
-    assert.equal(store.get(a.id).status, 'succeeded');
-    assert.equal(store.get(c.id).status, 'queued');
+    assert.equal(store.getNow(a.id).status, 'succeeded');
+    assert.equal(store.getNow(c.id).status, 'queued');
     h.control('b').gate.resolve(output('b'));
     await h.control('c').started.promise;
     h.control('c').gate.resolve(output('c'));
@@ -133,29 +133,29 @@ void describe('JobQueue: order and single flight', () => {
 
     assert.deepEqual(h.order, ['a', 'b', 'c']);
     assert.equal(h.maxActive, 1);
-    const [ja, jb, jc] = [a, b, c].map((j) => store.get(j.id));
+    const [ja, jb, jc] = [a, b, c].map((j) => store.getNow(j.id));
     assert.ok(ja!.finished_at! <= jb!.started_at! && jb!.finished_at! <= jc!.started_at!);
     assert.equal(queue.runningJobId, null);
     assert.equal(queue.queueLength, 0);
   });
 
   void it('a succeeded job keeps result, artifacts, progress 1 and label done; all persisted', async () => {
-    const job = queue.submit('t', { p: 'x' }, h.handler('a'));
+    const job = await queue.submit('t', { p: 'x' }, h.handler('a'));
     const ctx = await h.control('a').started.promise;
     assert.equal(ctx.job.id, job.id);
-    assert.equal(store.get(job.id).progress, 0);
-    assert.equal(store.get(job.id).progress_label, 'running');
+    assert.equal(store.getNow(job.id).progress, 0);
+    assert.equal(store.getNow(job.id).progress_label, 'running');
     ctx.progress(0.5, 'denoising');
-    assert.equal(store.get(job.id).progress, 0.5);
-    assert.equal(store.get(job.id).progress_label, 'denoising');
+    assert.equal(store.getNow(job.id).progress, 0.5);
+    assert.equal(store.getNow(job.id).progress_label, 'denoising');
     ctx.progress(7);
-    assert.equal(store.get(job.id).progress, 1, 'clamped to [0,1]');
-    assert.equal(store.get(job.id).progress_label, 'denoising', 'no label keeps the last one');
+    assert.equal(store.getNow(job.id).progress, 1, 'clamped to [0,1]');
+    assert.equal(store.getNow(job.id).progress_label, 'denoising', 'no label keeps the last one');
     h.control('a').gate.resolve(output('a'));
     const outcome = await queue.wait(job.id, 10_000);
     assert.ok(outcome);
     // Read back from SQLite through a second store: nothing lives only in memory.
-    const persisted = new JobStore(db).get(job.id);
+    const persisted = new JobStore(db).getNow(job.id);
     assert.equal(persisted.status, 'succeeded');
     assert.deepEqual(persisted.result, { name: 'a' });
     assert.deepEqual(persisted.artifacts, output('a').artifacts);
@@ -164,17 +164,17 @@ void describe('JobQueue: order and single flight', () => {
     assert.deepEqual(persisted.params, { p: 'x' });
     // Progress after the end changes nothing.
     ctx.progress(0.1, 'late');
-    assert.equal(store.get(job.id).progress_label, 'done');
+    assert.equal(store.getNow(job.id).progress_label, 'done');
   });
 
   void it('a failing job is failed with its message, and the queue goes on', async () => {
-    const a = queue.submit('t', {}, h.handler('a'));
-    const b = queue.submit('t', {}, h.handler('b'));
+    const a = await queue.submit('t', {}, h.handler('a'));
+    const b = await queue.submit('t', {}, h.handler('b'));
     await h.control('a').started.promise;
     const boom = new Error('engine exploded');
     h.control('a').gate.reject(boom);
     await h.control('b').started.promise;
-    const failed = store.get(a.id);
+    const failed = store.getNow(a.id);
     assert.equal(failed.status, 'failed');
     assert.equal(failed.error, 'engine exploded');
     assert.ok(failed.finished_at !== null);
@@ -184,7 +184,7 @@ void describe('JobQueue: order and single flight', () => {
   });
 
   void it('a waiter gets the error object of a failure', async () => {
-    const a = queue.submit('t', {}, h.handler('a'));
+    const a = await queue.submit('t', {}, h.handler('a'));
     const waiting = queue.wait(a.id, 60_000);
     await h.control('a').started.promise;
     const boom = new Error('with cause');
@@ -197,12 +197,12 @@ void describe('JobQueue: order and single flight', () => {
 
 void describe('JobQueue: cancel', () => {
   void it('a queued job is canceled at once and its handler never runs', async () => {
-    queue.submit('t', {}, h.handler('a'));
-    const b = queue.submit('t', {}, h.handler('b'));
-    const c = queue.submit('t', {}, h.handler('c'));
+    await queue.submit('t', {}, h.handler('a'));
+    const b = await queue.submit('t', {}, h.handler('b'));
+    const c = await queue.submit('t', {}, h.handler('c'));
     await h.control('a').started.promise;
     const waiting = queue.wait(b.id, 60_000);
-    const canceled = queue.cancel(b.id);
+    const canceled = await queue.cancel(b.id);
     assert.equal(canceled.status, 'canceled');
     assert.equal(canceled.started_at, null);
     assert.ok(canceled.finished_at !== null);
@@ -217,13 +217,13 @@ void describe('JobQueue: cancel', () => {
     await queue.wait(c.id, 10_000);
     assert.equal(h.control('b').calls, 0);
     assert.deepEqual(h.order, ['a', 'c']);
-    assert.equal(new JobStore(db).get(b.id).status, 'canceled');
+    assert.equal(new JobStore(db).getNow(b.id).status, 'canceled');
   });
 
   void it('a running job gets the abort signal, reports canceling, and ends canceled', async () => {
-    const a = queue.submit('t', {}, h.handler('a'));
+    const a = await queue.submit('t', {}, h.handler('a'));
     const ctx = await h.control('a').started.promise;
-    const returned = queue.cancel(a.id);
+    const returned = await queue.cancel(a.id);
     assert.equal(returned.status, 'running');
     assert.equal(returned.progress_label, 'canceling');
     assert.ok(ctx.signal.aborted);
@@ -234,122 +234,122 @@ void describe('JobQueue: cancel', () => {
     assert.equal(outcome?.job.progress_label, 'canceled');
     assert.ok(outcome?.job.finished_at);
     // A second cancel of the same (now finished) job is a conflict.
-    assert.throws(() => queue.cancel(a.id), ConflictError);
+    await assert.rejects(() => queue.cancel(a.id), ConflictError);
   });
 
   void it('an aborted handler that fails with some other error still ends canceled', async () => {
     const started = deferred();
-    const a = queue.submit('t', {}, async (ctx) => {
+    const a = await queue.submit('t', {}, async (ctx) => {
       started.resolve();
       await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }));
       throw new Error('AbortError: the operation was aborted');
     });
     await started.promise;
-    queue.cancel(a.id);
+    await queue.cancel(a.id);
     assert.equal((await queue.wait(a.id, 10_000))?.job.status, 'canceled');
   });
 
   void it('a finished job → ConflictError; an unknown job → NotFoundError', async () => {
-    const a = queue.submit('t', {}, h.handler('a'));
+    const a = await queue.submit('t', {}, h.handler('a'));
     await h.control('a').started.promise;
     h.control('a').gate.resolve(output('a'));
     await queue.wait(a.id, 10_000);
-    assert.throws(() => queue.cancel(a.id), (err: unknown) => err instanceof ConflictError && err.status === 409 && /succeeded/.test(err.message));
-    assert.throws(() => queue.cancel('job_0123456789abcdef0123456789abcdef'), NotFoundError);
-    assert.throws(() => queue.cancel('../etc'), NotFoundError);
+    await assert.rejects(() => queue.cancel(a.id), (err: unknown) => err instanceof ConflictError && err.status === 409 && /succeeded/.test(err.message));
+    await assert.rejects(() => queue.cancel('job_0123456789abcdef0123456789abcdef'), NotFoundError);
+    await assert.rejects(() => queue.cancel('../etc'), NotFoundError);
   });
 });
 
 void describe('JobQueue: delete', () => {
   void it('a queued job is removed and never runs', async () => {
-    queue.submit('t', {}, h.handler('a'));
-    const b = queue.submit('t', {}, h.handler('b'));
-    const c = queue.submit('t', {}, h.handler('c'));
+    await queue.submit('t', {}, h.handler('a'));
+    const b = await queue.submit('t', {}, h.handler('b'));
+    const c = await queue.submit('t', {}, h.handler('c'));
     await h.control('a').started.promise;
-    assert.equal(queue.delete(b.id), false);
-    assert.throws(() => store.get(b.id), NotFoundError);
+    assert.equal(await queue.delete(b.id), false);
+    assert.throws(() => store.getNow(b.id), NotFoundError);
     assert.equal(queue.queueLength, 1);
     h.control('a').gate.resolve(output('a'));
     await h.control('c').started.promise;
     h.control('c').gate.resolve(output('c'));
     await queue.wait(c.id, 10_000);
     assert.equal(h.control('b').calls, 0);
-    assert.ok(!store.list().data.some((j) => j.id === b.id));
+    assert.ok(!(await store.list()).data.some((j) => j.id === b.id));
   });
 
   void it('a running job: was_running, aborted, and its record stays deleted after it ends', async () => {
-    const a = queue.submit('t', {}, h.handler('a'));
-    const b = queue.submit('t', {}, h.handler('b'));
+    const a = await queue.submit('t', {}, h.handler('a'));
+    const b = await queue.submit('t', {}, h.handler('b'));
     const ctx = await h.control('a').started.promise;
-    assert.equal(queue.delete(a.id), true);
+    assert.equal(await queue.delete(a.id), true);
     assert.ok(ctx.signal.aborted);
     await h.control('b').started.promise; // a has ended
-    assert.throws(() => store.get(a.id), NotFoundError);
-    assert.ok(!new JobStore(db).list().data.some((j) => j.id === a.id));
+    assert.throws(() => store.getNow(a.id), NotFoundError);
+    assert.ok(!(await new JobStore(db).list()).data.some((j) => j.id === a.id));
     h.control('b').gate.resolve(output('b'));
     await queue.wait(b.id, 10_000);
   });
 
   void it('a finished job: was_running false', async () => {
-    const a = queue.submit('t', {}, h.handler('a'));
+    const a = await queue.submit('t', {}, h.handler('a'));
     await h.control('a').started.promise;
     h.control('a').gate.resolve(output('a'));
     await queue.wait(a.id, 10_000);
-    assert.equal(queue.delete(a.id), false);
-    assert.throws(() => store.get(a.id), NotFoundError);
+    assert.equal(await queue.delete(a.id), false);
+    assert.throws(() => store.getNow(a.id), NotFoundError);
   });
 });
 
 void describe('JobQueue: limits, waits and shutdown', () => {
   void it('a full queue → BusyError (429, Retry-After) and nothing recorded', async () => {
     const small = new JobQueue(store, log, 2);
-    small.submit('t', {}, h.handler('a'));
+    await small.submit('t', {}, h.handler('a'));
     await h.control('a').started.promise;
-    small.submit('t', {}, h.handler('b'));
-    small.submit('t', {}, h.handler('c'));
-    const count = store.list().data.length;
-    assert.throws(
+    await small.submit('t', {}, h.handler('b'));
+    await small.submit('t', {}, h.handler('c'));
+    const count = (await store.list()).data.length;
+    await assert.rejects(
       () => small.submit('t', {}, h.handler('d')),
       (err: unknown) => err instanceof BusyError && err.status === 429 && Number(err.headers['retry-after']) >= 1,
     );
-    assert.equal(store.list().data.length, count);
+    assert.equal((await store.list()).data.length, count);
     await small.close(0);
   });
 
   void it('wait returns null on timeout and on abort, without touching the job', async () => {
-    const a = queue.submit('t', {}, h.handler('a'));
+    const a = await queue.submit('t', {}, h.handler('a'));
     await h.control('a').started.promise;
     assert.equal(await queue.wait(a.id, 1), null);
     const abort = new AbortController();
     const waiting = queue.wait(a.id, 60_000, abort.signal);
     abort.abort();
     assert.equal(await waiting, null);
-    assert.equal(store.get(a.id).status, 'running');
+    assert.equal(store.getNow(a.id).status, 'running');
     h.control('a').gate.resolve(output('a'));
     assert.equal((await queue.wait(a.id, 10_000))?.job.status, 'succeeded');
   });
 
   void it('close: queued jobs fail with a reason, the running one may finish, new submits are refused', async () => {
-    const a = queue.submit('t', {}, h.handler('a'));
-    const b = queue.submit('t', {}, h.handler('b'));
+    const a = await queue.submit('t', {}, h.handler('a'));
+    const b = await queue.submit('t', {}, h.handler('b'));
     await h.control('a').started.promise;
     const closing = queue.close(60_000);
-    const queued = store.get(b.id);
+    const queued = store.getNow(b.id);
     assert.equal(queued.status, 'failed');
     assert.match(queued.error ?? '', /shut down before this job started/);
-    assert.throws(() => queue.submit('t', {}, h.handler('x')), UnavailableError);
+    await assert.rejects(() => queue.submit('t', {}, h.handler('x')), UnavailableError);
     h.control('a').gate.resolve(output('a'));
     await closing;
-    assert.equal(store.get(a.id).status, 'succeeded');
+    assert.equal(store.getNow(a.id).status, 'succeeded');
     assert.equal(h.control('b').calls, 0);
   });
 
   void it('close: a running job past the grace period is aborted and failed (not canceled)', async () => {
-    const a = queue.submit('t', {}, h.handler('a'));
+    const a = await queue.submit('t', {}, h.handler('a'));
     const ctx = await h.control('a').started.promise;
     await queue.close(1);
     assert.ok(ctx.signal.aborted);
-    const job = new JobStore(db).get(a.id);
+    const job = new JobStore(db).getNow(a.id);
     assert.equal(job.status, 'failed');
     assert.match(job.error ?? '', /the server shut down while this job was running/);
   });

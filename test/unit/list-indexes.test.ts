@@ -47,7 +47,7 @@ const insertFile = (db: Db, id: string, contentType: string, createdAt: number, 
 const id = (n: number, prefix = 'file') => `${prefix}_${n.toString(16).padStart(32, '0')}`;
 
 void describe('upgrading a database kiapi made before the file filters', () => {
-  void it('adds the filter column and indexes in place; the old rows are kept and found by each filter', () => {
+  void it('adds the filter column and indexes in place; the old rows are kept and found by each filter', async () => {
     const dir = tempDir();
     // Schema version 6 (the ETA history) is the last one before the file filters' migration.
     const old = new Database(path.join(dir, 'kiapi.db'));
@@ -64,14 +64,14 @@ void describe('upgrading a database kiapi made before the file filters', () => {
       assert.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
       assert.deepEqual(indexes(db, 'files'), ['files_created', 'files_family_created', 'files_job_created', 'files_type_created']);
       const files = fileStore(db, dir);
-      const ids = (filter: FileFilter) => files.list({}, filter).data.map((f) => f.file_id);
-      assert.deepEqual(ids({}), [id(4), id(3), id(2), id(1)], 'every row kept');
-      assert.deepEqual(ids({ contentType: 'image/png' }), [id(4), id(1)]);
-      assert.deepEqual(ids({ contentType: 'image/*' }), [id(4), id(2), id(1)]);
-      assert.deepEqual(ids({ contentType: 'application/*' }), [id(3)]);
-      assert.deepEqual(ids({ jobId: id(9, 'job') }), [id(1)]);
+      const ids = async (filter: FileFilter) => (await files.list({}, filter)).data.map((f) => f.file_id);
+      assert.deepEqual(await ids({}), [id(4), id(3), id(2), id(1)], 'every row kept');
+      assert.deepEqual(await ids({ contentType: 'image/png' }), [id(4), id(1)]);
+      assert.deepEqual(await ids({ contentType: 'image/*' }), [id(4), id(2), id(1)]);
+      assert.deepEqual(await ids({ contentType: 'application/*' }), [id(3)]);
+      assert.deepEqual(await ids({ jobId: id(9, 'job') }), [id(1)]);
       // The job's artifact is still found through the replaced index (start-up recovery uses it).
-      assert.equal(files.artifactOf(id(9, 'job'))?.file_id, id(1));
+      assert.equal((await files.artifactOf(id(9, 'job')))?.file_id, id(1));
     } finally {
       db.close();
     }

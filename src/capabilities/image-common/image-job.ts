@@ -65,7 +65,7 @@ export async function resolveInputs(
     for (const req of requests) {
       const input = await services.inputs.resolve(req.ref, req.kind, signal);
       inputs.push(input);
-      releases.push(services.files.hold([input.fileId]));
+      releases.push(await services.files.hold([input.fileId]));
       if (req.expect === 'image') await assertImage(input.path, input.fileId, req.kind);
       else await assertLoraFile(input.path, req.kind);
       // Taken while the file was stored (or once for a file older than that), never per job.

@@ -114,7 +114,7 @@ async function checkInputs(services: CapabilityServices, record: ReproRecord, jo
     const name = `${w.kind} (${w.file_id}, '${clip(w.filename, 100)}')`;
     let digest: string;
     try {
-      services.files.get(w.file_id);
+      await services.files.get(w.file_id);
       digest = await services.files.sha256(w.file_id);
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err;

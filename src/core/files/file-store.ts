@@ -77,7 +77,41 @@ export interface RecentBytes {
 /** Staging names beside the blobs (cross-filesystem copies): never a file id, removed at start. */
 const STAGING_PREFIX = '.staging-';
 
-export class FileStore {
+export interface FilePage {
+  data: FileRecord[];
+  hasMore: boolean;
+}
+
+/**
+ * The Files API store as the rest of kiapi uses it. A single node keeps records in SQLite and
+ * bytes in a directory (FileStore); a cluster node keeps them in the shared database and object
+ * store. Reads of bytes go through `localPath`, which on a cluster node brings the blob into a
+ * local cache first.
+ */
+export interface FileStoreApi {
+  /** The directory of stored bytes on this machine (messages never show paths under it). */
+  readonly root: string;
+  /** Scratch space for engine output and encodes (same filesystem as `root` where possible). */
+  readonly tmpDir: string;
+  tempPath(suffix?: string): string;
+  saveStream(source: Readable, info: NewFileInfo, maxBytes: number): Promise<FileRecord>;
+  saveFile(tmpPath: string, info: NewFileInfo): Promise<FileRecord>;
+  saveBytes(bytes: Buffer, info: NewFileInfo): Promise<FileRecord>;
+  /** The bytes of a file this node stored moments ago, handed over once (the sync answer). */
+  takeRecent(fileId: string): RecentBytes | undefined;
+  get(fileId: string): Promise<FileRecord>;
+  getForInput(fileId: string, kind: string): Promise<FileRecord>;
+  artifactOf(jobId: string): Promise<FileRecord | undefined>;
+  sha256(fileId: string): Promise<string>;
+  list(q?: PageQuery, filter?: FileFilter): Promise<FilePage>;
+  localPath(fileId: string): Promise<string>;
+  prune(retentionS: number): Promise<number>;
+  delete(fileId: string): Promise<void>;
+  discard(fileIds: string[]): Promise<void>;
+  hold(fileIds: string[]): Promise<() => Promise<void>>;
+}
+
+export class FileStore implements FileStoreApi {
   private readonly insert;
   private readonly selectOne;
   private readonly selectIds;
@@ -280,14 +314,18 @@ export class FileStore {
     await fsp.rm(tmpPath, { force: true });
   }
 
-  get(fileId: string): FileRecord {
+  async get(fileId: string): Promise<FileRecord> {
+    return this.getNow(fileId);
+  }
+
+  private getNow(fileId: string): FileRecord {
     const row = isFileId(fileId) ? this.selectOne.get(fileId) : undefined;
     if (!row) throw new NotFoundError(`unknown file '${fileId}'`);
     return fromRow(row);
   }
 
   /** For FileRef resolution: unknown ids are the client's mistake (400), named by input. */
-  getForInput(fileId: string, kind: string): FileRecord {
+  async getForInput(fileId: string, kind: string): Promise<FileRecord> {
     if (!isFileId(fileId)) {
       throw new InputError(`${kind} file_id '${clip(fileId, 100)}' is not a file id (expected file_ followed by hex digits)`);
     }
@@ -297,7 +335,7 @@ export class FileStore {
   }
 
   /** The artifact a job saved, if any. */
-  artifactOf(jobId: string): FileRecord | undefined {
+  async artifactOf(jobId: string): Promise<FileRecord | undefined> {
     const row = this.selectByJob.get(jobId);
     return row ? fromRow(row) : undefined;
   }
@@ -316,7 +354,7 @@ export class FileStore {
   }
 
   /** A page of files, newest first (every file when `limit` is unset), optionally filtered. */
-  list(q: PageQuery = {}, filter: FileFilter = {}): { data: FileRecord[]; hasMore: boolean } {
+  async list(q: PageQuery = {}, filter: FileFilter = {}): Promise<FilePage> {
     const page = this.pager.page(withFilter(q, filter));
     return { data: page.rows.map(fromRow), hasMore: page.hasMore };
   }
@@ -353,14 +391,19 @@ export class FileStore {
     }
   }
 
+  /** Where the file's bytes are on this machine, to read them (engine inputs, downloads, thumbnails). */
+  async localPath(fileId: string): Promise<string> {
+    return this.blobPath(fileId);
+  }
+
   /** Only ever called with ids that passed `isFileId`. */
-  blobPath(fileId: string): string {
+  private blobPath(fileId: string): string {
     if (!isFileId(fileId)) throw new Error(`refusing to build a path from '${fileId}'`);
     return path.join(this.root, fileId);
   }
 
   async delete(fileId: string): Promise<void> {
-    this.get(fileId);
+    this.getNow(fileId);
     this.deleteOne.run(fileId);
     await this.removeBlob(fileId);
   }
@@ -380,7 +423,7 @@ export class FileStore {
    * it) but its bytes only when the job is done, so a job never loses an input it was accepted
    * with. Releasing twice is harmless.
    */
-  hold(fileIds: string[]): () => Promise<void> {
+  async hold(fileIds: string[]): Promise<() => Promise<void>> {
     for (const id of fileIds) this.holds.set(id, (this.holds.get(id) ?? 0) + 1);
     let released = false;
     return async () => {

@@ -43,8 +43,8 @@ export class InputResolver {
   private async resolveRef(ref: FileRefValue, kind: string, signal?: AbortSignal): Promise<ResolvedInput> {
     switch (refType(ref, kind)) {
       case 'file_id': {
-        const record = this.files.getForInput(ref.file_id ?? '', kind);
-        return { fileId: record.file_id, path: this.files.blobPath(record.file_id), record, created: false };
+        const record = await this.files.getForInput(ref.file_id ?? '', kind);
+        return { fileId: record.file_id, path: await this.files.localPath(record.file_id), record, created: false };
       }
       case 'url': {
         const url = ref.url ?? '';
@@ -62,7 +62,7 @@ export class InputResolver {
           meta: { source: 'url', url: redactUserInfo(url), kind },
           purpose: kind,
         });
-        return { fileId: record.file_id, path: this.files.blobPath(record.file_id), record, created: true };
+        return { fileId: record.file_id, path: await this.files.localPath(record.file_id), record, created: true };
       }
       case 'data_url': {
         const tmp = this.files.tempPath();
@@ -73,7 +73,7 @@ export class InputResolver {
           meta: { source: 'data_url', kind },
           purpose: kind,
         });
-        return { fileId: record.file_id, path: this.files.blobPath(record.file_id), record, created: true };
+        return { fileId: record.file_id, path: await this.files.localPath(record.file_id), record, created: true };
       }
     }
   }

@@ -106,19 +106,19 @@ export class JobEvents {
   }
 
   /** Events of one job after `lastId` still in memory, or null when `lastId` is not among them. */
-  replayJob(jobId: string, lastId: string): JobEvent[] | null {
+  async replayJob(jobId: string, lastId: string): Promise<JobEvent[] | null> {
     const list = this.history.get(jobId) ?? [];
     const at = list.findIndex((e) => e.id === lastId);
     return at < 0 ? null : list.slice(at + 1);
   }
 
   /** The job's lifecycle events still in memory (for a watcher that just arrived). */
-  historyOf(jobId: string): JobEvent[] {
+  async historyOf(jobId: string): Promise<JobEvent[]> {
     return [...(this.history.get(jobId) ?? [])];
   }
 
   /** All-jobs events after `lastId`, or null when it is no longer (or never was) in memory. */
-  replayAll(lastId: string): JobEvent[] | null {
+  async replayAll(lastId: string): Promise<JobEvent[] | null> {
     const at = this.recent.findIndex((e) => e.id === lastId);
     return at < 0 ? null : this.recent.slice(at + 1);
   }

@@ -78,6 +78,33 @@ export interface JobOutput {
 
 export type JobHandler = (ctx: JobContext) => Promise<JobOutput>;
 
+/** One job of a submission: what is recorded, and how it runs. */
+export interface SubmitItem {
+  type: string;
+  params: Record<string, unknown>;
+  handler: JobHandler;
+  opts?: SubmitOptions;
+}
+
+/**
+ * The job queue as the HTTP layer uses it. One node runs JobQueue (in-process, SQLite records);
+ * a cluster node runs the shared queue. Everything that may touch shared state is asynchronous.
+ */
+export interface JobQueueApi {
+  readonly events: JobEvents;
+  /** Jobs waiting to run (this node's view: /health). */
+  readonly queueLength: number;
+  readonly waiterCount: number;
+  readonly runningJobId: string | null;
+  submit(type: string, params: Record<string, unknown>, handler: JobHandler, opts?: SubmitOptions & RecordOptions): Promise<JobRecord>;
+  submitMany(items: SubmitItem[], opts?: RecordOptions): Promise<JobRecord[]>;
+  view(job: JobRecord): Promise<JobView>;
+  wait(jobId: string, timeoutMs: number, abort?: AbortSignal): Promise<JobOutcome | null>;
+  cancel(jobId: string, reason?: string): Promise<JobRecord>;
+  delete(jobId: string): Promise<boolean>;
+  close(graceMs: number): Promise<void>;
+}
+
 /** What a waiter learns: the final record and, while this process holds it, the error object. */
 export interface JobOutcome {
   job: JobRecord;
@@ -94,7 +121,7 @@ interface Entry {
   track?: RunTrack;
 }
 
-export class JobQueue {
+export class JobQueue implements JobQueueApi {
   private readonly pending: Entry[] = [];
   private running: Entry | null = null;
   private runningDone: Promise<void> = Promise.resolve();
@@ -154,18 +181,15 @@ export class JobQueue {
    * while queued, failed at shutdown): it lets go of what the job holds, such as its input files.
    * `opts.record` writes alongside the job, in its transaction (RecordOptions).
    */
-  submit(type: string, params: Record<string, unknown>, handler: JobHandler, opts: SubmitOptions & RecordOptions = {}): JobRecord {
-    return this.submitMany([{ type, params, handler, opts }], opts)[0]!;
+  async submit(type: string, params: Record<string, unknown>, handler: JobHandler, opts: SubmitOptions & RecordOptions = {}): Promise<JobRecord> {
+    return (await this.submitMany([{ type, params, handler, opts }], opts))[0]!;
   }
 
   /**
    * Several jobs of one request (the OpenAI routes' `n` images), all or none: when the queue has
    * no room for all of them the request is refused as a whole and nothing is recorded.
    */
-  submitMany(
-    items: { type: string; params: Record<string, unknown>; handler: JobHandler; opts?: SubmitOptions }[],
-    { record }: RecordOptions = {},
-  ): JobRecord[] {
+  async submitMany(items: SubmitItem[], { record }: RecordOptions = {}): Promise<JobRecord[]> {
     if (this.closed) throw new UnavailableError('the server is shutting down; submit the request again once it is back');
     const free = this.maxQueue - this.pending.length;
     if (items.length > free) {
@@ -187,11 +211,17 @@ export class JobQueue {
       this.emitState(job, 'queued');
     });
     queueMicrotask(() => this.pump());
-    return jobs;
+    // Copies: the queue starts a job a microtask later, and the answer tells the state it was submitted in.
+    return jobs.map((job) => ({ ...job }));
   }
 
   /** The job with its queue position and ETA (and the extra fields), as every API answer shows it. */
-  view(job: JobRecord): JobView {
+  async view(job: JobRecord): Promise<JobView> {
+    return this.viewNow(job);
+  }
+
+  /** `view` within one synchronous step (the terminal event and the webhook outbox's transaction carry it). */
+  viewNow(job: JobRecord): JobView {
     return { ...this.placement(job), ...this.extraFields(job) };
   }
 
@@ -267,7 +297,7 @@ export class JobQueue {
    * caller that went away (client disconnect) stop waiting without touching the job.
    */
   wait(jobId: string, timeoutMs: number, abort?: AbortSignal): Promise<JobOutcome | null> {
-    const current = this.store.get(jobId);
+    const current = this.store.getNow(jobId);
     if (FINISHED.has(current.status)) return Promise.resolve({ job: current });
     return new Promise((resolve) => {
       const set = this.waiters.get(jobId) ?? new Set();
@@ -291,8 +321,12 @@ export class JobQueue {
    * Queued → canceled at once (it never runs). Running → its signal fires and it ends `canceled`
    * at the engine's next step. Finished → ConflictError.
    */
-  cancel(jobId: string, reason = 'canceled by request'): JobRecord {
-    const job = this.store.get(jobId);
+  async cancel(jobId: string, reason = 'canceled by request'): Promise<JobRecord> {
+    return this.cancelNow(jobId, reason);
+  }
+
+  private cancelNow(jobId: string, reason: string): JobRecord {
+    const job = this.store.getNow(jobId);
     const index = this.pending.findIndex((e) => e.job.id === jobId);
     if (index >= 0) {
       const [entry] = this.pending.splice(index, 1);
@@ -312,10 +346,10 @@ export class JobQueue {
   }
 
   /** Removes a job record; an unfinished job is canceled first. Returns whether it was running. */
-  delete(jobId: string): boolean {
-    const job = this.store.get(jobId);
+  async delete(jobId: string): Promise<boolean> {
+    const job = this.store.getNow(jobId);
     const wasRunning = job.status === 'running';
-    if (!FINISHED.has(job.status)) this.cancel(jobId, 'deleted by request');
+    if (!FINISHED.has(job.status)) this.cancelNow(jobId, 'deleted by request');
     this.store.delete(jobId);
     this.events.forget(jobId);
     return wasRunning;
@@ -475,7 +509,7 @@ export class JobQueue {
     } catch (err) {
       this.log.warn({ err, job_id: job.id }, 'releasing what the job held failed');
     }
-    this.events.emit(job.id, job.type, job.status, status, { ...this.view(job) });
+    this.events.emit(job.id, job.type, job.status, status, { ...this.viewNow(job) });
     const outcome: JobOutcome = { job, error: extra.cause, timings: extra.timings };
     for (const waiter of [...(this.waiters.get(job.id) ?? [])]) waiter(outcome);
   }

@@ -59,7 +59,24 @@ export interface JobOutputLike {
   artifacts: string[];
 }
 
-export class JobStore {
+export type JobListQuery = PageQuery & { filters?: { status?: string; type?: string } };
+export interface JobPage {
+  data: JobRecord[];
+  hasMore: boolean;
+}
+
+/**
+ * What the HTTP layer reads of job records. Asynchronous because a cluster node reads them from
+ * the shared database; the single-node store answers from SQLite at once.
+ */
+export interface JobReader {
+  /** The job, or NotFoundError. */
+  get(id: string): Promise<JobRecord>;
+  /** A page of jobs, newest first. */
+  list(q?: JobListQuery): Promise<JobPage>;
+}
+
+export class JobStore implements JobReader {
   private readonly stmts;
   /** Live copies of unfinished jobs: the source of truth for progress between writes. */
   private readonly live = new Map<string, JobRecord>();
@@ -170,7 +187,13 @@ export class JobStore {
     }
   }
 
-  get(id: string): JobRecord {
+  /** A job by id, live copy first (JobReader). */
+  async get(id: string): Promise<JobRecord> {
+    return this.getNow(id);
+  }
+
+  /** `get` for the queue that owns the live copies and needs them within one synchronous step. */
+  getNow(id: string): JobRecord {
     const live = this.live.get(id);
     if (live) return live;
     const row = isJobId(id) ? this.stmts.one.get(id) : undefined;
@@ -182,7 +205,7 @@ export class JobStore {
    * A page of jobs, newest first (every job when `limit` is unset). Unfinished jobs are shown as
    * their live copy, so a list shows the same progress as GET by id.
    */
-  list(q: PageQuery & { filters?: { status?: string; type?: string } } = {}): { data: JobRecord[]; hasMore: boolean } {
+  async list(q: JobListQuery = {}): Promise<JobPage> {
     const page = this.pager.page(q);
     return { data: page.rows.map((row) => this.live.get(row.id) ?? fromRow(row)), hasMore: page.hasMore };
   }
@@ -199,15 +222,15 @@ export class JobStore {
    * already stored (the process died between saving it and recording success) is completed
    * from it instead: `recover` returns that result. Returns how many were failed and recovered.
    */
-  failInterrupted(
-    recover: (job: JobRecord) => JobOutputLike | null = () => null,
+  async failInterrupted(
+    recover: (job: JobRecord) => Promise<JobOutputLike | null> = async () => null,
     now = Date.now() / 1000,
-  ): { failed: number; recovered: number } {
+  ): Promise<{ failed: number; recovered: number }> {
     let failed = 0;
     let recovered = 0;
     for (const row of this.stmts.unfinished.all()) {
       const job = fromRow(row);
-      const output = job.status === 'running' ? recover(job) : null;
+      const output = job.status === 'running' ? await recover(job) : null;
       if (output) {
         job.status = 'succeeded';
         job.result = output.result;

@@ -121,7 +121,7 @@ async function answer(ctx: AppContext, op: OperationDef, route: string, req: Fas
     } else {
       replayedKey = key;
       markReplayed(reply);
-      job = replayedJobs(ctx, key, keyed.replay)[0]!;
+      job = (await replayedJobs(ctx, key, keyed.replay))[0]!;
     }
   }
   return answerJob(ctx, job, body.mode ?? 'sync', req, reply, gone.signal, replayedKey);
@@ -164,10 +164,10 @@ export async function answerJob(
     const fileId = final.artifacts[0]!;
     const headers = { 'x-kiapi-file-id': fileId, 'x-kiapi-job-id': final.id };
     try {
-      const record = ctx.files.get(fileId);
+      const record = await ctx.files.get(fileId);
       const bytes = ctx.files.takeRecent(fileId);
       if (bytes) return sendBytes(reply, record, bytes, headers);
-      return await sendFile(reply, req.raw, ctx.files.root, record, headers);
+      return await sendFile(reply, req.raw, await ctx.files.localPath(fileId), record, headers);
     } catch (err) {
       // A replay promises the first answer's bytes; said plainly rather than answered differently.
       if (replayed && err instanceof NotFoundError) {
@@ -176,7 +176,7 @@ export async function answerJob(
       // The artifact was deleted meanwhile: fall back to the Job JSON, as the original does.
     }
   }
-  return reply.code(200).send(ctx.queue.view(final));
+  return reply.code(200).send(await ctx.queue.view(final));
 }
 
 /**
@@ -220,14 +220,12 @@ export async function queuePrepared(
 ): Promise<JobRecord> {
   try {
     const release = prepared.release?.bind(prepared);
-    const job = ctx.queue.submit(type, prepared.params, run, {
+    return await ctx.queue.submit(type, prepared.params, run, {
       onSettled: release ? () => void release() : undefined,
       workload: prepared.workload,
       onCreate: webhook ? (created) => ctx.webhooks.outbox.subscribe(created.id, webhook) : undefined,
       record,
     });
-    // A copy: the queue starts the job a microtask later, and the 202 tells the state it was submitted in.
-    return { ...job };
   } catch (err) {
     await prepared.discard();
     throw err;

@@ -77,27 +77,30 @@ export function eventRoutes(ctx: AppContext, streams: SseStreams): RouteDef[] {
       preValidation: numericQuery('previews', 'preview_size'),
       handler: async (request, reply) => {
         const req = request as JobEventsRequest;
-        const job = ctx.jobs.get(req.params.job_id);
+        const job = await ctx.jobs.get(req.params.job_id);
         const last = lastEventId(req, req.query);
         if (FINISHED.has(job.status)) {
           // The watcher already has the end: 204 tells EventSource to stop reconnecting.
           if (last === terminalEventId(job.id)) return reply.code(204).send();
           const stream = open(req, reply);
-          stream.send({ id: terminalEventId(job.id), event: job.status as JobEvent['event'], jobId: job.id, jobType: job.type, status: job.status, data: { ...ctx.queue.view(job) } });
+          stream.send({ id: terminalEventId(job.id), event: job.status as JobEvent['event'], jobId: job.id, jobType: job.type, status: job.status, data: { ...(await ctx.queue.view(job)) } });
           stream.end();
           return reply;
         }
         const stream = open(req, reply);
         const every = req.query.previews;
-        // Everything from here to the subscription runs in one go: no event can fall in between.
-        const backlog = (last !== undefined ? events.replayJob(job.id, last) : null) ?? snapshot(events.historyOf(job.id));
-        for (const e of backlog) stream.send(e);
-        const unsubscribe = events.subscribeJob(job.id, (e) => {
+        const deliver = (e: JobEvent) => {
           if (e.event === 'preview' && (every === undefined || Number(e.data.step) % every !== 0)) return;
           stream.send(e);
           if (TERMINAL_EVENTS.has(e.event)) stream.end();
-        });
-        stream.onEnd(unsubscribe);
+        };
+        // Subscribed before the backlog is read, so no event can fall in between; what arrives
+        // meanwhile waits and is sent after the backlog, less what the backlog already held.
+        const early = holdUntilBacklog(deliver);
+        stream.onEnd(events.subscribeJob(job.id, early.sink));
+        const backlog = (last !== undefined ? await events.replayJob(job.id, last) : null) ?? snapshot(await events.historyOf(job.id));
+        for (const e of backlog) stream.send(e);
+        early.release(backlog);
         if (every !== undefined) stream.onEnd(events.watchPreviews(job.id, { every, maxSize: req.query.preview_size ?? DEFAULT_PREVIEW_SIZE }));
         return reply;
       },
@@ -133,8 +136,11 @@ export function eventRoutes(ctx: AppContext, streams: SseStreams): RouteDef[] {
         const wanted = (e: JobEvent) => e.event !== 'preview' && (!types || types.includes(e.jobType)) && (!statuses || statuses.includes(e.status));
         const stream = open(req, reply);
         const last = lastEventId(req, req.query);
-        for (const e of (last !== undefined ? events.replayAll(last) : null) ?? []) if (wanted(e)) stream.send(e);
-        stream.onEnd(events.subscribeAll((e) => wanted(e) && stream.send(e)));
+        const early = holdUntilBacklog((e) => wanted(e) && stream.send(e));
+        stream.onEnd(events.subscribeAll(early.sink));
+        const backlog = (last !== undefined ? await events.replayAll(last) : null) ?? [];
+        for (const e of backlog) if (wanted(e)) stream.send(e);
+        early.release(backlog);
         return reply;
       },
       doc: {
@@ -165,6 +171,23 @@ function snapshot(history: JobEvent[]): JobEvent[] {
   }
   const progress = history.filter((e) => e.event === 'progress').at(-1);
   return progress ? [started, progress] : [started];
+}
+
+/**
+ * A sink that holds events until the backlog was sent (`release`), then delivers the held ones
+ * the backlog did not contain, then every later one directly.
+ */
+function holdUntilBacklog(deliver: (e: JobEvent) => void): { sink: (e: JobEvent) => void; release(backlog: JobEvent[]): void } {
+  let held: JobEvent[] | null = [];
+  return {
+    sink: (e) => (held ? held.push(e) : deliver(e)),
+    release(backlog) {
+      const sent = new Set(backlog.map((e) => e.id));
+      const waiting = held ?? [];
+      held = null;
+      for (const e of waiting) if (!sent.has(e.id)) deliver(e);
+    },
+  };
 }
 
 function list(value: string | undefined): string[] | undefined {

@@ -1,6 +1,7 @@
 /** Files API: upload (streamed to disk), list, metadata, download (Range, ETag), delete. */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { IncomingMessage } from 'node:http';
+import path from 'node:path';
 import contentDisposition from 'content-disposition';
 import send from '@fastify/send';
 import sharp from 'sharp';
@@ -64,7 +65,8 @@ async function upload(ctx: AppContext, req: FastifyRequest): Promise<FileRecord>
 export async function sendFile(
   reply: FastifyReply,
   raw: IncomingMessage,
-  root: string,
+  /** The bytes on this machine (FileStoreApi.localPath). */
+  blob: string,
   record: FileRecord,
   extraHeaders: Record<string, string> = {},
 ): Promise<FastifyReply> {
@@ -94,7 +96,7 @@ export async function sendFile(
   }
   const request = { method: raw.method === 'HEAD' ? 'HEAD' : 'GET', headers: dropUndefined(forSend) } as unknown as IncomingMessage;
   // 1 MiB reads: with the 64 KiB default, syscalls and chunk handling dominate large downloads.
-  const result = await send(request, `/${record.file_id}`, { root, contentType: false, etag: false, dotfiles: 'deny', acceptRanges: conditional, highWaterMark: 1024 * 1024 });
+  const result = await send(request, `/${path.basename(blob)}`, { root: path.dirname(blob), contentType: false, etag: false, dotfiles: 'deny', acceptRanges: conditional, highWaterMark: 1024 * 1024 });
   if (result.type === 'error') {
     const status = (result.metadata.error as { status?: number }).status ?? 500;
     if (status === 404) throw new Error(`blob of ${record.file_id} is missing from the files directory`);
@@ -218,7 +220,7 @@ function missingFile(msg: string) {
  */
 async function thumbnail(ctx: AppContext, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
   const { params, query } = req as FastifyRequest<{ Params: Static<typeof FileIdParams>; Querystring: Static<typeof ThumbnailQuery> }>;
-  const record = ctx.files.get(params.file_id);
+  const record = await ctx.files.get(params.file_id);
   const size = query.size ?? 256;
   const etag = `"${record.file_id}-${size}"`;
   if (!record.content_type.toLowerCase().startsWith('image/') || record.content_type.toLowerCase() === 'image/svg+xml') {
@@ -230,7 +232,7 @@ async function thumbnail(ctx: AppContext, req: FastifyRequest, reply: FastifyRep
   if (inm !== undefined && etagMatches(inm, etag, 'weak')) return reply.code(304).header('etag', etag).send();
   let bytes: Buffer;
   try {
-    bytes = await sharp(ctx.files.blobPath(record.file_id), { limitInputPixels: 268_402_689 })
+    bytes = await sharp(await ctx.files.localPath(record.file_id), { limitInputPixels: 268_402_689 })
       .rotate()
       .resize(size, size, { fit: 'inside', withoutEnlargement: true })
       .webp({ quality: 80 })
@@ -288,7 +290,7 @@ export function fileRoutes(ctx: AppContext): RouteDef[] {
       preValidation: numericLimit,
       handler: async (req) => {
         const { query } = req as FastifyRequest<{ Querystring: Static<typeof FileListQuery> }>;
-        const page = ctx.files.list(pageQuery(query), { contentType: query.content_type, jobId: query.job_id });
+        const page = await ctx.files.list(pageQuery(query), { contentType: query.content_type, jobId: query.job_id });
         return listAnswer(page.data, page.hasMore, (f) => f.file_id);
       },
       doc: {
@@ -323,7 +325,10 @@ export function fileRoutes(ctx: AppContext): RouteDef[] {
       method: 'get',
       path: '/v1/files/{file_id}/download',
       params: FileIdParams,
-      handler: async (req, reply) => sendFile(reply, req.raw, ctx.files.root, ctx.files.get((req as FileRequest).params.file_id)),
+      handler: async (req, reply) => {
+        const record = await ctx.files.get((req as FileRequest).params.file_id);
+        return sendFile(reply, req.raw, await ctx.files.localPath(record.file_id), record);
+      },
       doc: {
         summary: 'Download File',
         description:

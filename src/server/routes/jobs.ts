@@ -52,8 +52,8 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
       preValidation: numericLimit,
       handler: async (req) => {
         const { query } = req as JobListRequest;
-        const page = ctx.jobs.list({ ...pageQuery(query), filters: { status: query.status, type: query.type } });
-        return listAnswer(page.data.map((j) => ctx.queue.view(j)), page.hasMore, (j) => j.id);
+        const page = await ctx.jobs.list({ ...pageQuery(query), filters: { status: query.status, type: query.type } });
+        return listAnswer(await Promise.all(page.data.map((j) => ctx.queue.view(j))), page.hasMore, (j) => j.id);
       },
       doc: {
         summary: 'List Jobs',
@@ -71,7 +71,7 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
       method: 'get',
       path: '/v1/jobs/{job_id}',
       params: JobIdParams,
-      handler: async (req) => ctx.queue.view(ctx.jobs.get((req as JobRequest).params.job_id)),
+      handler: async (req) => ctx.queue.view(await ctx.jobs.get((req as JobRequest).params.job_id)),
       doc: {
         summary: 'Get Job',
         description:
@@ -90,7 +90,7 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
       params: JobIdParams,
       handler: async (req) => {
         const jobId = (req as JobRequest).params.job_id;
-        const wasRunning = ctx.queue.delete(jobId);
+        const wasRunning = await ctx.queue.delete(jobId);
         return { deleted: true, job_id: jobId, was_running: wasRunning };
       },
       doc: {
@@ -109,7 +109,7 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
       method: 'post',
       path: '/v1/jobs/{job_id}/cancel',
       params: JobIdParams,
-      handler: async (req) => ctx.queue.view(ctx.queue.cancel((req as JobRequest).params.job_id)),
+      handler: async (req) => ctx.queue.view(await ctx.queue.cancel((req as JobRequest).params.job_id)),
       doc: {
         summary: 'Cancel Job',
         description:
@@ -186,7 +186,7 @@ export function jobRoutes(ctx: AppContext): RouteDef[] {
  */
 async function rerun(ctx: AppContext, req: RerunRequest, reply: FastifyReply): Promise<unknown> {
   const key = idempotencyKeyOf(req);
-  const original = ctx.jobs.get(req.params.job_id);
+  const original = await ctx.jobs.get(req.params.job_id);
   const mode = req.body.mode ?? 'sync';
   const gone = new AbortController();
   reply.raw.once('close', () => {
@@ -205,5 +205,5 @@ async function rerun(ctx: AppContext, req: RerunRequest, reply: FastifyReply): P
   );
   if ('fresh' in keyed) return answerJob(ctx, keyed.fresh, mode, req, reply, gone.signal);
   markReplayed(reply);
-  return answerJob(ctx, replayedJobs(ctx, key, keyed.replay)[0]!, mode, req, reply, gone.signal, key);
+  return answerJob(ctx, (await replayedJobs(ctx, key, keyed.replay))[0]!, mode, req, reply, gone.signal, key);
 }
