@@ -143,7 +143,7 @@ void describe('runnable jobs: prepared on one server, run on another from JSON',
     const ran: JobJson[] = [];
     for (const { type, params, text } of sent) {
       const handler = second.ctx.capabilities.handler(JSON.parse(text) as Runnable, second.ctx.services);
-      const queued = second.ctx.queue.submit(type, params, handler);
+      const queued = await second.ctx.queue.submit(type, params, handler);
       const job = await waitFinished(second.url, queued.id);
       assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
       ran.push(job);
@@ -194,7 +194,7 @@ void describe('runnable jobs: prepared on one server, run on another from JSON',
       const prepared = await operation(s, 'qwen', '/generate').prepare(body, s.ctx.services, new AbortController().signal);
       const runnable = JSON.parse(JSON.stringify(prepared.runnable)) as { runner: string; spec: { task: Record<string, unknown> } };
       runnable.spec.task.width = '64';
-      const queued = s.ctx.queue.submit('qwen', prepared.params, s.ctx.capabilities.handler(runnable, s.ctx.services));
+      const queued = await s.ctx.queue.submit('qwen', prepared.params, s.ctx.capabilities.handler(runnable, s.ctx.services));
       const job = await waitFinished(s.url, queued.id);
       assert.equal(job.status, 'failed');
       assert.match(job.error ?? '', /cannot run the image job as it was described \(\/task\/width: .*\); the node that accepted it likely runs another kiapi version/);

@@ -136,10 +136,10 @@ export function fileInput(resolved: ResolvedInputs, i: number): FileInput {
 
 /**
  * Where an input's bytes are on the node running the job: the one place a job's inputs become
- * paths.
+ * paths (the file store brings the blob to this node when it is not here).
  */
 export async function inputPath(services: CapabilityServices, fileId: string): Promise<string> {
-  return services.files.blobPath(fileId);
+  return services.files.localPath(fileId);
 }
 
 /**
