@@ -10,9 +10,12 @@ import type { Config } from './config.js';
 import type { FileStoreApi } from './files/file-store.js';
 import type { InputResolver } from './files/input-resolver.js';
 import type { Workload } from './jobs/eta.js';
-import type { JobHandler } from './jobs/job-queue.js';
+import type { JobHandler, Runnable } from './jobs/job-queue.js';
 import type { ModelRegistry, ModelSpec } from './models/model-spec.js';
 import type { ModelRuntime } from './models/model-runtime.js';
+
+/** What a family's job is as data (the queue's own definition): what a runner gets, on any node. */
+export type { Runnable };
 
 /** The services a family's `prepare` may use. */
 export interface CapabilityServices {
@@ -22,16 +25,6 @@ export interface CapabilityServices {
   models: ModelRegistry;
   runtime: ModelRuntime;
   log: Logger;
-}
-
-/**
- * A job as any node can run it: the name of a registered runner and a JSON-serializable spec it
- * turns into the job's handler. Nothing in it belongs to the node that prepared the job (no local
- * paths, no closures), so a job accepted by one node can run on another.
- */
-export interface Runnable {
-  runner: string;
-  spec: Record<string, unknown>;
 }
 
 /**
