@@ -27,6 +27,7 @@ import { WorkerEngine } from '../engines/worker/worker-engine.js';
 import { registerCapabilities } from '../capabilities/index.js';
 import { readServerSettings, type ServerSettings } from './settings.js';
 import { ClusterNodeServices } from '../cluster/cluster-node.js';
+import { WARNED_RUNNER, warnedRunner } from './routes/capabilities.js';
 import { readClusterSettings, type ClusterSettings } from '../cluster/settings.js';
 
 export interface AppContext {
@@ -92,6 +93,7 @@ async function openContext(
   const models = new ModelRegistry();
   const capabilities = new CapabilityRegistry(models);
   registerCapabilities(capabilities, env);
+  capabilities.registerRunner(WARNED_RUNNER, warnedRunner(capabilities));
   checkWarmupNames(config.warmup, models, log);
 
   const engine = opts.engine ?? selectEngine(config, log, env);
