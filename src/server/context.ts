@@ -95,6 +95,12 @@ async function openContext(
   registerCapabilities(capabilities, env);
   capabilities.registerRunner(WARNED_RUNNER, warnedRunner(capabilities));
   checkWarmupNames(config.warmup, models, log);
+  const unknownOffered = (clusterSettings?.models ?? []).filter((k) => !models.all().some((m) => modelKey(m) === k));
+  if (unknownOffered.length > 0) {
+    throw new ConfigError([
+      `KIAPI_CLUSTER_MODELS names ${unknownOffered.join(', ')}, which this kiapi does not serve; use family/name of: ${models.all().map(modelKey).join(', ')}`,
+    ]);
+  }
 
   const engine = opts.engine ?? selectEngine(config, log, env);
   const budgetGb = config.memoryLimitGb ?? defaultMemoryBudgetGb();
@@ -157,7 +163,12 @@ async function openContext(
         maxQueue: config.maxQueue,
         engineTimeoutS: config.engineTimeoutS,
         build: async (runnable) => capabilities.handler(runnable, services),
-        capable: () => models.all().filter((m) => runtime.readiness(m) === null && fitsBudget(runtime, m)).map(modelKey),
+        capable: () =>
+          models
+            .all()
+            .filter((m) => runtime.readiness(m) === null && fitsBudget(runtime, m))
+            .map(modelKey)
+            .filter((k) => clusterSettings.models === null || clusterSettings.models.includes(k)),
         warm: () => runtime.warmModels(),
       })
     : null;
