@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { fakeMfluxEnv, readFakeCalls } from '../test/support/fake-mflux.js';
 import { measurePreviewCost, realEngineEnv } from '../test/real-engine/support.js';
 import { spawnServer, tempDir } from '../test/support/server.js';
+import { cluster } from './cluster.js';
 import { events } from './events.js';
 import { scale } from './scale.js';
 import { fmt, hammer, percentile } from './stats.js';
@@ -434,4 +435,4 @@ async function load(): Promise<Figures> {
   }
 }
 
-export const scenarios: Record<string, () => Promise<Figures>> = { overhead, engine, load, 'real-engine': realEngine, scale, events };
+export const scenarios: Record<string, () => Promise<Figures>> = { overhead, engine, load, 'real-engine': realEngine, scale, events, cluster };
