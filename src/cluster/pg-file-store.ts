@@ -311,6 +311,16 @@ export class PgFileStore implements FileStoreApi {
   }
 
   /**
+   * The local copy of a job's input by the digest recorded when the job was accepted: needs no
+   * record, so a held input whose file was deleted meanwhile (its blob is kept) is still read by
+   * the node that runs the job. The digest is checked against the bytes fetched.
+   */
+  async inputPath(fileId: string, sha256: string): Promise<string> {
+    if (!isFileId(fileId)) throw new NotFoundError(`unknown file '${fileId}'`);
+    return this.cache.materialize(fileId, sha256, this.blobs);
+  }
+
+  /**
    * Deletes files (record and bytes) created more than `retentionS` ago, oldest first, except
    * those a queued or running job (on any node) holds: they are kept whole and go in a later
    * sweep. Also deletes the blobs of files deleted earlier whose holds are gone. Returns how many
