@@ -269,6 +269,28 @@ void describe('PgFileStore: two nodes', () => {
     await release();
   });
 
+  void it('holds racing deletes on another node: a hold taken keeps its blob, a delete that won leaves no hold', async () => {
+    const files = [];
+    for (let i = 0; i < 12; i++) files.push(await nodeA.saveBytes(bytes(100, i), { filename: `race${i}.bin` }));
+    const releases = await Promise.all(
+      files.map(async (f) => {
+        const [release] = await Promise.all([nodeA.hold([f.file_id]), nodeB.delete(f.file_id)]);
+        return release;
+      }),
+    );
+    for (const f of files) {
+      const held = (await pool.query('SELECT 1 FROM file_holds WHERE file_id = $1', [f.file_id])).rowCount === 1;
+      // Held: the delete saw the hold and kept the bytes. Not held: the delete came first and
+      // the bytes are gone with nothing left to sweep.
+      assert.equal(await blobExists(f.file_id), held, `${f.file_id} held=${held}`);
+      const pending = (await pool.query('SELECT 1 FROM deleted_blobs WHERE file_id = $1', [f.file_id])).rowCount === 1;
+      assert.equal(pending, held);
+    }
+    for (const release of releases) await release();
+    for (const f of files) assert.equal(await blobExists(f.file_id), false);
+    assert.equal((await pool.query('SELECT 1 FROM deleted_blobs')).rowCount, 0);
+  });
+
   void it('holds by two holders: the blob goes with the last release; a dead node’s holds are released by id', async () => {
     const saved = await nodeA.saveBytes(png, { filename: 'shared.png' });
     const releaseA = await nodeA.hold([saved.file_id, saved.file_id]);
@@ -326,6 +348,7 @@ void describe('PgFileStore: two nodes', () => {
 void describe('PgFileStore: faults', () => {
   void it('the object store killed: saves and fetches are UnavailableError, nothing is half-stored', async () => {
     const saved = await nodeA.saveBytes(bytes(2000, 3), { filename: 'before.bin' });
+    const doomed = await nodeA.saveBytes(bytes(2000, 4), { filename: 'doomed.bin' });
     const records = await fileCount();
     const blobsBefore = await allBlobs();
     await s3.kill();
@@ -340,10 +363,16 @@ void describe('PgFileStore: faults', () => {
       assert.ok(fetch instanceof UnavailableError, `${fetch.name}: ${fetch.message}`);
       assert.equal(fs.readdirSync(nodeB.root).filter((n) => !n.startsWith('.')).includes(sha256(bytes(2000, 3))), false);
       assert.equal(await fileCount(), records, 'no record for a blob that was not stored');
+      // A delete meanwhile succeeds (the record goes); its blob is removed by a later sweep.
+      await nodeA.delete(doomed.file_id);
+      await assert.rejects(nodeB.get(doomed.file_id), NotFoundError);
     } finally {
       await s3.restart();
     }
-    assert.deepEqual(await allBlobs(), blobsBefore, 'no blob appeared');
+    assert.equal(await blobExists(doomed.file_id), true);
+    assert.equal(await nodeB.prune(3600), 0);
+    assert.equal(await blobExists(doomed.file_id), false, 'swept by the next prune, on any node');
+    assert.deepEqual(await allBlobs(), blobsBefore.filter((id) => id !== doomed.file_id), 'no blob appeared');
     assert.deepEqual(fs.readFileSync(await nodeB.localPath(saved.file_id)), bytes(2000, 3));
   });
 
