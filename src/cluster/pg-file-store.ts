@@ -311,13 +311,14 @@ export class PgFileStore implements FileStoreApi {
   }
 
   /**
-   * The local copy of a job's input by the digest recorded when the job was accepted: needs no
-   * record, so a held input whose file was deleted meanwhile (its blob is kept) is still read by
-   * the node that runs the job. The digest is checked against the bytes fetched.
+   * The local copy of a job's input by the digest recorded when the job was accepted, kept from
+   * eviction until `release` (the job reads it meanwhile). Needs no record, so a held input whose
+   * file was deleted since (its blob is kept) is still read by the node that runs the job. The
+   * digest is checked against the bytes fetched.
    */
-  async inputPath(fileId: string, sha256: string): Promise<string> {
+  async acquireInput(fileId: string, sha256: string): Promise<{ path: string; release: () => void }> {
     if (!isFileId(fileId)) throw new NotFoundError(`unknown file '${fileId}'`);
-    return this.cache.materialize(fileId, sha256, this.blobs);
+    return this.cache.acquire(fileId, sha256, this.blobs);
   }
 
   /**

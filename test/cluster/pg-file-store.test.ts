@@ -210,6 +210,18 @@ void describe('PgFileStore: records and blobs', () => {
     assert.equal(await fileCount(), 0);
     assert.deepEqual(await allBlobs(), before);
   });
+
+  void it('a client gone mid-upload: its error, no record and no blob', async () => {
+    const before = await allBlobs();
+    const gone = Object.assign(new Error('aborted'), { code: 'ECONNRESET' });
+    const source = new Readable({ read() {} });
+    source.push(bytes(64 * 1024));
+    setImmediate(() => source.destroy(gone));
+    const err = await failure(nodeA.saveStream(source, { filename: 'cut.bin' }, 10 * MIB));
+    assert.equal(err, gone);
+    assert.equal(await fileCount(), 0);
+    assert.deepEqual(await allBlobs(), before);
+  });
 });
 
 void describe('PgFileStore: two nodes', () => {
@@ -263,7 +275,9 @@ void describe('PgFileStore: two nodes', () => {
     await nodeB.prune(0, Date.now() / 1000 + 60);
     assert.equal(await blobExists(saved.file_id), true);
     // The job's node still reads its input, by the digest recorded when it was accepted.
-    assert.deepEqual(fs.readFileSync(await nodeB.inputPath(saved.file_id, sha256(png))), png);
+    const input = await nodeB.acquireInput(saved.file_id, sha256(png));
+    assert.deepEqual(fs.readFileSync(input.path), png);
+    input.release();
     await release();
     assert.equal(await blobExists(saved.file_id), false, 'released: the bytes go');
     await release();
