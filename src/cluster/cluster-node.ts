@@ -25,9 +25,9 @@ export interface ClusterNodeOptions {
   maxQueue: number;
   /** The longest one attempt may run before pg-boss expires it (a backstop behind the lease). */
   engineTimeoutS: number;
-  build(runnable: Runnable): Promise<JobHandler>;
-  capable(): string[];
-  warm(): string[];
+  build: (runnable: Runnable) => Promise<JobHandler>;
+  capable: () => string[];
+  warm: () => string[];
   extraFields?: (job: JobRecord) => Promise<Record<string, unknown>>;
   onTransition?: (job: JobRecord, view: Record<string, unknown>, tx: pg.PoolClient) => Promise<void>;
 }

@@ -67,15 +67,15 @@ export interface ClusterQueueOptions {
   /** pg-boss expiration: the longest one attempt may stay active (a backstop behind the lease). */
   expireInSeconds: number;
   /** Rebuilds a job's handler from what it runs (the capability runners). */
-  build(runnable: Runnable): Promise<JobHandler>;
+  build: (runnable: Runnable) => Promise<JobHandler>;
   /** Fields other owners add to every view of a job (its webhook deliveries). */
   extraFields?: (job: JobRecord) => Promise<Record<string, unknown>>;
   /** Runs in the transaction of every transition (the webhook outbox). */
   onTransition?: (job: JobRecord, view: Record<string, unknown>, tx: pg.PoolClient) => Promise<void>;
   /** The models this node can run now (queue names are made from them). */
-  capable(): string[];
+  capable: () => string[];
   /** The models this node holds loaded. */
-  warm(): string[];
+  warm: () => string[];
 }
 
 interface Running {

@@ -95,6 +95,7 @@ export class NodeRegistry {
    * first write fails: a node that cannot announce itself must not start claiming jobs.
    */
   async start(): Promise<void> {
+    if (this.renewTimer || this.closed) return;
     const sentAt = performance.now();
     try {
       await this.pool.query(

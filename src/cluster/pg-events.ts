@@ -95,6 +95,8 @@ export class PgEventBus {
   private readonly channels = new Map<string, Set<(payload: string) => void>>();
   private readonly reconnectListeners = new Set<() => void>();
   private reconnectTimer: NodeJS.Timeout | null = null;
+  /** Counts for diagnostics (/health, tests): connections re-made, events read back after a loss. */
+  readonly stats = { reconnects: 0, caughtUp: 0 };
   private pingTimer: NodeJS.Timeout | null = null;
   private backoffMs: number;
 
@@ -160,6 +162,32 @@ export class PgEventBus {
         [after, jobId ?? null, limit],
       );
       return rows.rows.map(toEvent);
+    } catch (err) {
+      throw unavailable(err, 'reading job events');
+    }
+  }
+
+  /** Every event of one job the table still holds, oldest first (at most `limit`). */
+  async replayFrom(jobId: string, limit = 5000): Promise<ClusterEvent[]> {
+    try {
+      const rows = await this.pool.query<EventRow>(`SELECT ${JOB_EVENT_COLUMNS} FROM job_events WHERE job_id = $1 ORDER BY id LIMIT $2`, [jobId, limit]);
+      return rows.rows.map(toEvent);
+    } catch (err) {
+      throw unavailable(err, 'reading job events');
+    }
+  }
+
+  /**
+   * The id of the job's terminal event (succeeded, failed, canceled), or null while it has none
+   * (or it was pruned): what a `<job id>.end` Last-Event-ID stands for.
+   */
+  async terminalIdOf(jobId: string): Promise<string | null> {
+    try {
+      const rows = await this.pool.query<{ id: string }>('SELECT id::text AS id FROM job_events WHERE job_id = $1 AND event = ANY($2) ORDER BY id DESC LIMIT 1', [
+        jobId,
+        TERMINAL,
+      ]);
+      return rows.rows[0]?.id ?? null;
     } catch (err) {
       throw unavailable(err, 'reading job events');
     }
@@ -236,7 +264,7 @@ export class PgEventBus {
   }
 
   /**
-   * Connects and LISTENs, then reads what was missed (or, the first time, where "now" is).
+   * Connects and LISTENs, then reads what was missed since the last event delivered.
    * Duplicates — a row read here and also notified — are dropped by id.
    */
   private async connect(): Promise<void> {
@@ -271,18 +299,22 @@ export class PgEventBus {
     const gate = new Promise<boolean>((resolve) => (open = resolve));
     const reconnecting = this.lastSeen !== null;
     this.enqueue(async () => {
-      if (!(await gate)) return;
+      if (await gate) await this.catchUp();
+    });
+    client.on('notification', (n) => this.onNotification(n));
+    const listened = new Set<string>();
+    try {
+      await client.query(`LISTEN ${EVENTS_CHANNEL}`);
+      for (const channel of this.channels.keys()) {
+        await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+        listened.add(channel);
+      }
+      // The first time, "from now on" starts at the newest row, read before start() resolves so
+      // that an event published after it is never taken for an old one.
       if (this.lastSeen === null) {
         const max = await this.pool.query<{ id: string | null }>('SELECT max(id)::text AS id FROM job_events');
         this.lastSeen = BigInt(max.rows[0]?.id ?? '0');
-      } else {
-        await this.catchUp();
       }
-    });
-    client.on('notification', (n) => this.onNotification(n));
-    try {
-      await client.query(`LISTEN ${EVENTS_CHANNEL}`);
-      for (const channel of this.channels.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
     } catch (err) {
       dead = true;
       open(false);
@@ -295,9 +327,14 @@ export class PgEventBus {
       return;
     }
     this.client = client;
+    // A channel added by listen() while this connection was being made is LISTENed now.
+    for (const channel of this.channels.keys()) {
+      if (!listened.has(channel)) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`).catch((err: Error) => lost(err));
+    }
     this.backoffMs = this.opts.reconnectMinMs ?? 100;
     open(true);
     if (reconnecting) {
+      this.stats.reconnects++;
       this.opts.log.info('the LISTEN connection to the shared database is back');
       this.enqueue(async () => {
         for (const cb of [...this.reconnectListeners]) cb();
@@ -377,11 +414,13 @@ export class PgEventBus {
 
   /** Delivers the rows after the last one delivered (those a dropped connection missed). */
   private async catchUp(): Promise<void> {
-    for (;;) {
+    while (this.lastSeen !== null) {
       const rows = await this.pool.query<EventRow>(`SELECT ${JOB_EVENT_COLUMNS} FROM job_events WHERE id > $1 ORDER BY id LIMIT 1000`, [
-        String(this.lastSeen ?? 0n),
+        String(this.lastSeen),
       ]);
-      for (const r of rows.rows) this.deliver(toEvent(r));
+      for (const r of rows.rows) {
+        if (this.deliver(toEvent(r))) this.stats.caughtUp++;
+      }
       if (rows.rows.length < 1000) return;
     }
   }
@@ -395,9 +434,11 @@ export class PgEventBus {
     });
   }
 
-  private deliver(e: ClusterEvent): void {
+  /** Hands `e` to the subscribers unless it was delivered already; answers whether it was new. */
+  private deliver(e: ClusterEvent): boolean {
     const id = BigInt(e.id);
-    if (this.lastSeen !== null && id <= this.lastSeen) return;
+    // Null: the first connection has not found where "now" is (it failed): nothing to deliver.
+    if (this.lastSeen === null || id <= this.lastSeen) return false;
     this.lastSeen = id;
     for (const cb of [...this.subscribers]) {
       try {
@@ -406,6 +447,7 @@ export class PgEventBus {
         this.opts.log.error({ err }, 'a job event subscriber failed');
       }
     }
+    return true;
   }
 }
 

@@ -34,7 +34,8 @@ export const CLUSTER_MIGRATIONS: readonly Migration[] = [
     name: '0001 jobs',
     // The SQLite jobs columns, plus what a shared queue needs: the pg-boss queue the job waits in
     // (one per model), the node running the current attempt and its number (completion is fenced
-    // by both), the attempts allowed when nodes die, and a cancel asked for on another node.
+    // by both), the attempts allowed when nodes die, a cancel asked for on another node, and what
+    // the job runs (a Runnable as JSON, rebuilt by the node that claims it) with its ETA workload.
     sql: `
       CREATE TABLE jobs (
         id TEXT PRIMARY KEY,
@@ -53,7 +54,9 @@ export const CLUSTER_MIGRATIONS: readonly Migration[] = [
         owner TEXT,
         attempt INTEGER NOT NULL DEFAULT 0,
         max_attempts INTEGER NOT NULL DEFAULT 1,
-        cancel_requested_at DOUBLE PRECISION
+        cancel_requested_at DOUBLE PRECISION,
+        runnable TEXT NOT NULL,
+        workload TEXT
       );
       CREATE INDEX jobs_created ON jobs (created_at, id);
       CREATE INDEX jobs_status_created ON jobs (status, created_at, id);

@@ -18,8 +18,8 @@ let db: Postgres;
 let pool: pg.Pool;
 const buses: PgEventBus[] = [];
 
-async function bus(): Promise<{ bus: PgEventBus; got: ClusterEvent[] }> {
-  const b = new PgEventBus(pool, { url: db.url, log, reconnectMaxMs: 500 });
+async function bus(reconnectMinMs = 100): Promise<{ bus: PgEventBus; got: ClusterEvent[] }> {
+  const b = new PgEventBus(pool, { url: db.url, log, reconnectMinMs, reconnectMaxMs: Math.max(500, reconnectMinMs) });
   buses.push(b);
   const got: ClusterEvent[] = [];
   b.subscribe((e) => got.push(e));
@@ -133,10 +133,20 @@ void describe('PgEventBus', () => {
     assert.equal(await a.bus.replay(second, 'job-r1'), null, "another job's id");
     assert.equal(await a.bus.replay('abc-12'), null, 'not an id of this bus');
     assert.equal(await a.bus.replay('999999999999'), null, 'never written');
+    // A job's whole history, and the row behind its `<job id>.end` id once it has one.
+    assert.deepEqual(
+      (await a.bus.replayFrom('job-r1')).map((e) => e.id),
+      [first, third],
+    );
+    assert.equal(await a.bus.terminalIdOf('job-r1'), null);
+    const end = await a.bus.publish({ jobId: 'job-r1', jobType: 'qwen', status: 'failed', event: 'failed', data: {} });
+    assert.equal(await a.bus.terminalIdOf('job-r1'), end);
+    assert.deepEqual(await a.bus.replay(end, 'job-r1'), []);
   });
 
   void it('PostgreSQL killed and restarted: the LISTEN connection comes back and reads the events it missed, in order, once', async () => {
-    const a = await bus();
+    // Slow to retry (2–4 s), so the writes below land while it is away, and are read back.
+    const a = await bus(4000);
     let reconnects = 0;
     a.bus.onReconnect(() => reconnects++);
     const wake: string[] = [];
@@ -166,6 +176,8 @@ void describe('PgEventBus', () => {
       [0, 1, 2, 3, 4, 5, 6],
     );
     assert.ok(ascending(ids(mine)));
+    assert.ok(a.bus.stats.caughtUp >= 5, `read back after reconnecting: ${a.bus.stats.caughtUp}`);
+    assert.equal(a.bus.stats.reconnects, 1);
     // The generic channel is listened to again too.
     await a.bus.notify('kiapi_test_wake', 'queue-1');
     await waitFor('the wake-up', async () => wake.includes('queue-1'));

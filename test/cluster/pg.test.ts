@@ -4,6 +4,7 @@
  * schema's generated and ordered columns, and the mapping of real connection failures to 503.
  */
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { pino } from 'pino';
@@ -115,6 +116,24 @@ void describe('unavailable', () => {
       assert.equal(mapped.headers['retry-after'], '2');
     } finally {
       await nobody.end();
+    }
+  });
+
+  void it('a server that accepts the connection and never answers is a 503 after the connect timeout', async () => {
+    // The hang a real server cannot be told to do: a socket that accepts and stays silent.
+    const sockets = new Set<net.Socket>();
+    const silent = net.createServer((s) => sockets.add(s));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as net.AddressInfo).port;
+    const stuck = openPool(`postgres://postgres@127.0.0.1:${port}/kiapi`, log, { connectTimeoutMs: 300 });
+    try {
+      const err = await failure(stuck.query('SELECT 1'));
+      assert.equal(isUnavailable(err), true, err.message);
+      assert.match((unavailable(err) as Error).message, /^the shared database is unreachable \(.*timeout.*\); retry shortly$/);
+    } finally {
+      await stuck.end();
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 

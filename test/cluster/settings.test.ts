@@ -39,6 +39,8 @@ void describe('readClusterSettings', () => {
     // A wildcard bind address is nothing to connect to: the host name stands in.
     assert.equal(readClusterSettings(both, { host: '0.0.0.0', port: 80 })?.nodeUrl, `http://${os.hostname()}:80`);
     assert.equal(readClusterSettings(both, { host: '::1', port: 80 })?.nodeUrl, 'http://[::1]:80');
+    // Port 0 is chosen at listen time: nodes of one machine must still get distinct ids.
+    assert.equal(readClusterSettings(both, { host: '127.0.0.1', port: 0 })?.nodeId, `${os.hostname()}:pid${process.pid}`);
   });
 
   void it('takes every setting as given', () => {
