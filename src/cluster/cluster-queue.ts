@@ -294,26 +294,30 @@ export class ClusterJobQueue implements JobQueueApi {
   async wait(jobId: string, timeoutMs: number, abort?: AbortSignal): Promise<JobOutcome | null> {
     // Subscribed before the record is read: an end between the two is not missed.
     let wake!: () => void;
-    const woken = new Promise<void>((r) => (wake = r));
+    let woken = new Promise<void>((r) => (wake = r));
+    // The set holds one stable function; it resolves whichever promise is current.
+    const onEvent = () => wake();
     const set = this.waiters.get(jobId) ?? new Set();
-    set.add(wake);
+    set.add(onEvent);
     this.waiters.set(jobId, set);
     let timer: NodeJS.Timeout | undefined;
-    const onAbort = () => wake();
-    abort?.addEventListener('abort', onAbort, { once: true });
+    abort?.addEventListener('abort', onEvent, { once: true });
     try {
       const first = await this.o.store.get(jobId);
       if (FINISHED.has(first.status)) return this.outcomeOf(first);
       const timedOut = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
       for (;;) {
         if ((await Promise.race([woken.then(() => 'woken' as const), timedOut])) === 'timeout' || abort?.aborted) return null;
+        // Re-armed before the read, so an event during it is not missed; a promise once resolved
+        // would turn this loop into back-to-back reads of the record until the job ends.
+        woken = new Promise<void>((r) => (wake = r));
         const job = await this.o.store.get(jobId);
         if (FINISHED.has(job.status)) return this.outcomeOf(job);
       }
     } finally {
       clearTimeout(timer);
-      abort?.removeEventListener('abort', onAbort);
-      set.delete(wake);
+      abort?.removeEventListener('abort', onEvent);
+      set.delete(onEvent);
       if (set.size === 0) this.waiters.delete(jobId);
     }
   }
