@@ -72,6 +72,8 @@ export interface ClusterQueueOptions {
   extraFields?: (job: JobRecord) => Promise<Record<string, unknown>>;
   /** Runs in the transaction of every transition (the webhook outbox). */
   onTransition?: (job: JobRecord, view: Record<string, unknown>, tx: pg.PoolClient) => Promise<void>;
+  /** Lets go of the input holds a silent node's submissions kept (their jobs are the cluster's now). */
+  releaseHolds?: (nodeId: string) => Promise<unknown>;
   /** The models this node can run now (queue names are made from them). */
   capable: () => string[];
   /** The models this node holds loaded. */
@@ -675,6 +677,7 @@ export class ClusterJobQueue implements JobQueueApi {
         const handed = await this.handBack(r.id, r.attempt, `node ${r.owner} stopped answering while it ran attempt ${r.attempt} of this job`, r.owner);
         if (handed) this.o.log.warn({ job_id: r.id, node: r.owner }, 'took a job from a silent node');
       }
+      for (const node of stale) await this.o.releaseHolds?.(node);
     } catch (err) {
       this.o.log.debug({ err }, 'lease sweep failed');
     }
