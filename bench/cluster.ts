@@ -240,6 +240,8 @@ interface Round {
   gapsMs: number[];
   /** Σ job run time / (nodes × wall): how busy the engines were. */
   busy: number;
+  /** Where a node's wall time went, averaged over the nodes (s): running jobs, between them, before the first, after the last. */
+  split: { run: number; gaps: number; start: number; tail: number };
   submitS: number;
   firstStartS: number;
   cpu: { kiapi: number; postgres: number; s3proxy: number };
@@ -285,10 +287,16 @@ async function throughputRound(svc: Services, count: number): Promise<Round> {
         for (const r of rows) perNode[r.owner!] = (perNode[r.owner!] ?? 0) + 1;
         const engineS = rows.map((r) => r.finished_at! - r.started_at!);
         const gapsMs: number[] = [];
+        const split = { run: 0, gaps: 0, start: 0, tail: 0 };
         for (const n of nodes) {
           const mine = rows.filter((r) => r.owner === n.id).sort((a, b) => a.started_at! - b.started_at!);
           for (let i = 1; i < mine.length; i++) gapsMs.push((mine[i]!.started_at! - mine[i - 1]!.finished_at!) * 1000);
+          if (mine.length === 0) continue;
+          split.start += (mine[0]!.started_at! - t0) / count;
+          split.tail += (end - mine[mine.length - 1]!.finished_at!) / count;
+          for (const r of mine) split.run += (r.finished_at! - r.started_at!) / count;
         }
+        split.gaps = wallS - split.run - split.start - split.tail;
         return {
           nodes: count,
           jobs: JOBS,
@@ -298,6 +306,7 @@ async function throughputRound(svc: Services, count: number): Promise<Round> {
           engineS,
           gapsMs,
           busy: engineS.reduce((a, b) => a + b, 0) / (count * wallS),
+          split,
           submitS,
           firstStartS: Math.min(...rows.map((r) => r.started_at!)) - t0,
           cpu: { kiapi: cpu1.kiapi - cpu0.kiapi, postgres: cpu1.postgres - cpu0.postgres, s3proxy: cpu1.s3proxy - cpu0.s3proxy },
@@ -440,6 +449,9 @@ export async function cluster(): Promise<Figures> {
         figures[`${k}: job run time p50 / p90 s (claim → end)`] = pair(round.engineS, 3);
         figures[`${k}: gap between a node's jobs p50 / p90 / max ms`] = `${pair(round.gapsMs, 1)} / ${fmt(Math.max(...round.gapsMs), 1)}`;
         figures[`${k}: engines busy (Σ run time / nodes × wall)`] = `${fmt(round.busy * 100, 1)} %`;
+        const sp = round.split;
+        figures[`${k}: per node, wall = run + gaps + before first + after last, s`] =
+          `${fmt(round.wallS, 2)} = ${fmt(sp.run, 2)} + ${fmt(sp.gaps, 2)} + ${fmt(sp.start, 2)} + ${fmt(sp.tail, 2)}`;
         figures[`${k}: submission of the batch s / first claim after s`] = `${fmt(round.submitS, 2)} / ${fmt(round.firstStartS, 3)}`;
         figures[`${k}: CPU s kiapi / postgres / s3proxy (of ${fmt(round.wallS * os.availableParallelism(), 0)} core-s)`] =
           `${fmt(round.cpu.kiapi / 1000, 2)} / ${fmt(round.cpu.postgres / 1000, 2)} / ${fmt(round.cpu.s3proxy / 1000, 2)}`;
