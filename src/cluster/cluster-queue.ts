@@ -50,6 +50,8 @@ const SWEEP_MS = 500;
 const PROGRESS_EVERY_MS = 250;
 /** A job waits this long for a node that holds its model warm before a cold node takes it. */
 const WARM_GRACE_S = 1;
+/** A job that has waited this long is taken first whatever is warm: warm work never starves a cold model. */
+const FAIRNESS_S = 30;
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
 
@@ -440,9 +442,10 @@ export class ClusterJobQueue implements JobQueueApi {
     const others = (await this.o.nodes.live()).filter((n) => n.nodeId !== this.o.nodeId && !n.busy);
     const warmElsewhere = new Set(others.flatMap((n) => n.warm.map(queueName)));
     const now = Date.now() / 1000;
-    const first = waiting.rows.filter((r) => warm.includes(r.queue)).map((r) => r.queue);
+    const starving = waiting.rows.filter((r) => now - r.oldest >= FAIRNESS_S).map((r) => r.queue);
+    const first = [...starving, ...waiting.rows.filter((r) => warm.includes(r.queue) && !starving.includes(r.queue)).map((r) => r.queue)];
     const rest = waiting.rows
-      .filter((r) => !warm.includes(r.queue) && (!warmElsewhere.has(r.queue) || now - r.oldest >= WARM_GRACE_S))
+      .filter((r) => !first.includes(r.queue) && (!warmElsewhere.has(r.queue) || now - r.oldest >= WARM_GRACE_S))
       .map((r) => r.queue);
     if (waiting.rows.some((r) => !first.includes(r.queue) && !rest.includes(r.queue))) {
       // Skipped for a warm node: look again once the grace is over, in case it does not come.
