@@ -18,6 +18,7 @@
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
+import path from 'node:path';
 import pg from 'pg';
 import { startPostgres, startS3, type Postgres, type S3Server } from '../test/cluster/services.js';
 import { spawnServer, tempDir, type SpawnedServer } from '../test/support/server.js';
@@ -372,6 +373,54 @@ const split = (t: Timed) => {
   return parts.join(', ');
 };
 
+/**
+ * What PostgreSQL runs per job: every statement of `n` more sequential sync jobs, from the
+ * server's log (log_min_duration_statement = 0, on for this count only: logging slows the server,
+ * so no latency is measured meanwhile), by verb and table. The node's background statements
+ * (heartbeat and poll every second, lease sweep) fall in the count too: a few per 50 jobs.
+ */
+async function statementCensus(svc: Services, agent: http.Agent, url: string, n: number): Promise<string> {
+  const logFile = path.join(svc.db.dir, 'postgres.log');
+  const adminPid = (await svc.admin.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+  // A reload reaches every backend asynchronously: a marker statement showing up in the log says it has.
+  const mark = async (label: string): Promise<number> => {
+    for (let i = 0; ; i++) {
+      await svc.admin.query(`SELECT '${label}-${i}' AS census`);
+      const text = fs.readFileSync(logFile, 'utf8');
+      const at = text.indexOf(`'${label}-${i}'`);
+      if (at >= 0) return at;
+      if (i > 100) throw new Error('statement logging did not take effect');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  await svc.admin.query('ALTER SYSTEM SET log_min_duration_statement = 0');
+  await svc.admin.query('SELECT pg_reload_conf()');
+  let text: string;
+  try {
+    const from = await mark('census-start');
+    const into = timed();
+    for (let i = 0; i < n; i++) await syncOnce(agent, url, 500_000 + i, into);
+    const to = await mark('census-end');
+    text = fs.readFileSync(logFile, 'utf8').slice(from, to);
+  } finally {
+    await svc.admin.query('ALTER SYSTEM RESET log_min_duration_statement');
+    await svc.admin.query('SELECT pg_reload_conf()');
+  }
+  const counts = new Map<string, number>();
+  let total = 0;
+  for (const m of text.matchAll(/\[(\d+)\] LOG: {2}duration: [\d.]+ ms {2}(?:statement|execute [^:]*): ([^\n]*(?:\n\t[^\n]*)*)/g)) {
+    if (Number(m[1]) === adminPid) continue;
+    const sql = m[2]!.replace(/\s+/g, ' ').trim();
+    const verb = sql.split(' ')[0]!.toUpperCase();
+    const table = /\b(?:FROM|INTO|UPDATE)\s+([A-Za-z_.]+)\b(?!\s*\()/i.exec(sql)?.[1] ?? sql.split(' ')[1]?.replace(/\(.*/, '') ?? '';
+    const key = `${verb} ${table}`.trim();
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+    total++;
+  }
+  const parts = [...counts].sort((a, b) => b[1] - a[1]).map(([k, c]) => `${k} ${fmt(c / n, 1)}`);
+  return `${fmt(total / n, 1)} = ${parts.join(', ')}`;
+}
+
 /** Part 2: the cluster's own cost per job, a single-node kiapi against a one-node cluster. */
 async function overheadPart(svc: Services): Promise<Figures> {
   return withNodes(
@@ -387,6 +436,7 @@ async function overheadPart(svc: Services): Promise<Figures> {
         const [s, c] = await alternate(agent, single!.server.url, solo!.server.url, SAMPLES);
         const cpu1 = { single: cpuMsOf(single!.server.child.pid!), ...cpuSnapshot(svc, [solo!]) };
         const perJob = (ms: number) => fmt(ms / SAMPLES, 2);
+        const statements = await statementCensus(svc, agent, solo!.server.url, 50);
         return {
           'sync 64x64 1-step requests per side (alternating blocks of 10)': String(SAMPLES),
           'single node: latency p50 / p90 ms': pair(s.latency),
@@ -397,6 +447,7 @@ async function overheadPart(svc: Services): Promise<Figures> {
           'kiapi CPU ms per job: single / cluster node': `${perJob(cpu1.single - cpu0.single)} / ${perJob(cpu1.kiapi - cpu0.kiapi)}`,
           'PostgreSQL CPU ms per cluster job (all backends)': perJob(cpu1.postgres - cpu0.postgres),
           'S3Proxy CPU ms per cluster job': perJob(cpu1.s3proxy - cpu0.s3proxy),
+          'PostgreSQL statements per cluster job (50 more, logged)': statements,
           'answers (content types): single / cluster': `${kinds(s)} / ${kinds(c)}`,
           'load average (1 min) after part 2': load1(),
         };
