@@ -412,7 +412,9 @@ async function statementCensus(svc: Services, agent: http.Agent, url: string, n:
     if (Number(m[1]) === adminPid) continue;
     const sql = m[2]!.replace(/\s+/g, ' ').trim();
     const verb = sql.split(' ')[0]!.toUpperCase();
-    const table = /\b(?:FROM|INTO|UPDATE)\s+([A-Za-z_.]+)\b(?!\s*\()/i.exec(sql)?.[1] ?? sql.split(' ')[1]?.replace(/\(.*/, '') ?? '';
+    // The table written or read first (`FROM now()` is a function, not a table).
+    const t = /\b(?:INTO|UPDATE)\s+([\w.]+)|\bFROM\s+([\w.]+)\b(?!\s*\()/i.exec(sql);
+    const table = t?.[1] ?? t?.[2] ?? sql.split(' ')[1]?.replace(/\(.*/, '') ?? '';
     const key = `${verb} ${table}`.trim();
     counts.set(key, (counts.get(key) ?? 0) + 1);
     total++;
