@@ -12,9 +12,10 @@ import { openDb, type Db } from '../core/db.js';
 import { FileStore, type FileStoreApi } from '../core/files/file-store.js';
 import { InputResolver } from '../core/files/input-resolver.js';
 import { EtaModel } from '../core/jobs/eta.js';
-import { IdempotencyKeys } from '../core/jobs/idempotency.js';
+import { IdempotencyKeys, type IdempotencyApi } from '../core/jobs/idempotency.js';
 import { JobQueue, type JobQueueApi } from '../core/jobs/job-queue.js';
 import { JobStore, type JobReader, type JobRecord } from '../core/jobs/job-store.js';
+import { WebhookOutbox } from '../core/webhooks/outbox.js';
 import { Webhooks, webhookKey } from '../core/webhooks/webhooks.js';
 import { ModelRegistry, type ModelSpec } from '../core/models/model-spec.js';
 import { weightsStatus } from '../core/models/weights.js';
@@ -40,7 +41,7 @@ export interface AppContext {
   /** Completion webhooks: what requests ask for, the outbox and its delivery. */
   webhooks: Webhooks;
   /** Idempotency-Key records of the generation routes. */
-  idempotency: IdempotencyKeys;
+  idempotency: IdempotencyApi;
   models: ModelRegistry;
   capabilities: CapabilityRegistry;
   runtime: ModelRuntime;
@@ -84,8 +85,9 @@ async function openContext(
 ): Promise<AppContext> {
   const files = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
   const jobs = new JobStore(db);
+  const outbox = new WebhookOutbox(db);
   const webhooks = new Webhooks(
-    db,
+    outbox,
     server.webhooks,
     config.netAllowPrivateUrls,
     webhookKey(server.webhooks, config.dataDir, log),
@@ -108,7 +110,7 @@ async function openContext(
   const pruned = jobs.prune(config.jobRetentionS);
   if (pruned > 0) log.info({ jobs: pruned }, 'pruned finished jobs past KIAPI_JOB_RETENTION_S');
   const idempotency = new IdempotencyKeys(db, config.idempotencyTtlS);
-  idempotency.prune();
+  await idempotency.prune();
 
   const models = new ModelRegistry();
   const capabilities = new CapabilityRegistry(models);
@@ -130,7 +132,8 @@ async function openContext(
   const queue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue, {
     eta: new EtaModel(db),
     extraFields: (job) => {
-      const webhook = webhooks.outbox.viewOf(job.id);
+      // Synchronous: the queue's terminal event and the outbox's own transaction carry this view.
+      const webhook = outbox.viewOfNow(job.id);
       return webhook ? { webhook } : {};
     },
   });
@@ -139,13 +142,14 @@ async function openContext(
   const services: CapabilityServices = { config, files, inputs, models, runtime, log };
 
   const pruneTimer = setInterval(() => {
+    const failed = (err: unknown) => log.error({ err }, 'job pruning failed');
     try {
       jobs.prune(config.jobRetentionS);
-      webhooks.outbox.prune();
+      webhooks.outbox.prune().catch(failed);
       // Expired keys already act as new (lookups skip them); this only keeps the table small.
-      idempotency.prune();
+      idempotency.prune().catch(failed);
     } catch (err) {
-      log.error({ err }, 'job pruning failed');
+      failed(err);
     }
   }, Math.min(PRUNE_EVERY_MS, Math.max(1000, config.jobRetentionS * 1000)));
   pruneTimer.unref();
