@@ -10,9 +10,12 @@ import type { Config } from './config.js';
 import type { FileStoreApi } from './files/file-store.js';
 import type { InputResolver } from './files/input-resolver.js';
 import type { Workload } from './jobs/eta.js';
-import type { JobHandler } from './jobs/job-queue.js';
+import type { JobHandler, Runnable } from './jobs/job-queue.js';
 import type { ModelRegistry, ModelSpec } from './models/model-spec.js';
 import type { ModelRuntime } from './models/model-runtime.js';
+
+/** What a family's job is as data (the queue's own definition): what a runner gets, on any node. */
+export type { Runnable };
 
 /** The services a family's `prepare` may use. */
 export interface CapabilityServices {
@@ -24,9 +27,30 @@ export interface CapabilityServices {
   log: Logger;
 }
 
+/**
+ * Rebuilds a job's handler from its Runnable spec on the node that runs it, with that node's
+ * services (its model registry, file paths and engine).
+ */
+export type JobRunner = (spec: Record<string, unknown>, services: CapabilityServices) => Promise<JobHandler> | JobHandler;
+
+/**
+ * The handler of a runnable, made the way a node that received it would: from a JSON copy of its
+ * spec (taken now, as sending it would), rebuilt by `runner` when the job starts.
+ */
+export function runnableHandler(runner: JobRunner, runnable: Runnable, services: CapabilityServices): JobHandler {
+  const sent = JSON.stringify(runnable.spec);
+  return async (ctx) => {
+    const handler = await runner(JSON.parse(sent) as Record<string, unknown>, services);
+    return handler(ctx);
+  };
+}
+
 /** A validated request turned into a job: its params snapshot and the work to run. */
 export interface PreparedJob {
   params: Record<string, unknown>;
+  /** The job as a description another node can run (see Runnable). */
+  runnable: Runnable;
+  /** Runs `runnable` here (through the same runner, from a JSON copy of its spec). */
   run: JobHandler;
   /** Undo what preparation stored (resolved inputs) when the job is not queued after all. */
   discard(): Promise<void>;
@@ -116,6 +140,7 @@ export function capabilityPrefix(def: Pick<CapabilityDef, 'domain' | 'family'>):
 
 export class CapabilityRegistry {
   private readonly defs: CapabilityDef[] = [];
+  private readonly runners = new Map<string, JobRunner>();
 
   constructor(private readonly models: ModelRegistry) {}
 
@@ -129,6 +154,25 @@ export class CapabilityRegistry {
 
   list(): CapabilityDef[] {
     return [...this.defs];
+  }
+
+  /** Registers the runner a Runnable names (e.g. `image`); a name is registered once. */
+  registerRunner(name: string, runner: JobRunner): void {
+    if (!/^[a-z0-9-]+$/.test(name)) throw new Error(`runner name '${name}' must be lower-case letters, digits, dashes`);
+    if (this.runners.has(name)) throw new Error(`runner '${name}' registered twice`);
+    this.runners.set(name, runner);
+  }
+
+  /** The runner registered as `name`; a runnable naming another comes from a node with other families. */
+  runner(name: string): JobRunner {
+    const runner = this.runners.get(name);
+    if (!runner) throw new Error(`no job runner '${name}' is registered on this node (registered: ${[...this.runners.keys()].join(', ') || 'none'})`);
+    return runner;
+  }
+
+  /** A runnable's handler on this node, through its registered runner. */
+  handler(runnable: Runnable, services: CapabilityServices): JobHandler {
+    return runnableHandler(this.runner(runnable.runner), runnable, services);
   }
 }
 

@@ -27,6 +27,8 @@ import { PreviewEngine } from '../engines/preview/preview-engine.js';
 import { WorkerEngine } from '../engines/worker/worker-engine.js';
 import { registerCapabilities } from '../capabilities/index.js';
 import { readServerSettings, type ServerSettings } from './settings.js';
+import { ClusterNodeServices } from '../cluster/cluster-node.js';
+import { readClusterSettings, type ClusterSettings } from '../cluster/settings.js';
 
 export interface AppContext {
   config: Config;
@@ -38,6 +40,8 @@ export interface AppContext {
   files: FileStoreApi;
   jobs: JobReader;
   queue: JobQueueApi;
+  /** This node's part in a cluster (KIAPI_CLUSTER_*); null on a single node. */
+  cluster: ClusterNodeServices | null;
   /** Completion webhooks: what requests ask for, the outbox and its delivery. */
   webhooks: Webhooks;
   /** Idempotency-Key records of the generation routes. */
@@ -61,13 +65,14 @@ const PRUNE_EVERY_MS = 3600_000;
 export async function createContext(config: Config, log: Logger, opts: ContextOptions = {}): Promise<AppContext> {
   // Read first: a bad value stops start-up before anything is opened.
   const server = readServerSettings(opts.env ?? process.env, config.host);
+  const clusterSettings = readClusterSettings(opts.env ?? process.env, { host: config.host, port: config.port });
   // Before anything in the data dir is read or changed: start-up recovery below would otherwise
   // fail another running server's jobs and delete its temp files.
   const lock = lockDataDir(config.dataDir);
   let db: Db | null = null;
   try {
     db = openDb(config.dataDir);
-    return await openContext(config, log, opts, server, db, lock);
+    return await openContext(config, log, opts, server, clusterSettings, db, lock);
   } catch (err) {
     db?.close();
     lock.release();
@@ -80,9 +85,28 @@ async function openContext(
   log: Logger,
   opts: ContextOptions,
   server: ServerSettings,
+  clusterSettings: ClusterSettings | null,
   db: Db,
   lock: DataDirLock,
 ): Promise<AppContext> {
+  const env = opts.env ?? process.env;
+  const models = new ModelRegistry();
+  const capabilities = new CapabilityRegistry(models);
+  registerCapabilities(capabilities, env);
+  checkWarmupNames(config.warmup, models, log);
+
+  const engine = opts.engine ?? selectEngine(config, log, env);
+  const budgetGb = config.memoryLimitGb ?? defaultMemoryBudgetGb();
+  if (engine.holdsWeights) log.info({ budget_gb: Math.round(budgetGb * 10) / 10 }, 'memory budget for resident models');
+  const runtime = new ModelRuntime(engine, {
+    budgetGb,
+    defaultTtlS: config.defaultTtlS,
+    ttlSweepIntervalS: config.ttlSweepIntervalS,
+    log: log.child({ component: 'models' }),
+    locate: (spec) => weightsStatus(spec.repo, env),
+    sizes: new DbBuildSizes(db),
+  });
+
   const files = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
   const jobs = new JobStore(db);
   const outbox = new WebhookOutbox(db);
@@ -112,24 +136,7 @@ async function openContext(
   const idempotency = new IdempotencyKeys(db, config.idempotencyTtlS);
   await idempotency.prune();
 
-  const models = new ModelRegistry();
-  const capabilities = new CapabilityRegistry(models);
-  registerCapabilities(capabilities, opts.env ?? process.env);
-  checkWarmupNames(config.warmup, models, log);
-
-  const env = opts.env ?? process.env;
-  const engine = opts.engine ?? selectEngine(config, log, env);
-  const budgetGb = config.memoryLimitGb ?? defaultMemoryBudgetGb();
-  if (engine.holdsWeights) log.info({ budget_gb: Math.round(budgetGb * 10) / 10 }, 'memory budget for resident models');
-  const runtime = new ModelRuntime(engine, {
-    budgetGb,
-    defaultTtlS: config.defaultTtlS,
-    ttlSweepIntervalS: config.ttlSweepIntervalS,
-    log: log.child({ component: 'models' }),
-    locate: (spec) => weightsStatus(spec.repo, env),
-    sizes: new DbBuildSizes(db),
-  });
-  const queue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue, {
+  const localQueue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue, {
     eta: new EtaModel(db),
     extraFields: (job) => {
       // Synchronous: the queue's terminal event and the outbox's own transaction carry this view.
@@ -137,14 +144,32 @@ async function openContext(
       return webhook ? { webhook } : {};
     },
   });
-  viewJob = (job) => ({ ...queue.viewNow(job) });
+  viewJob = (job) => ({ ...localQueue.viewNow(job) });
   const inputs = new InputResolver(files, config);
   const services: CapabilityServices = { config, files, inputs, models, runtime, log };
+
+  // Cluster mode: the jobs, their queue and events are the cluster's (the shared database);
+  // the single-node queue above is never used then.
+  const cluster = clusterSettings
+    ? await ClusterNodeServices.open({
+        settings: clusterSettings,
+        version: VERSION,
+        log,
+        maxQueue: config.maxQueue,
+        engineTimeoutS: config.engineTimeoutS,
+        build: async (runnable) => capabilities.handler(runnable, services),
+        capable: () => models.all().filter((m) => runtime.readiness(m) === null && fitsBudget(runtime, m)).map(modelKey),
+        warm: () => runtime.warmModels(),
+      })
+    : null;
+  const queue: JobQueueApi = cluster ? cluster.queue : localQueue;
+  const jobReader: JobReader = cluster ? cluster.jobs : jobs;
 
   const pruneTimer = setInterval(() => {
     const failed = (err: unknown) => log.error({ err }, 'job pruning failed');
     try {
       jobs.prune(config.jobRetentionS);
+      if (cluster) void cluster.prune(config.jobRetentionS).catch((err: unknown) => log.warn({ err }, 'pruning the shared records failed'));
       webhooks.outbox.prune().catch(failed);
       // Expired keys already act as new (lookups skip them); this only keeps the table small.
       idempotency.prune().catch(failed);
@@ -166,8 +191,9 @@ async function openContext(
     version: VERSION,
     db,
     files,
-    jobs,
+    jobs: jobReader,
     queue,
+    cluster,
     webhooks,
     idempotency,
     models,
@@ -178,7 +204,8 @@ async function openContext(
     async close() {
       clearInterval(pruneTimer);
       if (filePruneTimer) clearInterval(filePruneTimer);
-      await queue.close(config.shutdownGraceS * 1000);
+      if (cluster) await cluster.close(config.shutdownGraceS * 1000);
+      await localQueue.close(config.shutdownGraceS * 1000);
       // After the queue: the jobs it failed on the way out have their events in the outbox.
       await webhooks.close();
       await runtime.close();
@@ -210,6 +237,20 @@ function startFilePruning(files: FileStore, retentionS: number, log: Logger): No
   const timer = setInterval(sweep, Math.min(PRUNE_EVERY_MS, Math.max(1000, retentionS * 100)));
   timer.unref();
   return timer;
+}
+
+function modelKey(m: ModelSpec): string {
+  return `${m.family}/${m.name}`;
+}
+
+/** Whether the model's default build can ever fit this node's memory budget. */
+function fitsBudget(runtime: ModelRuntime, m: ModelSpec): boolean {
+  try {
+    runtime.assertFits(m);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** `auto`: the mflux worker when a real engine is installed, else the preview engine — said in one line. */

@@ -6,11 +6,11 @@
 import { defineOperation, defineTool, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';
 import { InputError, RuleError } from '../../core/errors.js';
 import { pinnedRevision } from '../../core/models/revisions.js';
-import type { ImageTask } from '../../engines/engine.js';
 import { preparedImageJob } from '../image-common/image-job.js';
+import type { TaskSpec } from '../image-common/run-spec.js';
 import { resolveSeed, snapshot } from '../image-common/params.js';
 import { checkCap, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../image-common/rules.js';
-import { prepareCaption, strictFailureMessage } from './caption-verifier.js';
+import { CAPTION_WARNING_PREFIX, prepareCaption, strictFailureMessage } from './caption-verifier.js';
 import { EXAMPLE_CAPTION, ideogram4Description } from './description.js';
 import { CaptionCheckRequest, CaptionCheckResponse, Ideogram4ImageResponse, SAFETY_FILTER_NOTE, generateRequestSchema, type GenerateBody } from './schemas.js';
 import { PRESET_STEPS, QUANTIZE_CHOICES, readIdeogram4Settings, type Ideogram4Settings } from './settings.js';
@@ -51,9 +51,9 @@ async function prepareGenerate(s: Ideogram4Settings, body: GenerateBody, service
   const steps = PRESET_STEPS[preset];
   const quantize = body.quantize ?? spec.defaultQuantize;
   const seed = resolveSeed(body.seed);
-  const task: ImageTask = {
+  const task: TaskSpec = {
     operation: 'ideogram4.generate',
-    model: { family: 'ideogram4', name: spec.name, repo: spec.repo, quantize },
+    model: { family: 'ideogram4', name: spec.name, quantize },
     prompt,
     width,
     height,
@@ -82,36 +82,39 @@ async function prepareGenerate(s: Ideogram4Settings, body: GenerateBody, service
   };
   return preparedImageJob(services, params, null, {
     family: 'ideogram4',
-    spec,
     task,
     format,
     quality,
     inputs: [],
-    buildResult: (out) => ({
-      model: spec.name,
-      prompt,
-      params: {
-        kind: 'txt2img',
+    rerunOf: null,
+    // seed, width, height and engine are the run's, and the engine may add caption warnings (finishResult).
+    result: {
+      base: {
         model: spec.name,
         prompt,
-        preset,
-        steps,
-        seed: out.seed,
-        width: out.width,
-        height: out.height,
-        quantize,
-        strict_caption_validation: strict,
-        warn_on_caption_issues: warnOn,
-        format,
-        quality,
-        caption_warnings: warnOn ? mergeWarnings(caption.warnings, out.warnings) : [],
-        engine: services.runtime.engine.describe().name,
+        params: {
+          kind: 'txt2img',
+          model: spec.name,
+          prompt,
+          preset,
+          steps,
+          seed,
+          width,
+          height,
+          quantize,
+          strict_caption_validation: strict,
+          warn_on_caption_issues: warnOn,
+          format,
+          quality,
+          caption_warnings: warnOn ? caption.warnings : [],
+          engine: services.runtime.engine.describe().name,
+        },
+        width,
+        height,
+        safety_filter_note: SAFETY_FILTER_NOTE,
       },
-      width: out.width,
-      height: out.height,
-      safety_filter_note: SAFETY_FILTER_NOTE,
-      timings: { total_s: Math.round(out.engineSeconds * 100) / 100 },
-    }),
+      ...(warnOn ? { mergeWarnings: { into: 'caption_warnings', prefix: CAPTION_WARNING_PREFIX } } : {}),
+    },
   });
 }
 
@@ -122,12 +125,6 @@ function readCaption(prompt: string | Record<string, unknown>) {
   } catch (err) {
     throw new InputError(`prompt caption cannot be used: ${(err as Error).message}`);
   }
-}
-
-/** The engine may report the same caption problems we found; list each once. */
-function mergeWarnings(ours: string[], engine: string[]): string[] {
-  const strip = (w: string) => w.replace(/^Ideogram 4 caption: /, '');
-  return [...new Set([...ours, ...engine.map(strip)])];
 }
 
 export function ideogram4Capability(env: Record<string, string | undefined>): CapabilityDef {

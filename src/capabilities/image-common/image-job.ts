@@ -1,6 +1,7 @@
 /**
  * The part of an image job every family shares: resolve inputs before queueing (and undo them on
- * rejection), run the engine, encode the requested format with sharp, store the artifact. A full
+ * rejection), describe the job as data any node can run (ImageRunSpec, run by the `image` runner),
+ * run the engine, encode the requested format with sharp, store the artifact. A full
  * disk anywhere on that way (the engine's output, the encoded file, the move into the store) fails
  * the job with one clear message naming the directory to free space in; the temp files are
  * removed and nothing partial is listed.
@@ -9,7 +10,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import { sep } from 'node:path';
 import sharp from 'sharp';
-import type { CapabilityServices, PreparedJob } from '../../core/capability.js';
+import { runnableHandler, type CapabilityServices, type JobRunner, type PreparedJob } from '../../core/capability.js';
 import { InputError, clip, isKiapiError } from '../../core/errors.js';
 import { diskFullError, isDiskFull } from '../../core/files/disk-full.js';
 import { assertLoraFile } from '../../core/files/safetensors.js';
@@ -18,8 +19,9 @@ import type { ResolvedInput } from '../../core/files/input-resolver.js';
 import type { Workload } from '../../core/jobs/eta.js';
 import type { JobContext, JobOutput } from '../../core/jobs/job-queue.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
-import type { EngineOutput, ImageTask } from '../../engines/engine.js';
+import type { EngineOutput, ImageTask, LocalInput } from '../../engines/engine.js';
 import { buildRecord, type RecordedInput } from './record.js';
+import { readRunSpec, type FileInput, type ImageRunSpec, type ResultSpec, type TaskSpec } from './run-spec.js';
 
 export interface InputRequest {
   /** The name used in messages and meta: `init_image`, `images[1]`, `loras[0]`. */
@@ -114,7 +116,7 @@ function firstLine(text: string): string {
  * What an image task costs per step depends on the model build and the output size; the ETA
  * keeps its measurements by these.
  */
-export function imageWorkload(task: ImageTask): Workload {
+export function imageWorkload(task: TaskSpec): Workload {
   const m = task.model;
   const group = `${task.operation}/${m.name}/q${m.quantize ?? '-'}${task.loras.length > 0 ? '+lora' : ''}`;
   return { group, key: `${group}/${task.width}x${task.height}`, pixels: task.width * task.height, steps: task.steps };
@@ -122,59 +124,116 @@ export function imageWorkload(task: ImageTask): Workload {
 
 export type ImageFormat = 'png' | 'jpeg' | 'webp';
 
-export interface ImageJobSpec {
-  family: string;
-  spec: ModelSpec;
-  task: ImageTask;
-  format: ImageFormat;
-  quality: number;
-  /** The inputs and LoRAs as resolved (ResolvedInputs.recorded), for the reproducibility record. */
-  inputs: RecordedInput[];
-  /** The job a rerun repeats (its record says so). */
-  rerunOf?: string;
-  /** The result without file_id/image_bytes/record (stored as the file's meta too). */
-  buildResult(out: EngineOutput): Record<string, unknown>;
+const EXT: Record<ImageFormat, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
+
+/** The name image jobs' runner is registered by (src/capabilities/index.ts). */
+export const IMAGE_RUNNER = 'image';
+
+/** An input's id and digest as resolution found them (the `i`-th of `resolved`). */
+export function fileInput(resolved: ResolvedInputs, i: number): FileInput {
+  return { fileId: resolved.inputs[i]!.fileId, sha256: resolved.recorded[i]!.sha256 };
 }
 
-const EXT: Record<ImageFormat, string> = { png: 'png', jpeg: 'jpg', webp: 'webp' };
+/**
+ * Where an input's bytes are on the node running the job: the one place a job's inputs become
+ * paths (the file store brings the blob to this node when it is not here).
+ */
+export async function inputPath(services: CapabilityServices, fileId: string): Promise<string> {
+  return services.files.localPath(fileId);
+}
 
 /**
  * An image job as the queue takes it: its recorded params, its ETA workload, what its inputs hold
- * (`resolved`; null when it has none) and how it runs.
+ * (`resolved`; null when it has none), its description (`runnable`) and how it runs here: through
+ * the image runner from a JSON copy of that description, the very way another node would run it.
  */
 export function preparedImageJob(
   services: CapabilityServices,
   params: Record<string, unknown>,
   resolved: ResolvedInputs | null,
-  job: ImageJobSpec,
+  spec: ImageRunSpec,
 ): PreparedJob {
+  const runnable = { runner: IMAGE_RUNNER, spec };
   return {
     params,
-    workload: imageWorkload(job.task),
+    runnable,
+    workload: imageWorkload(spec.task),
     discard: async () => resolved?.discard(),
     ...(resolved ? { release: () => resolved.release() } : {}),
-    run: (ctx) => runImageJob(services, job, ctx),
+    run: runnableHandler(imageRunner, runnable, services),
   };
 }
 
-export async function runImageJob(services: CapabilityServices, job: ImageJobSpec, ctx: JobContext): Promise<JobOutput> {
+/**
+ * The `image` runner: rebuilds an ImageRunSpec on the running node (the model as it serves it, the
+ * inputs' local paths, its engine) and returns the job's handler.
+ */
+export const imageRunner: JobRunner = async (raw, services) => {
+  const run = readRunSpec(raw);
+  const spec = services.models.resolve(run.task.model.family, run.task.model.name);
+  return (ctx) => runImageJob(services, run, spec, ctx);
+};
+
+async function localTask(services: CapabilityServices, t: TaskSpec, spec: ModelSpec): Promise<ImageTask> {
+  const local = async (i: FileInput): Promise<LocalInput> => ({ fileId: i.fileId, path: await inputPath(services, i.fileId) });
+  const { model, loras, initImage, images, ...rest } = t;
+  const task: ImageTask = {
+    ...rest,
+    model: { family: model.family, name: model.name, repo: spec.repo, quantize: model.quantize },
+    loras: await Promise.all(loras.map(async (l) => ({ ...(await local(l)), scale: l.scale, digest: l.sha256 }))),
+  };
+  if (initImage) task.initImage = await local(initImage);
+  if (images) task.images = await Promise.all(images.map(local));
+  return task;
+}
+
+/**
+ * The result a run answers: `base` with what the engine decided — `params.seed`, `width`, `height`
+ * and the running node's `engine` where base has them (in their places), the top-level `width` and
+ * `height`, the engine's warnings where asked, and `timings.total_s`.
+ */
+function finishResult(result: ResultSpec, out: EngineOutput, engine: string): Record<string, unknown> {
+  const filled: Record<string, unknown> = { ...result.base };
+  const params = filled.params;
+  if (params !== null && typeof params === 'object' && !Array.isArray(params)) {
+    const p: Record<string, unknown> = { ...(params as Record<string, unknown>) };
+    const ran: Record<string, unknown> = { seed: out.seed, width: out.width, height: out.height, engine };
+    for (const [key, value] of Object.entries(ran)) if (key in p) p[key] = value;
+    const merge = result.mergeWarnings;
+    if (merge) p[merge.into] = mergeWarnings(Array.isArray(p[merge.into]) ? (p[merge.into] as string[]) : [], out.warnings, merge.prefix);
+    filled.params = p;
+  }
+  for (const key of ['width', 'height'] as const) if (key in filled) filled[key] = out[key];
+  filled.timings = { total_s: Math.round(out.engineSeconds * 100) / 100 };
+  return filled;
+}
+
+/** The engine may report problems the family found already: each listed once, without `prefix`. */
+function mergeWarnings(ours: string[], engine: string[], prefix: string): string[] {
+  const strip = (w: string) => (w.startsWith(prefix) ? w.slice(prefix.length) : w);
+  return [...new Set([...ours, ...engine.map(strip)])];
+}
+
+async function runImageJob(services: CapabilityServices, job: ImageRunSpec, spec: ModelSpec, ctx: JobContext): Promise<JobOutput> {
   const enginePng = services.files.tempPath('.png');
   const encoded = services.files.tempPath(`.${EXT[job.format]}`);
   try {
-    await assertInputsPresent(job.task);
+    // Inside: getting an input here may fill the disk or fail naming a path, like the run itself.
+    const task = await localTask(services, job.task, spec);
+    await assertInputsPresent(task);
     const t0 = performance.now();
-    const out = await services.runtime.run(job.spec, job.task, ctx, enginePng);
+    const out = await services.runtime.run(spec, task, ctx, enginePng);
     const t1 = performance.now();
     ctx.progress(1, 'saving');
     const reproRecord = await buildRecord(services, {
-      spec: job.spec,
-      task: job.task,
+      spec,
+      task,
       format: job.format,
       quality: job.quality,
       inputs: job.inputs,
-      rerunOf: job.rerunOf ?? null,
+      rerunOf: job.rerunOf,
     });
-    const result = { ...job.buildResult(out), record: reproRecord };
+    const result = { ...finishResult(job.result, out, services.runtime.engine.describe().name), record: reproRecord };
     const info = {
       filename: `${job.family}_${Math.floor(Date.now() / 1000)}.${EXT[job.format]}`,
       contentType: `image/${job.format}`,

@@ -10,9 +10,9 @@ import type { CapabilityServices, PreparedJob } from '../../core/capability.js';
 import { ConflictError, NotFoundError, clip, isKiapiError } from '../../core/errors.js';
 import type { JobRecord } from '../../core/jobs/job-store.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
-import type { ImageTask, LocalInput, LoraInput } from '../../engines/engine.js';
-import { preparedImageJob, resolveInputs, type InputRequest } from './image-job.js';
+import { fileInput, preparedImageJob, resolveInputs, type InputRequest } from './image-job.js';
 import { ReproRecordSchema, encoderVersions, taskParams, type RecordedInput, type ReproRecord } from './record.js';
+import type { FileInput, LoraFileInput, TaskSpec } from './run-spec.js';
 
 const recordCheck = Compile(ReproRecordSchema);
 
@@ -34,14 +34,14 @@ export async function prepareRerun(services: CapabilityServices, job: JobRecord,
   const recorded = await checkInputs(services, record, job.id);
 
   const { format, quality } = record.params;
-  const task: ImageTask = {
+  const task: TaskSpec = {
     operation: record.operation,
-    model: { family: record.model.family, name: record.model.name, repo: spec.repo, quantize: record.model.quantize },
+    model: { family: record.model.family, name: record.model.name, quantize: record.model.quantize },
     ...taskParams(record.params),
     loras: [],
   };
   // Engine capacity (the memory budget) and weights are checked before anything is compared or held.
-  services.runtime.assertReady(spec, task);
+  services.runtime.assertReady(spec, { model: { ...task.model, repo: spec.repo }, loras: [] });
 
   const differences = await compareInstalled(services, record, spec);
   if (differences.length > 0 && !opts.allowDifferent) {
@@ -53,32 +53,26 @@ export async function prepareRerun(services: CapabilityServices, job: JobRecord,
 
   const requests: InputRequest[] = recorded.map((r) => ({ kind: r.kind, ref: { type: 'file_id', file_id: r.file_id }, expect: r.expect }));
   const resolved = await resolveInputs(services, requests, signal);
-  const local = (i: number): LocalInput => ({ fileId: resolved.inputs[i]!.fileId, path: resolved.inputs[i]!.path });
-  const images: LocalInput[] = [];
-  const loras: LoraInput[] = [];
+  const images: FileInput[] = [];
+  const loras: LoraFileInput[] = [];
   recorded.forEach((r, i) => {
-    if (r.kind === 'init_image') task.initImage = local(i);
-    else if (r.expect === 'image') images.push(local(i));
-    else loras.push({ ...local(i), scale: record.loras[loras.length]!.scale, digest: r.sha256 });
+    if (r.kind === 'init_image') task.initImage = fileInput(resolved, i);
+    else if (r.expect === 'image') images.push(fileInput(resolved, i));
+    else loras.push({ ...fileInput(resolved, i), scale: record.loras[loras.length]!.scale });
   });
   task.loras = loras;
   if (images.length > 0) task.images = images;
 
-  const base = originalResult(job, services);
   const warnings = differences.map((d) => `rerun on a different installation: ${d}`);
   const prepared = preparedImageJob(services, { ...job.params, mode: opts.mode, rerun_of: job.id }, resolved, {
     family: record.model.family,
-    spec,
     task,
     format,
     quality,
     inputs: resolved.recorded,
     rerunOf: job.id,
-    buildResult: (out) => ({
-      ...base,
-      ...(warnings.length > 0 ? { warnings } : {}),
-      timings: { total_s: Math.round(out.engineSeconds * 100) / 100 },
-    }),
+    // The original's fields; the engine that runs the rerun names itself in them (finishResult).
+    result: { base: { ...originalResult(job), ...(warnings.length > 0 ? { warnings } : {}) } },
   });
   return { prepared, warnings };
 }
@@ -159,11 +153,7 @@ async function compareInstalled(services: CapabilityServices, record: ReproRecor
 }
 
 /** The original's result as the rerun's: the same fields, less what belongs to one run. */
-function originalResult(job: JobRecord, services: CapabilityServices): Record<string, unknown> {
+function originalResult(job: JobRecord): Record<string, unknown> {
   const { file_id: _f, image_bytes: _b, record: _r, timings: _t, warnings: _w, ...rest } = job.result ?? {};
-  const params = rest.params;
-  if (params !== null && typeof params === 'object' && 'engine' in params) {
-    rest.params = { ...(params as Record<string, unknown>), engine: services.runtime.engine.describe().name };
-  }
   return rest;
 }

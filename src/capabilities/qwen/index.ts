@@ -6,8 +6,8 @@
 import { defineOperation, type CapabilityDef, type CapabilityServices, type PreparedJob } from '../../core/capability.js';
 import { InputError, RuleError, clip } from '../../core/errors.js';
 import type { ModelSpec } from '../../core/models/model-spec.js';
-import type { ImageTask, LoraInput } from '../../engines/engine.js';
-import { preparedImageJob, resolveInputs, type InputRequest, type ResolvedInputs } from '../image-common/image-job.js';
+import { fileInput, preparedImageJob, resolveInputs, type InputRequest, type ResolvedInputs } from '../image-common/image-job.js';
+import type { LoraFileInput, TaskSpec } from '../image-common/run-spec.js';
 import { resolveSeed, snapshot } from '../image-common/params.js';
 import { checkCap, checkInputCount, checkMultiplesOf16, checkPromptLength, checkQuantize } from '../image-common/rules.js';
 import { qwenDescription } from './description.js';
@@ -82,12 +82,9 @@ function loraRequests(body: GenerateBody | EditBody): InputRequest[] {
 }
 
 /** The LoRAs as resolved: `from` is the index of the first in the resolved inputs (after the images). */
-function resolvedLoras(body: GenerateBody | EditBody, resolved: ResolvedInputs, from: number): LoraInput[] {
-  return (body.loras ?? []).map((l, i) => {
-    const { fileId, path } = resolved.inputs[from + i]!;
-    // The digest taken at resolution (stored with the file, never recomputed per job).
-    return { fileId, path, scale: l.scale ?? 1.0, digest: resolved.recorded[from + i]!.sha256 };
-  });
+function resolvedLoras(body: GenerateBody | EditBody, resolved: ResolvedInputs, from: number): LoraFileInput[] {
+  // The digest taken at resolution (stored with the file, never recomputed per job).
+  return (body.loras ?? []).map((l, i) => ({ ...fileInput(resolved, from + i), scale: l.scale ?? 1.0 }));
 }
 
 async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: CapabilityServices, signal: AbortSignal): Promise<PreparedJob> {
@@ -109,13 +106,13 @@ async function prepareGenerate(s: QwenSettings, body: GenerateBody, services: Ca
   const resolved = await resolveInputs(services, requests, signal);
   // Anything that fails from here on must not leave the stored inputs behind.
   return undoOnFailure(resolved, async () => {
-    const init = body.init_image ? resolved.inputs[0] : undefined;
+    const init = body.init_image ? fileInput(resolved, 0) : undefined;
     const loras = resolvedLoras(body, resolved, init ? 1 : 0);
 
     const imageStrength = init ? (strength ?? s.defaultImageStrength) : null;
-    const task: ImageTask = {
+    const task: TaskSpec = {
       ...qwenTask('qwen.generate', spec, c, body, loras),
-      ...(init ? { initImage: { fileId: init.fileId, path: init.path }, imageStrength } : {}),
+      ...(init ? { initImage: init, imageStrength } : {}),
     };
     return qwenJob(services, spec, c, body, task, resolved, {
       request: { init_image: snapshot(body.init_image ?? null), image_strength: body.image_strength ?? null },
@@ -143,10 +140,10 @@ async function prepareEdit(s: QwenSettings, body: EditBody, services: Capability
   requests.push(...loraRequests(body));
   const resolved = await resolveInputs(services, requests, signal);
   return undoOnFailure(resolved, async () => {
-    const images = resolved.inputs.slice(0, body.images.length).map((i) => ({ fileId: i.fileId, path: i.path }));
+    const images = body.images.map((_, i) => fileInput(resolved, i));
     const loras = resolvedLoras(body, resolved, body.images.length);
 
-    const task: ImageTask = { ...qwenTask('qwen.edit', spec, c, body, loras), images };
+    const task: TaskSpec = { ...qwenTask('qwen.edit', spec, c, body, loras), images };
     return qwenJob(services, spec, c, body, task, resolved, {
       request: { images: snapshot(body.images) },
       result: { kind: 'edit', image_file_ids: images.map((i) => i.fileId) },
@@ -155,10 +152,10 @@ async function prepareEdit(s: QwenSettings, body: EditBody, services: Capability
 }
 
 /** What generate and edit tasks share: the model build, prompt, size, sampling and LoRAs. */
-function qwenTask(operation: string, spec: ModelSpec, c: Common, body: GenerateBody | EditBody, loras: LoraInput[]): ImageTask {
+function qwenTask(operation: string, spec: ModelSpec, c: Common, body: GenerateBody | EditBody, loras: LoraFileInput[]): TaskSpec {
   return {
     operation,
-    model: { family: 'qwen', name: spec.name, repo: spec.repo, quantize: c.quantize },
+    model: { family: 'qwen', name: spec.name, quantize: c.quantize },
     prompt: body.prompt,
     negativePrompt: body.negative_prompt ?? null,
     width: c.width,
@@ -190,7 +187,7 @@ function qwenJob(
   spec: ModelSpec,
   c: Common,
   body: GenerateBody | EditBody,
-  task: ImageTask,
+  task: TaskSpec,
   resolved: ResolvedInputs,
   inputs: { request: Record<string, unknown>; result: Record<string, unknown> & { kind: string } },
 ): PreparedJob {
@@ -216,41 +213,39 @@ function qwenJob(
   const { kind, ...inputIds } = inputs.result;
   return preparedImageJob(services, params, resolved, {
     family: 'qwen',
-    spec,
     task,
     format,
     quality,
     inputs: resolved.recorded,
-    buildResult: (out) => ({
-      model: spec.name,
-      prompt: body.prompt,
-      params: {
-        kind,
+    rerunOf: null,
+    // seed, width, height and engine are the run's (finishResult).
+    result: {
+      base: {
         model: spec.name,
         prompt: body.prompt,
-        negative_prompt: task.negativePrompt,
-        ...inputIds,
-        seed: out.seed,
-        width: out.width,
-        height: out.height,
-        steps: c.steps,
-        guidance: c.guidance,
-        quantize: c.quantize,
-        scheduler: task.scheduler,
-        format,
-        quality,
-        loras: task.loras.map((l) => ({ file_id: l.fileId, scale: l.scale })),
-        engine: services.runtime.engine.describe().name,
+        params: {
+          kind,
+          model: spec.name,
+          prompt: body.prompt,
+          negative_prompt: task.negativePrompt,
+          ...inputIds,
+          seed: task.seed,
+          width: task.width,
+          height: task.height,
+          steps: c.steps,
+          guidance: c.guidance,
+          quantize: c.quantize,
+          scheduler: task.scheduler,
+          format,
+          quality,
+          loras: task.loras.map((l) => ({ file_id: l.fileId, scale: l.scale })),
+          engine: services.runtime.engine.describe().name,
+        },
+        width: task.width,
+        height: task.height,
       },
-      width: out.width,
-      height: out.height,
-      timings: { total_s: round2(out.engineSeconds) },
-    }),
+    },
   });
-}
-
-function round2(n: number): number {
-  return Math.round(n * 100) / 100;
 }
 
 /**

@@ -48,6 +48,20 @@ export function terminalEventId(jobId: string): string {
   return `${jobId}.end`;
 }
 
+/** A preview event's data: the step and a small JPEG as a data URL. */
+export function previewData(jobId: string, jobType: string, p: EnginePreview): Record<string, unknown> {
+  return {
+    job_id: jobId,
+    type: jobType,
+    step: p.step,
+    total: p.total,
+    width: p.width,
+    height: p.height,
+    image: `data:image/jpeg;base64,${p.jpeg.toString('base64')}`,
+    at: Date.now() / 1000,
+  };
+}
+
 export class JobEvents {
   private readonly boot = randomBytes(3).toString('hex');
   private seq = 0;
@@ -74,33 +88,17 @@ export class JobEvents {
     }
     this.recent.push(e);
     if (this.recent.length > GLOBAL_HISTORY) this.recent.splice(0, this.recent.length - GLOBAL_HISTORY);
-    this.deliver(e);
+    this.deliverEvent(e);
     return e;
   }
 
   /** Delivers a preview to the job's watchers that asked for this step; nothing is kept. */
   preview(jobId: string, jobType: string, p: EnginePreview): void {
-    const e: JobEvent = {
-      id: `${this.boot}-${++this.seq}`,
-      event: 'preview',
-      jobId,
-      jobType,
-      status: 'running',
-      data: {
-        job_id: jobId,
-        type: jobType,
-        step: p.step,
-        total: p.total,
-        width: p.width,
-        height: p.height,
-        image: `data:image/jpeg;base64,${p.jpeg.toString('base64')}`,
-        at: Date.now() / 1000,
-      },
-    };
-    this.deliver(e);
+    this.deliverEvent({ id: `${this.boot}-${++this.seq}`, event: 'preview', jobId, jobType, status: 'running', data: previewData(jobId, jobType, p) });
   }
 
-  private deliver(e: JobEvent): void {
+  /** Hands an event to the watchers connected now (a cluster node: the events of every node). */
+  protected deliverEvent(e: JobEvent): void {
     for (const sink of [...(this.jobSinks.get(e.jobId) ?? [])]) sink(e);
     for (const sink of [...this.allSinks]) sink(e);
   }

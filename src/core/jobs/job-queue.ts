@@ -45,10 +45,23 @@ export interface RecordOptions {
    * Runs inside the transaction that records the jobs (their idempotency key): committed with
    * them or not at all. `tx` is the store's transaction handle (TransactionWrite).
    */
-  record?: (jobs: JobRecord[], tx: unknown) => void | Promise<void>;
+  record?: (jobs: JobRecord[], tx?: unknown) => void | Promise<void>;
+}
+
+/**
+ * What a job runs, as data: the name of a registered runner and its JSON spec. A cluster node
+ * rebuilds the handler from it on whichever node claims the job.
+ */
+export interface Runnable {
+  runner: string;
+  spec: Record<string, unknown>;
 }
 
 export interface SubmitOptions {
+  /** What the job runs as data (required by a cluster queue; a single node runs `handler`). */
+  runnable?: Runnable;
+  /** The model (`family/name`) the job needs: its queue on a cluster, and which nodes can take it. */
+  model?: string;
   /** Runs once the job reached a final state however it got there (lets go of its inputs). */
   onSettled?: () => void;
   /** What the job is, for its ETA. */
@@ -57,7 +70,7 @@ export interface SubmitOptions {
    * Runs in the transaction that records the job: what must exist with the job or not at all
    * (its webhook subscription). `tx` is the store's transaction handle (TransactionWrite).
    */
-  onCreate?: (job: JobRecord, tx: unknown) => void | Promise<void>;
+  onCreate?: (job: JobRecord, tx?: unknown) => void | Promise<void>;
 }
 
 /** A running job's measured schedule: the ETA's live input and, at the end, its measurement. */

@@ -38,6 +38,9 @@ export class ModelRuntime {
   private lock: Promise<void> = Promise.resolve();
   private sweepTimer: NodeJS.Timeout | null = null;
 
+  /** The model of the latest run (see warmModels). */
+  private lastModel: string | null = null;
+
   constructor(
     readonly engine: Engine,
     private readonly opts: RuntimeOptions,
@@ -99,6 +102,7 @@ export class ModelRuntime {
       // Re-checked at run time: the weights may have been removed while the job was queued.
       this.assertReady(spec, task);
       const located = { ...task, model: this.located(spec, task.model) };
+      this.lastModel = `${spec.family}/${spec.name}`;
       const build = modelBuild(located.model, located.loras);
       const lease = await this.residency?.acquire(spec, build, () => ctx.progress(0, 'loading'));
       try {
@@ -124,6 +128,16 @@ export class ModelRuntime {
       const lease = await this.residency?.acquire(spec, build);
       if (lease) this.residency?.release(lease);
     });
+  }
+
+  /**
+   * The models (`family/name`) this node holds ready: those with a resident build; for an engine
+   * that loads no weights (the preview engine), the model of the last run, which is what a real
+   * engine with one model resident looks like to the cluster's placement.
+   */
+  warmModels(): string[] {
+    if (this.residency) return [...new Set(this.residency.stats().loaded.map((m) => `${m.family}/${m.name}`))];
+    return this.lastModel ? [this.lastModel] : [];
   }
 
   stats(): MemoryStats {
