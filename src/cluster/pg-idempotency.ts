@@ -13,32 +13,13 @@
  * - another request with the key, on any node: `done` → replay; `pending` with the same
  *   fingerprint → wait (polled with a short backoff) and look again; another fingerprint → 422.
  *
- * Times are the database's clock (`clock_timestamp()`), so the nodes' clocks may disagree.
+ * The table is migration '0005 idempotency keys' (schema.ts). `claimed_by` names the claim: the
+ * node and a fresh id per request, so two requests of one node are told apart too. Times are the
+ * database's clock (`clock_timestamp()`), so the nodes' clocks may disagree.
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { reusedError, type IdempotencyApi, type KeyRecorder, type KeyedOutcome } from '../core/jobs/idempotency.js';
-
-/** The table, as PostgreSQL holds it (SQLite's idempotency_keys plus the claim). */
-export const IDEMPOTENCY_SCHEMA = `
-CREATE TABLE idempotency_keys (
-  scope TEXT NOT NULL,
-  key TEXT NOT NULL,
-  request_hash TEXT NOT NULL,
-  -- 'pending' while the first request is being submitted, 'done' once its jobs are recorded.
-  state TEXT NOT NULL,
-  -- JSON array of the job ids; NULL while pending.
-  job_ids TEXT,
-  -- Which request holds the claim: the node that took it, and the claim's own id.
-  claimed_by TEXT NOT NULL,
-  claim_id TEXT NOT NULL,
-  claimed_at DOUBLE PRECISION NOT NULL,
-  created_at DOUBLE PRECISION NOT NULL,
-  expires_at DOUBLE PRECISION NOT NULL,
-  PRIMARY KEY (scope, key)
-);
-CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);
-`;
 
 /** The database's clock in unix seconds, as the rows hold times. */
 const NOW = 'extract(epoch from clock_timestamp())';
@@ -60,8 +41,7 @@ export interface PgIdempotencyOptions {
 interface KeyRow {
   request_hash: string;
   state: 'pending' | 'done';
-  job_ids: string | null;
-  claim_id: string;
+  job_ids: string;
   created_at: number;
   /** Whether the row no longer holds the key: past its lifetime, or a pending claim past the lease. */
   lapsed: boolean;
@@ -109,7 +89,7 @@ export class PgIdempotencyKeys implements IdempotencyApi {
       if (row.request_hash !== hash) {
         throw reusedError(scope, key, row.state === 'done' ? `at ${new Date(row.created_at * 1000).toISOString()}` : 'by a request that is still being submitted');
       }
-      if (row.state === 'done') return { replay: JSON.parse(row.job_ids ?? '[]') as string[] };
+      if (row.state === 'done') return { replay: JSON.parse(row.job_ids) as string[] };
       // The same request, still being submitted (here or on another node): wait for it. Bounded:
       // a claim older than the lease is taken over above.
       await new Promise((r) => setTimeout(r, pollMs));
@@ -122,23 +102,23 @@ export class PgIdempotencyKeys implements IdempotencyApi {
    * One statement, so two nodes racing for a free or lapsed key cannot both win.
    */
   private async claim(scope: string, key: string, hash: string): Promise<string | null> {
-    const claimId = randomUUID();
-    const res = await this.pool.query<{ claim_id: string }>(
-      `INSERT INTO idempotency_keys AS k (scope, key, request_hash, state, job_ids, claimed_by, claim_id, claimed_at, created_at, expires_at)
-       VALUES ($1, $2, $3, 'pending', NULL, $4, $5, ${NOW}, ${NOW}, ${NOW} + $6)
+    const claim = `${this.opts.nodeId} ${randomUUID()}`;
+    const res = await this.pool.query<{ claimed_by: string }>(
+      `INSERT INTO idempotency_keys AS k (scope, key, request_hash, state, job_ids, claimed_by, claimed_at, created_at, expires_at)
+       VALUES ($1, $2, $3, 'pending', '[]', $4, ${NOW}, ${NOW}, ${NOW} + $5)
        ON CONFLICT (scope, key) DO UPDATE SET
-         request_hash = EXCLUDED.request_hash, state = 'pending', job_ids = NULL, claimed_by = EXCLUDED.claimed_by,
-         claim_id = EXCLUDED.claim_id, claimed_at = EXCLUDED.claimed_at, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
-       WHERE k.expires_at <= ${NOW} OR (k.state = 'pending' AND k.claimed_at <= ${NOW} - $7)
-       RETURNING claim_id`,
-      [scope, key, hash, this.opts.nodeId, claimId, this.opts.ttlS, this.leaseS],
+         request_hash = EXCLUDED.request_hash, state = 'pending', job_ids = '[]', claimed_by = EXCLUDED.claimed_by,
+         claimed_at = EXCLUDED.claimed_at, created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+       WHERE k.expires_at <= ${NOW} OR (k.state = 'pending' AND k.claimed_at <= ${NOW} - $6)
+       RETURNING claimed_by`,
+      [scope, key, hash, claim, this.opts.ttlS, this.leaseS],
     );
-    return res.rows[0]?.claim_id === claimId ? claimId : null;
+    return res.rows[0]?.claimed_by === claim ? claim : null;
   }
 
   private async read(scope: string, key: string): Promise<KeyRow | null> {
     const res = await this.pool.query<KeyRow>(
-      `SELECT request_hash, state, job_ids, claim_id, created_at,
+      `SELECT request_hash, state, job_ids, created_at,
               (expires_at <= ${NOW} OR (state = 'pending' AND claimed_at <= ${NOW} - $3)) AS lapsed
        FROM idempotency_keys WHERE scope = $1 AND key = $2`,
       [scope, key, this.leaseS],
@@ -147,13 +127,13 @@ export class PgIdempotencyKeys implements IdempotencyApi {
   }
 
   /** Turns the claim `done` with the jobs, on the jobs' own transaction (`tx`: its pg client). */
-  private recorder(scope: string, key: string, claimId: string): KeyRecorder {
+  private recorder(scope: string, key: string, claim: string): KeyRecorder {
     return async (jobIds, tx) => {
       if (!isClient(tx)) throw new Error('PgIdempotencyKeys records keys only within a PostgreSQL transaction (its client as tx)');
       const res = await tx.query(
         `UPDATE idempotency_keys SET state = 'done', job_ids = $4, created_at = ${NOW}, expires_at = ${NOW} + $5
-         WHERE scope = $1 AND key = $2 AND claim_id = $3 AND state = 'pending'`,
-        [scope, key, claimId, JSON.stringify(jobIds), this.opts.ttlS],
+         WHERE scope = $1 AND key = $2 AND claimed_by = $3 AND state = 'pending'`,
+        [scope, key, claim, JSON.stringify(jobIds), this.opts.ttlS],
       );
       if (res.rowCount !== 1) throw new LostClaim();
     };
@@ -163,9 +143,9 @@ export class PgIdempotencyKeys implements IdempotencyApi {
    * Frees the key after a failed submission (only this request's own pending claim). Should the
    * database be away now, the claim lapses with the lease instead.
    */
-  private async release(scope: string, key: string, claimId: string): Promise<void> {
+  private async release(scope: string, key: string, claim: string): Promise<void> {
     await this.pool
-      .query(`DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND claim_id = $3 AND state = 'pending'`, [scope, key, claimId])
+      .query(`DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND claimed_by = $3 AND state = 'pending'`, [scope, key, claim])
       .catch(() => undefined);
   }
 

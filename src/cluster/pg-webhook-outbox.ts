@@ -12,7 +12,7 @@
  * every node listening (`listen()`) looks for due deliveries once it commits; the dispatchers'
  * idle poll covers a notification lost while a listener reconnects.
  *
- * Clocks: `next_attempt_at` and the other *_at times are the writing node's clock (the dispatcher
+ * The table is migration '0004 webhook deliveries' (schema.ts). Clocks: `next_attempt_at` and the other *_at times are the writing node's clock (the dispatcher
  * compares them with its own); leases are the database's clock only, so a node whose clock runs
  * off cannot steal or keep a lease.
  */
@@ -29,33 +29,6 @@ import {
   type WebhookTarget,
   type WebhookView,
 } from '../core/webhooks/outbox.js';
-
-/** The table, as PostgreSQL holds it (SQLite's webhook_deliveries plus the lease). */
-export const WEBHOOK_SCHEMA = `
-CREATE TABLE webhook_deliveries (
-  id TEXT PRIMARY KEY,
-  job_id TEXT NOT NULL,
-  event TEXT NOT NULL,
-  url TEXT NOT NULL,
-  vet INTEGER NOT NULL,
-  state TEXT NOT NULL,
-  type TEXT,
-  payload TEXT,
-  event_at DOUBLE PRECISION,
-  attempts INTEGER NOT NULL DEFAULT 0,
-  last_status INTEGER,
-  last_error TEXT,
-  last_attempt_at DOUBLE PRECISION,
-  next_attempt_at DOUBLE PRECISION,
-  delivered_at DOUBLE PRECISION,
-  created_at DOUBLE PRECISION NOT NULL,
-  -- The node attempting the delivery now, until when (the database's clock, unix seconds).
-  locked_by TEXT,
-  locked_until DOUBLE PRECISION,
-  UNIQUE (job_id, event)
-);
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
-`;
 
 /** The channel a transition NOTIFYs when a delivery became pending. */
 export const WEBHOOK_CHANNEL = 'kiapi_webhooks';

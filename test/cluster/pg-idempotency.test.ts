@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import pg from 'pg';
-import { IDEMPOTENCY_SCHEMA, PgIdempotencyKeys } from '../../src/cluster/pg-idempotency.js';
+import { PgIdempotencyKeys } from '../../src/cluster/pg-idempotency.js';
+import { migrate } from '../../src/cluster/pg.js';
+import { CLUSTER_MIGRATIONS } from '../../src/cluster/schema.js';
 import { RuleError } from '../../src/core/errors.js';
 import type { KeyRecorder } from '../../src/core/jobs/idempotency.js';
 import { startPostgres, waitFor, type Postgres } from './services.js';
@@ -24,8 +26,7 @@ before(async () => {
   // pool.end() resolves before its clients' sockets close, so the server's shutdown notice can
   // still reach one; an idle client's error without a listener would be thrown.
   for (const pool of [poolA, poolB]) pool.on('error', () => undefined);
-  // The job records of the nodes' store, reduced to what these tests look at.
-  await poolA.query(`${IDEMPOTENCY_SCHEMA}; CREATE TABLE jobs (id TEXT PRIMARY KEY, node TEXT NOT NULL)`);
+  await migrate(poolA, CLUSTER_MIGRATIONS);
 });
 
 after(async () => {
@@ -44,7 +45,14 @@ async function createJobs(pool: pg.Pool, node: string, n: number, record: KeyRec
   try {
     await client.query('BEGIN');
     const ids = Array.from({ length: n }, () => `job_${randomUUID().replaceAll('-', '')}`);
-    for (const id of ids) await client.query('INSERT INTO jobs (id, node) VALUES ($1, $2)', [id, node]);
+    for (const id of ids) {
+      // A job row as the cluster's store writes it, reduced to what these tests look at: which node made it (owner).
+      await client.query(
+        `INSERT INTO jobs (id, type, params, status, artifacts, created_at, progress_label, queue, runnable, owner)
+         VALUES ($1, 'qwen', '{}', 'queued', '[]', extract(epoch from now()), 'queued', 'qwen', '{}', $2)`,
+        [id, node],
+      );
+    }
     await record(ids, client);
     await client.query('COMMIT');
     return ids;
@@ -144,7 +152,7 @@ void describe('PgIdempotencyKeys across two nodes', () => {
     await assert.rejects(first, /422 from the rules/);
     const out = await second;
     assert.ok(secondRan && 'fresh' in out);
-    assert.deepEqual((await poolA.query('SELECT node FROM jobs')).rows, [{ node: 'node-b' }]);
+    assert.deepEqual((await poolA.query('SELECT owner AS node FROM jobs')).rows, [{ node: 'node-b' }]);
   });
 
   void it('a pending claim older than the lease (its node died mid-submission) is taken over; the late first request replays', async () => {
@@ -168,15 +176,15 @@ void describe('PgIdempotencyKeys across two nodes', () => {
     stalled.resolve();
     assert.deepEqual(await first, { replay: ids });
     assert.equal(firstRecorded, false);
-    assert.deepEqual((await poolA.query('SELECT id, node FROM jobs')).rows, [{ id: ids[0], node: 'node-b' }]);
+    assert.deepEqual((await poolA.query('SELECT id, owner AS node FROM jobs')).rows, [{ id: ids[0], node: 'node-b' }]);
   });
 
   void it('a stale claim with another body is taken over too; an expired key acts as new and is pruned', async () => {
     const { a, b } = nodes(1);
     // A claim left behind by a node that died long ago.
     await poolA.query(
-      `INSERT INTO idempotency_keys (scope, key, request_hash, state, claimed_by, claim_id, claimed_at, created_at, expires_at)
-       VALUES ('/v1/x', 'k5', 'old', 'pending', 'node-dead', 'c', 0, 0, extract(epoch from now()) + 3600)`,
+      `INSERT INTO idempotency_keys (scope, key, request_hash, state, claimed_by, claimed_at, created_at, expires_at)
+       VALUES ('/v1/x', 'k5', 'old', 'pending', 'node-dead c', 0, 0, extract(epoch from now()) + 3600)`,
     );
     const out = await a.once('/v1/x', 'k5', 'h', (record) => createJobs(poolA, 'node-a', 1, record));
     assert.ok('fresh' in out);

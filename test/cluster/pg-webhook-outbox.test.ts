@@ -10,7 +10,9 @@ import { randomUUID } from 'node:crypto';
 import { after, afterEach, before, beforeEach, describe, it } from 'node:test';
 import pg from 'pg';
 import { pino } from 'pino';
-import { PgWebhookOutbox, WEBHOOK_SCHEMA } from '../../src/cluster/pg-webhook-outbox.js';
+import { PgWebhookOutbox } from '../../src/cluster/pg-webhook-outbox.js';
+import { inTransaction, migrate } from '../../src/cluster/pg.js';
+import { CLUSTER_MIGRATIONS } from '../../src/cluster/schema.js';
 import type { JobRecord } from '../../src/core/jobs/job-store.js';
 import { WebhookDispatcher } from '../../src/core/webhooks/dispatcher.js';
 import type { WebhookEvent } from '../../src/core/webhooks/outbox.js';
@@ -36,8 +38,7 @@ before(async () => {
   // pool.end() resolves before its clients' sockets close, so the server's shutdown notice can
   // still reach one; an idle client's error without a listener would be thrown.
   for (const pool of [poolA, poolB]) pool.on('error', () => undefined);
-  // The job records of the nodes' store, reduced to what these tests need (prune looks at them).
-  await poolA.query(`${WEBHOOK_SCHEMA}; CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL)`);
+  await migrate(poolA, CLUSTER_MIGRATIONS);
   receiver = await startReceiver();
 });
 
@@ -86,20 +87,6 @@ async function node(pool: pg.Pool, nodeId: string, opts: { leaseS?: number; disp
   return n;
 }
 
-async function inTransaction(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<void>): Promise<void> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    await fn(client);
-    await client.query('COMMIT');
-  } catch (err) {
-    await client.query('ROLLBACK');
-    throw err;
-  } finally {
-    client.release();
-  }
-}
-
 function jobRecord(id: string, status: JobRecord['status']): JobRecord {
   const now = Date.now() / 1000;
   return {
@@ -122,7 +109,12 @@ function jobRecord(id: string, status: JobRecord['status']): JobRecord {
 async function runJob(outbox: PgWebhookOutbox, pool: pg.Pool, events: WebhookEvent[], transitions: { status: JobRecord['status']; outbox: PgWebhookOutbox; pool: pg.Pool }[]): Promise<string> {
   const id = `job_${randomUUID().replaceAll('-', '')}`;
   await inTransaction(pool, async (tx) => {
-    await tx.query("INSERT INTO jobs (id, status) VALUES ($1, 'queued')", [id]);
+    // A job row as the cluster's store writes it, reduced to what these tests look at (prune reads it).
+    await tx.query(
+      `INSERT INTO jobs (id, type, params, status, artifacts, created_at, progress_label, queue, runnable)
+       VALUES ($1, 'qwen', '{}', 'queued', '[]', extract(epoch from now()), 'queued', 'qwen', '{}')`,
+      [id],
+    );
     await outbox.subscribe(id, { url: receiver.url, events, vet: false }, tx);
   });
   for (const t of transitions) {
