@@ -237,4 +237,24 @@ void describe('PgWebhookOutbox with a dispatcher on each of two nodes', () => {
     assert.deepEqual((await deliveries()).map((r) => r.job_id), [pending]);
     assert.equal(await a.outbox.viewOf(settled), null);
   });
+  // Last: it kills the database the other tests share (it comes back on the same port and data).
+  void it('PostgreSQL killed and restarted: a delivery pending before is retried, new events are delivered, each once', async () => {
+    const a = await node(poolA, 'node-a');
+    const b = await node(poolB, 'node-b');
+    receiver.answer = (i) => (i === 0 ? 500 : 200);
+    await runJob(a.outbox, poolA, ['completed'], [{ status: 'succeeded', outbox: a.outbox, pool: poolA }]);
+    await waitFor('the first attempt to be recorded', async () => (await deliveries())[0]?.attempts === 1);
+    await db.kill();
+    await db.restart();
+    for (const pool of [poolA, poolB]) await waitFor('the pool to reconnect', async () => (await pool.query('SELECT 1')).rowCount === 1);
+    await runJob(b.outbox, poolB, ['completed'], [{ status: 'failed', outbox: b.outbox, pool: poolB }]);
+    await allSettled(2);
+    await a.dispatcher!.close();
+    await b.dispatcher!.close();
+    const rows = await deliveries();
+    assert.deepEqual(rows.map((r) => [r.state, r.attempts]), [['delivered', 2], ['delivered', 1]]);
+    assert.equal(receiver.received.length, 3);
+    assert.equal(new Set(receiver.received.map((r) => r.headers['webhook-id'])).size, 2);
+  });
+
 });
