@@ -25,11 +25,17 @@ export interface ClusterNodeOptions {
   maxQueue: number;
   /** The longest one attempt may run before pg-boss expires it (a backstop behind the lease). */
   engineTimeoutS: number;
-  build(runnable: Runnable): Promise<JobHandler>;
-  capable(): string[];
-  warm(): string[];
+  build: (runnable: Runnable) => Promise<JobHandler>;
+  capable: () => string[];
+  warm: () => string[];
   extraFields?: (job: JobRecord) => Promise<Record<string, unknown>>;
   onTransition?: (job: JobRecord, view: Record<string, unknown>, tx: pg.PoolClient) => Promise<void>;
+  /**
+   * Called once the shared database is migrated, before the queue starts (its recovery already
+   * writes transitions): the owners that keep their state there (webhook outbox, idempotency
+   * keys) are made on the pool here, so `onTransition` and `extraFields` can reach them.
+   */
+  onPool?: (pool: pg.Pool) => void;
 }
 
 /** What /health shows of the cluster: this node and every node the database knows. */
@@ -70,6 +76,7 @@ export class ClusterNodeServices {
       await migrate(pool, CLUSTER_MIGRATIONS).catch((err: unknown) => {
         throw unavailable(err, `preparing the shared database (KIAPI_CLUSTER_DATABASE_URL)`);
       });
+      o.onPool?.(pool);
       const boss = new PgBoss({
         connectionString: settings.databaseUrl,
         max: 4,

@@ -17,6 +17,8 @@ import { JobQueue, type JobQueueApi } from '../core/jobs/job-queue.js';
 import { JobStore, type JobReader, type JobRecord } from '../core/jobs/job-store.js';
 import { WebhookOutbox } from '../core/webhooks/outbox.js';
 import { Webhooks, webhookKey } from '../core/webhooks/webhooks.js';
+import { PgIdempotencyKeys } from '../cluster/pg-idempotency.js';
+import { PgWebhookOutbox } from '../cluster/pg-webhook-outbox.js';
 import { ModelRegistry, type ModelSpec } from '../core/models/model-spec.js';
 import { weightsStatus } from '../core/models/weights.js';
 import { DbBuildSizes } from '../core/models/build-sizes.js';
@@ -110,17 +112,15 @@ async function openContext(
   const files = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
   const jobs = new JobStore(db);
   const outbox = new WebhookOutbox(db);
-  const webhooks = new Webhooks(
-    outbox,
-    server.webhooks,
-    config.netAllowPrivateUrls,
-    webhookKey(server.webhooks, config.dataDir, log),
-    log.child({ component: 'webhooks' }),
-  );
+  const webhookLog = log.child({ component: 'webhooks' });
+  const key = webhookKey(server.webhooks, config.dataDir, log);
+  // A cluster node delivers from the shared outbox (made below, once the shared database is
+  // open); the SQLite one is then left alone.
+  const localWebhooks = clusterSettings ? null : new Webhooks(outbox, server.webhooks, config.netAllowPrivateUrls, key, webhookLog);
   // Before recovery: a job failed below still sends its `completed` webhook. The queue does not
   // exist yet then; a final job shows no queue position or ETA anyway.
   let viewJob = (job: JobRecord): Record<string, unknown> => ({ ...job, queue_position: null, eta_s: null });
-  webhooks.attach(jobs, (job) => viewJob(job));
+  localWebhooks?.attach(jobs, (job) => viewJob(job));
 
   const interrupted = await jobs.failInterrupted(async (job) => {
     // The image was stored; only the success record was lost: the file's meta is the result.
@@ -133,8 +133,8 @@ async function openContext(
   if (orphanBlobs > 0) log.warn({ blobs: orphanBlobs }, 'removed file blobs that were never recorded (interrupted writes)');
   const pruned = jobs.prune(config.jobRetentionS);
   if (pruned > 0) log.info({ jobs: pruned }, 'pruned finished jobs past KIAPI_JOB_RETENTION_S');
-  const idempotency = new IdempotencyKeys(db, config.idempotencyTtlS);
-  await idempotency.prune();
+  const localIdempotency = new IdempotencyKeys(db, config.idempotencyTtlS);
+  await localIdempotency.prune();
 
   const localQueue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue, {
     eta: new EtaModel(db),
@@ -150,9 +150,20 @@ async function openContext(
 
   // Cluster mode: the jobs, their queue and events are the cluster's (the shared database);
   // the single-node queue above is never used then.
+  const shared: { outbox?: PgWebhookOutbox; idempotency?: PgIdempotencyKeys } = {};
   const cluster = clusterSettings
     ? await ClusterNodeServices.open({
         settings: clusterSettings,
+        onPool: (pool) => {
+          // Longer than one delivery attempt may take, recording included.
+          shared.outbox = new PgWebhookOutbox(pool, { leaseS: server.webhooks.timeoutS * 2 + 30, log: webhookLog });
+          shared.idempotency = new PgIdempotencyKeys(pool, { nodeId: clusterSettings.nodeId, ttlS: config.idempotencyTtlS });
+        },
+        extraFields: async (job) => {
+          const webhook = await shared.outbox?.viewOf(job.id);
+          return webhook ? { webhook } : {};
+        },
+        onTransition: async (job, view, tx) => shared.outbox?.transition(job, () => view, tx),
         version: VERSION,
         log,
         maxQueue: config.maxQueue,
@@ -163,6 +174,15 @@ async function openContext(
       })
     : null;
   const queue: JobQueueApi = cluster ? cluster.queue : localQueue;
+  const webhooks =
+    localWebhooks ??
+    new Webhooks(shared.outbox!, server.webhooks, config.netAllowPrivateUrls, key, webhookLog, {
+      nodeId: clusterSettings!.nodeId,
+      // A fallback only: other nodes' events wake this one through the outbox's LISTEN.
+      idlePollMs: 5000,
+    });
+  await shared.outbox?.listen();
+  const idempotency: IdempotencyApi = shared.idempotency ?? localIdempotency;
   const jobReader: JobReader = cluster ? cluster.jobs : jobs;
 
   const pruneTimer = setInterval(() => {
@@ -208,6 +228,7 @@ async function openContext(
       await localQueue.close(config.shutdownGraceS * 1000);
       // After the queue: the jobs it failed on the way out have their events in the outbox.
       await webhooks.close();
+      await shared.outbox?.close();
       await runtime.close();
       db.close();
       lock.release();
