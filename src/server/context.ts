@@ -224,11 +224,16 @@ async function openContext(
     async close() {
       clearInterval(pruneTimer);
       if (filePruneTimer) clearInterval(filePruneTimer);
-      if (cluster) await cluster.close(config.shutdownGraceS * 1000);
+      if (cluster) {
+        // Before the shared pool closes. Events written after this (the running job's end) stay
+        // in the shared outbox for the other nodes' dispatchers.
+        await webhooks.close();
+        await shared.outbox?.close();
+        await cluster.close(config.shutdownGraceS * 1000);
+      }
       await localQueue.close(config.shutdownGraceS * 1000);
       // After the queue: the jobs it failed on the way out have their events in the outbox.
-      await webhooks.close();
-      await shared.outbox?.close();
+      if (!cluster) await webhooks.close();
       await runtime.close();
       db.close();
       lock.release();
