@@ -238,10 +238,11 @@ void describe('PgWebhookOutbox with a dispatcher on each of two nodes', () => {
     assert.equal(await a.outbox.viewOf(settled), null);
   });
   // Last: it kills the database the other tests share (it comes back on the same port and data).
-  void it('PostgreSQL killed and restarted: a delivery pending before is retried, new events are delivered, each once', async () => {
+  void it('PostgreSQL killed and restarted: a delivery pending before is retried, new events are delivered', async () => {
     const a = await node(poolA, 'node-a');
     const b = await node(poolB, 'node-b');
-    receiver.answer = (i) => (i === 0 ? 500 : 200);
+    // The first attempt fails and asks for the retry a while later, after the database's restart.
+    receiver.answer = (i) => (i === 0 ? { status: 503, headers: { 'retry-after': '2' } } : 200);
     await runJob(a.outbox, poolA, ['completed'], [{ status: 'succeeded', outbox: a.outbox, pool: poolA }]);
     await waitFor('the first attempt to be recorded', async () => (await deliveries())[0]?.attempts === 1);
     await db.kill();
@@ -251,10 +252,14 @@ void describe('PgWebhookOutbox with a dispatcher on each of two nodes', () => {
     await allSettled(2);
     await a.dispatcher!.close();
     await b.dispatcher!.close();
-    const rows = await deliveries();
-    assert.deepEqual(rows.map((r) => [r.state, r.attempts]), [['delivered', 2], ['delivered', 1]]);
-    assert.equal(receiver.received.length, 3);
-    assert.equal(new Set(receiver.received.map((r) => r.headers['webhook-id'])).size, 2);
+    const [before, afterRestart] = await deliveries();
+    assert.equal(before!.state, 'delivered');
+    assert.equal(afterRestart!.state, 'delivered');
+    const posts = (id: string) => receiver.received.filter((r) => r.headers['webhook-id'] === id).length;
+    // At least once: should the retry have been claimed just before the kill, its result was not
+    // recorded and the lapsed lease brings one more attempt (same webhook-id).
+    assert.ok(posts(before!.id) >= 2);
+    assert.equal(posts(afterRestart!.id), 1);
   });
 
 });
