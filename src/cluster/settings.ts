@@ -29,6 +29,8 @@ export interface ClusterSettings {
   leaseS: number;
   /** KIAPI_CLUSTER_MAX_ATTEMPTS: attempts of a job whose node died, before it fails with the reason. */
   maxAttempts: number;
+  /** KIAPI_CLUSTER_MODELS: the models (`family/name`) this node offers; null: every model it can run. */
+  models: string[] | null;
 }
 
 /** Where this node listens: the defaults of the node id and URL are made from it. */
@@ -57,6 +59,11 @@ export function readClusterSettings(env: Record<string, string | undefined>, lis
     DEFAULT_MAX_ATTEMPTS,
     { integer: true, min: 1, max: 100 },
     'attempts of a job whose node stopped answering, before it fails with the reason',
+  );
+
+  const models = r.optionalString(
+    'KIAPI_CLUSTER_MODELS',
+    'models this node offers the cluster, comma-separated family/name (unset: every model it can run); e.g. keep a large machine for one model',
   );
 
   const clusterVars = Object.keys(env).filter((k) => k.startsWith('KIAPI_CLUSTER_') && r.raw(k) !== undefined);
@@ -99,6 +106,7 @@ export function readClusterSettings(env: Record<string, string | undefined>, lis
     nodeUrl: (nodeUrl ?? defaultNodeUrl(listen)).replace(/\/+$/, ''),
     leaseS,
     maxAttempts,
+    models: models === null ? null : models.split(',').map((m) => m.trim()).filter((m) => m !== ''),
   };
 }
 

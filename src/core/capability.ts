@@ -58,6 +58,8 @@ export interface PreparedJob {
   release?(): Promise<void>;
   /** What the job is, for its ETA (model, size, steps). */
   workload?: Workload;
+  /** The model (`family/name`) the job runs: which cluster nodes can take it. */
+  model: string;
 }
 
 export interface OperationDef<S extends TSchema = TSchema> {

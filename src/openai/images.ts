@@ -155,6 +155,8 @@ export async function submitAll(
           params: { ...p.params, ...(user != null ? { openai_user: user } : {}) },
           handler: p.run,
           opts: {
+            runnable: p.runnable,
+            model: p.model,
             onSettled: release ? () => void release() : undefined,
             workload: p.workload,
             onCreate: webhook ? (job: JobRecord, tx: unknown) => ctx.webhooks.outbox.subscribe(job.id, webhook, tx) : undefined,

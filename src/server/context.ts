@@ -30,6 +30,7 @@ import { WorkerEngine } from '../engines/worker/worker-engine.js';
 import { registerCapabilities } from '../capabilities/index.js';
 import { readServerSettings, type ServerSettings } from './settings.js';
 import { ClusterNodeServices } from '../cluster/cluster-node.js';
+import { WARNED_RUNNER, warnedRunner } from './routes/capabilities.js';
 import { readClusterSettings, type ClusterSettings } from '../cluster/settings.js';
 
 export interface AppContext {
@@ -95,7 +96,14 @@ async function openContext(
   const models = new ModelRegistry();
   const capabilities = new CapabilityRegistry(models);
   registerCapabilities(capabilities, env);
+  capabilities.registerRunner(WARNED_RUNNER, warnedRunner(capabilities));
   checkWarmupNames(config.warmup, models, log);
+  const unknownOffered = (clusterSettings?.models ?? []).filter((k) => !models.all().some((m) => modelKey(m) === k));
+  if (unknownOffered.length > 0) {
+    throw new ConfigError([
+      `KIAPI_CLUSTER_MODELS names ${unknownOffered.join(', ')}, which this kiapi does not serve; use family/name of: ${models.all().map(modelKey).join(', ')}`,
+    ]);
+  }
 
   const engine = opts.engine ?? selectEngine(config, log, env);
   const budgetGb = config.memoryLimitGb ?? defaultMemoryBudgetGb();
@@ -109,13 +117,51 @@ async function openContext(
     sizes: new DbBuildSizes(db),
   });
 
-  const files = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
+  // Filled in once the stores exist; the cluster's queue runs jobs with them only after start().
+  const ready: { services?: CapabilityServices } = {};
+  // The shared webhook outbox and idempotency keys, made on the cluster's pool once it is open.
+  const shared: { outbox?: PgWebhookOutbox; idempotency?: PgIdempotencyKeys } = {};
+  // Cluster mode: the jobs, their queue and events are the cluster's (the shared database);
+  // the single-node queue above is never used then.
+  const cluster = clusterSettings
+    ? await ClusterNodeServices.open({
+        settings: clusterSettings,
+        dataDir: config.dataDir,
+        tmpDir: config.tmpDir,
+        version: VERSION,
+        log,
+        maxQueue: config.maxQueue,
+        engineTimeoutS: config.engineTimeoutS,
+        build: async (runnable) => {
+          if (!ready.services) throw new Error('a job was claimed before this node finished starting');
+          return capabilities.handler(runnable, ready.services);
+        },
+        capable: () =>
+          models
+            .all()
+            .filter((m) => runtime.readiness(m) === null && fitsBudget(runtime, m))
+            .map(modelKey)
+            .filter((k) => clusterSettings.models === null || clusterSettings.models.includes(k)),
+        warm: () => runtime.warmModels(),
+        extraFields: async (job) => {
+          const webhook = await shared.outbox?.viewOf(job.id);
+          return webhook ? { webhook } : {};
+        },
+        onTransition: async (job, view, tx) => shared.outbox?.transition(job, () => view, tx),
+      })
+    : null;
+  if (cluster && clusterSettings) {
+    // Longer than one delivery attempt may take, recording included.
+    shared.outbox = new PgWebhookOutbox(cluster.pool, { leaseS: server.webhooks.timeoutS * 2 + 30, log: log.child({ component: 'webhooks' }) });
+    shared.idempotency = new PgIdempotencyKeys(cluster.pool, { nodeId: clusterSettings.nodeId, ttlS: config.idempotencyTtlS });
+  }
+  const localFiles = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
   const jobs = new JobStore(db);
   const outbox = new WebhookOutbox(db);
   const webhookLog = log.child({ component: 'webhooks' });
   const key = webhookKey(server.webhooks, config.dataDir, log);
-  // A cluster node delivers from the shared outbox (made below, once the shared database is
-  // open); the SQLite one is then left alone.
+  // A cluster node delivers from the shared outbox (its dispatcher is made below, once the
+  // cluster has started); the SQLite one is then left alone.
   const localWebhooks = clusterSettings ? null : new Webhooks(outbox, server.webhooks, config.netAllowPrivateUrls, key, webhookLog);
   // Before recovery: a job failed below still sends its `completed` webhook. The queue does not
   // exist yet then; a final job shows no queue position or ETA anyway.
@@ -124,12 +170,12 @@ async function openContext(
 
   const interrupted = await jobs.failInterrupted(async (job) => {
     // The image was stored; only the success record was lost: the file's meta is the result.
-    const file = await files.artifactOf(job.id);
+    const file = await localFiles.artifactOf(job.id);
     return file ? { result: { file_id: file.file_id, image_bytes: file.size, ...file.meta }, artifacts: [file.file_id] } : null;
   });
   if (interrupted.failed > 0) log.warn({ jobs: interrupted.failed }, 'marked jobs left unfinished by the previous run as failed');
   if (interrupted.recovered > 0) log.warn({ jobs: interrupted.recovered }, 'completed jobs whose image was saved just before the previous run stopped');
-  const { orphanBlobs } = await files.reconcile();
+  const { orphanBlobs } = await localFiles.reconcile();
   if (orphanBlobs > 0) log.warn({ blobs: orphanBlobs }, 'removed file blobs that were never recorded (interrupted writes)');
   const pruned = jobs.prune(config.jobRetentionS);
   if (pruned > 0) log.info({ jobs: pruned }, 'pruned finished jobs past KIAPI_JOB_RETENTION_S');
@@ -145,34 +191,12 @@ async function openContext(
     },
   });
   viewJob = (job) => ({ ...localQueue.viewNow(job) });
+  const files: FileStoreApi = cluster ? cluster.files : localFiles;
   const inputs = new InputResolver(files, config);
   const services: CapabilityServices = { config, files, inputs, models, runtime, log };
+  ready.services = services;
+  await cluster?.start();
 
-  // Cluster mode: the jobs, their queue and events are the cluster's (the shared database);
-  // the single-node queue above is never used then.
-  const shared: { outbox?: PgWebhookOutbox; idempotency?: PgIdempotencyKeys } = {};
-  const cluster = clusterSettings
-    ? await ClusterNodeServices.open({
-        settings: clusterSettings,
-        onPool: (pool) => {
-          // Longer than one delivery attempt may take, recording included.
-          shared.outbox = new PgWebhookOutbox(pool, { leaseS: server.webhooks.timeoutS * 2 + 30, log: webhookLog });
-          shared.idempotency = new PgIdempotencyKeys(pool, { nodeId: clusterSettings.nodeId, ttlS: config.idempotencyTtlS });
-        },
-        extraFields: async (job) => {
-          const webhook = await shared.outbox?.viewOf(job.id);
-          return webhook ? { webhook } : {};
-        },
-        onTransition: async (job, view, tx) => shared.outbox?.transition(job, () => view, tx),
-        version: VERSION,
-        log,
-        maxQueue: config.maxQueue,
-        engineTimeoutS: config.engineTimeoutS,
-        build: async (runnable) => capabilities.handler(runnable, services),
-        capable: () => models.all().filter((m) => runtime.readiness(m) === null && fitsBudget(runtime, m)).map(modelKey),
-        warm: () => runtime.warmModels(),
-      })
-    : null;
   const queue: JobQueueApi = cluster ? cluster.queue : localQueue;
   const webhooks =
     localWebhooks ??
@@ -246,7 +270,7 @@ async function openContext(
  * file outlives its retention by at most that. The first sweep runs at once: a server started
  * after a long pause clears its backlog before it grows further. One sweep at a time.
  */
-function startFilePruning(files: FileStore, retentionS: number, log: Logger): NodeJS.Timeout {
+function startFilePruning(files: FileStoreApi, retentionS: number, log: Logger): NodeJS.Timeout {
   let running = false;
   const sweep = () => {
     if (running) return;

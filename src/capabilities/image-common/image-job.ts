@@ -157,6 +157,7 @@ export function preparedImageJob(
   return {
     params,
     runnable,
+    model: `${spec.task.model.family}/${spec.task.model.name}`,
     workload: imageWorkload(spec.task),
     discard: async () => resolved?.discard(),
     ...(resolved ? { release: () => resolved.release() } : {}),

@@ -213,9 +213,13 @@ export class JobQueue implements JobQueueApi {
         this.estimateWaitS(),
       );
     }
+    // SQLite transactions are synchronous: the hooks of a single node's submissions are too.
     const jobs = this.store.createAll(
-      items.map((i) => ({ type: i.type, params: i.params, within: i.opts?.onCreate })),
-      record,
+      items.map((i) => {
+        const onCreate = i.opts?.onCreate;
+        return { type: i.type, params: i.params, within: onCreate ? (job: JobRecord) => void onCreate(job) : undefined };
+      }),
+      record ? (created) => void record(created) : undefined,
     );
     items.forEach((item, i) => {
       const job = jobs[i]!;

@@ -3,7 +3,7 @@
  * contract of docs/compatibility.md §1.8), its model list, OpenAPI document and docs pages.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { capabilityPrefix, type OperationDef, type PreparedJob } from '../../core/capability.js';
+import { capabilityPrefix, type CapabilityRegistry, type JobRunner, type OperationDef, type PreparedJob, type Runnable } from '../../core/capability.js';
 import { CanceledError, ConflictError, EngineError, NotFoundError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
 import { requestFingerprint } from '../../core/jobs/idempotency.js';
 import type { JobHandler, RecordOptions } from '../../core/jobs/job-queue.js';
@@ -194,14 +194,24 @@ async function submitJob(
   // Checked before preparation stores any input: a refused webhook leaves nothing behind.
   const webhook = await ctx.webhooks.target(body as WebhookRequest, signal);
   const prepared = await op.prepare(body, ctx.services, signal);
-  const run: JobHandler =
-    warnings.length > 0
-      ? async (jobCtx) => {
-          const out = await prepared.run(jobCtx);
-          return { ...out, result: { ...out.result, warnings } };
-        }
-      : prepared.run;
-  return queuePrepared(ctx, op.jobType, prepared, run, webhook, record);
+  if (warnings.length === 0) return queuePrepared(ctx, op.jobType, prepared, prepared.run, webhook, record);
+  // The request's warnings join the result on whichever node runs the job: they travel as data.
+  const runnable: Runnable = { runner: WARNED_RUNNER, spec: { warnings, runnable: prepared.runnable } };
+  return queuePrepared(ctx, op.jobType, { ...prepared, runnable }, ctx.capabilities.handler(runnable, ctx.services), webhook, record);
+}
+
+/** The runner of a job whose request drew warnings (lax inputs): its own runnable, then the warnings in its result. */
+export const WARNED_RUNNER = 'with-warnings';
+
+export function warnedRunner(registry: CapabilityRegistry): JobRunner {
+  return (spec, services) => {
+    const inner = registry.handler(spec.runnable as Runnable, services);
+    const warnings = spec.warnings as string[];
+    return async (jobCtx) => {
+      const out = await inner(jobCtx);
+      return { ...out, result: { ...out.result, warnings } };
+    };
+  };
 }
 
 /**
@@ -221,6 +231,8 @@ export async function queuePrepared(
   try {
     const release = prepared.release?.bind(prepared);
     return await ctx.queue.submit(type, prepared.params, run, {
+      runnable: prepared.runnable,
+      model: prepared.model,
       onSettled: release ? () => void release() : undefined,
       workload: prepared.workload,
       onCreate: webhook ? (created, tx) => ctx.webhooks.outbox.subscribe(created.id, webhook, tx) : undefined,
