@@ -1,6 +1,6 @@
 /**
  * Idempotency-Key and webhooks through two real kiapi nodes (preview engine) sharing one real
- * PostgreSQL: the same key sent to both nodes at once makes one job, and its webhook events reach
+ * PostgreSQL and S3 (S3Proxy): the same key sent to both nodes at once makes one job, and its webhook events reach
  * a real receiver once each, whichever node ran the job and whichever dispatcher claimed them.
  */
 import assert from 'node:assert/strict';
@@ -9,15 +9,20 @@ import pg from 'pg';
 import { generateBody, getJob, pollUntil, sendJson } from '../support/api.js';
 import { startServer, type TestServer } from '../support/server.js';
 import { startReceiver, type Receiver } from '../support/webhook-receiver.js';
-import { startPostgres, type Postgres } from './services.js';
+import { startPostgres, startS3, type Postgres, type S3Server } from './services.js';
 
 let db: Postgres;
+let s3: S3Server;
 let pool: pg.Pool;
 let receiver: Receiver;
 const nodes: TestServer[] = [];
 
 before(async () => {
   db = await startPostgres();
+  s3 = await startS3();
+  // The AWS SDK reads its credentials from the process environment (its default chain).
+  process.env.AWS_ACCESS_KEY_ID = s3.accessKeyId;
+  process.env.AWS_SECRET_ACCESS_KEY = s3.secretAccessKey;
   pool = new pg.Pool({ connectionString: db.url, max: 2 });
   pool.on('error', () => undefined);
   receiver = await startReceiver();
@@ -25,9 +30,8 @@ before(async () => {
     nodes.push(
       await startServer({
         KIAPI_CLUSTER_DATABASE_URL: db.url,
-        // Blobs stay node-local in these tests (no job reads another node's file).
         KIAPI_CLUSTER_S3_BUCKET: 'kiapi-test',
-        KIAPI_CLUSTER_S3_ENDPOINT: 'http://127.0.0.1:9',
+        KIAPI_CLUSTER_S3_ENDPOINT: s3.endpoint,
         KIAPI_CLUSTER_NODE_ID: id,
         KIAPI_NET_ALLOW_PRIVATE_URLS: 'true',
       }),
@@ -40,14 +44,11 @@ after(async () => {
   await receiver?.close();
   await pool?.end();
   await db?.stop();
+  await s3?.stop();
 });
 
-// Skipped until the generation routes hand the cluster queue what it requires (SubmitOptions
-// `runnable` and `model`; today it refuses: "cannot run on another node (no runnable)").
-const NO_RUNNABLE_YET = 'the generation routes do not pass runnable/model to the cluster queue yet';
-
 void describe('two cluster nodes', () => {
-  void it('one Idempotency-Key sent to both nodes at once makes one job; its webhook is delivered once', { skip: NO_RUNNABLE_YET }, async () => {
+  void it('one Idempotency-Key sent to both nodes at once makes one job; its webhook is delivered once', async () => {
     const [a, b] = nodes as [TestServer, TestServer];
     const body = generateBody({ mode: 'async', seed: 5, webhook: receiver.url, webhook_events_filter: ['start', 'completed'] });
     const headers = { 'idempotency-key': 'cluster-key-1' };
