@@ -20,7 +20,7 @@
 import type pg from 'pg';
 import type PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
-import { BusyError, CanceledError, ConflictError, UnavailableError, isKiapiError } from '../core/errors.js';
+import { BusyError, CanceledError, ConflictError, NotFoundError, UnavailableError, isKiapiError } from '../core/errors.js';
 import { newJobId } from '../core/ids.js';
 import type { Workload } from '../core/jobs/eta.js';
 import type {
@@ -296,32 +296,44 @@ export class ClusterJobQueue implements JobQueueApi {
   }
 
   async wait(jobId: string, timeoutMs: number, abort?: AbortSignal): Promise<JobOutcome | null> {
-    // Subscribed before the record is read: an end between the two is not missed.
-    let wake!: () => void;
-    let woken = new Promise<void>((r) => (wake = r));
-    // The set holds one stable function; it resolves whichever promise is current.
-    const onEvent = () => wake();
+    // Subscribed before the record is read: an end between the two is not missed. Each event of
+    // the job wakes the waiter once; it then reads the record and waits for the next.
+    let woken!: Promise<void>;
+    let resolveWoken!: () => void;
+    const rearm = () => {
+      woken = new Promise<void>((r) => (resolveWoken = r));
+    };
+    rearm();
+    const wake = () => resolveWoken();
     const set = this.waiters.get(jobId) ?? new Set();
-    set.add(onEvent);
+    set.add(wake);
     this.waiters.set(jobId, set);
     let timer: NodeJS.Timeout | undefined;
-    abort?.addEventListener('abort', onEvent, { once: true });
+    const onAbort = () => wake();
+    abort?.addEventListener('abort', onAbort, { once: true });
     try {
       const first = await this.o.store.get(jobId);
       if (FINISHED.has(first.status)) return this.outcomeOf(first);
       const timedOut = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
+      let last = first;
       for (;;) {
         if ((await Promise.race([woken.then(() => 'woken' as const), timedOut])) === 'timeout' || abort?.aborted) return null;
-        // Re-armed before the read, so an event during it is not missed; a promise once resolved
-        // would turn this loop into back-to-back reads of the record until the job ends.
-        woken = new Promise<void>((r) => (wake = r));
-        const job = await this.o.store.get(jobId);
+        rearm();
+        let job: JobRecord;
+        try {
+          job = await this.o.store.get(jobId);
+        } catch (err) {
+          if (!(err instanceof NotFoundError)) throw err;
+          // Deleted while it was waited for (DELETE cancels it first): told as a single node tells it.
+          return { job: { ...last, status: 'canceled', error: 'deleted by request', progress_label: 'canceled', finished_at: Date.now() / 1000 } };
+        }
         if (FINISHED.has(job.status)) return this.outcomeOf(job);
+        last = job;
       }
     } finally {
       clearTimeout(timer);
-      abort?.removeEventListener('abort', onEvent);
-      set.delete(onEvent);
+      abort?.removeEventListener('abort', onAbort);
+      set.delete(wake);
       if (set.size === 0) this.waiters.delete(jobId);
     }
   }
