@@ -49,13 +49,24 @@ interface Node {
   dataDir: string;
 }
 
-/** Node processes still running: killed if the bench exits before stopping them. */
-const live = new Set<SpawnedServer>();
-process.on('exit', () => {
-  for (const s of live) s.child.kill('SIGKILL');
-});
-// An interrupted bench runs the exit hooks (here and in services.ts) instead of dying at once.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+/** Nodes still running (and their data dirs): killed and removed if the bench exits before stopping them. */
+const live = new Map<SpawnedServer, string>();
+/** Temp dirs of the services, removed if the bench exits before stopping them. */
+const serviceDirs = new Set<string>();
+
+function killLeftovers(): void {
+  for (const [s, dir] of live) {
+    s.child.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  // services.ts's own exit hook has sent SIGKILL to PostgreSQL and S3Proxy by now or does next.
+  for (const dir of serviceDirs) fs.rmSync(dir, { recursive: true, force: true });
+}
+
+/** An interrupted bench runs the exit hooks (here and in services.ts) instead of dying at once. */
+function interrupted(): void {
+  process.exit(130);
+}
 
 /** A fresh database and bucket for one part, so no part sees another's jobs. */
 async function freshCluster(svc: Services): Promise<{ url: string; bucket: string }> {
@@ -78,7 +89,7 @@ async function startNode(svc: Services, cluster: { url: string; bucket: string }
     : {};
   try {
     const server = await spawnServer({ KIAPI_DATA_DIR: dataDir, KIAPI_ENGINE: 'preview', KIAPI_LOG_LEVEL: 'warn', ...clusterEnv, ...env }, 60_000);
-    live.add(server);
+    live.set(server, dataDir);
     return { id, server, dataDir };
   } catch (err) {
     fs.rmSync(dataDir, { recursive: true, force: true });
@@ -98,7 +109,10 @@ async function stopNodes(nodes: Node[]): Promise<void> {
   );
 }
 
-/** Starts `count` nodes one after the other (each joins a cluster that is already there). */
+/**
+ * Makes a fresh database and bucket, starts the nodes one after the other (each joins a cluster
+ * that is already there; `cluster: false` is a single-node kiapi beside it), runs `fn`, stops them.
+ */
 async function withNodes<T>(
   svc: Services,
   specs: { id: string; env?: Record<string, string>; cluster: boolean }[],
@@ -496,11 +510,17 @@ export async function cluster(): Promise<Figures> {
   const figures: Figures = {
     'machine: cores (nproc) / load average 1, 5, 15 min at start': `${os.availableParallelism()} / ${os.loadavg().map((l) => fmt(l, 2)).join(', ')}`,
   };
-  const db = await startPostgres();
+  process.on('exit', killLeftovers);
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  let db: Postgres | null = null;
   let s3: S3Server | null = null;
   let admin: pg.Client | null = null;
   try {
+    db = await startPostgres();
+    serviceDirs.add(db.dir);
     s3 = await startS3();
+    serviceDirs.add(s3.dir);
     admin = new pg.Client({ connectionString: db.url.replace(/\/kiapi$/, '/postgres') });
     await admin.connect();
     const svc: Services = { db, s3, admin, rounds: 0 };
@@ -535,6 +555,10 @@ export async function cluster(): Promise<Figures> {
   } finally {
     await admin?.end().catch(() => undefined);
     await s3?.stop();
-    await db.stop();
+    await db?.stop();
+    serviceDirs.clear();
+    process.off('exit', killLeftovers);
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
   }
 }
