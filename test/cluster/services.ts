@@ -139,7 +139,7 @@ function captureLog(child: ChildProcess, logFile: string): void {
   child.stderr?.pipe(out);
 }
 
-function tail(file: string, lines = 20): string {
+export function tail(file: string, lines = 20): string {
   try {
     return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
   } catch {
@@ -151,13 +151,19 @@ function tail(file: string, lines = 20): string {
  * A controlled server process: `spawnIt` starts it (in its own process group), `ready` tells
  * when it answers. Start failures (a port taken in the meantime) surface with the log's tail.
  */
-function controlled(
+export function controlled(
   name: string,
   dir: string,
   spawnIt: () => ChildProcess,
   ready: () => Promise<boolean>,
   graceful: NodeJS.Signals,
-): Omit<Service, 'name' | 'port' | 'dir'> & { start(): Promise<void> } {
+  readyTimeoutMs = READY_TIMEOUT_MS,
+): Omit<Service, 'name' | 'port' | 'dir'> & {
+  start(): Promise<void>;
+  /** The graceful signal to the group, SIGKILL after 10 s; resolves with the exit code once every process is gone. Keeps the dir. */
+  halt(): Promise<number | null>;
+  readonly logFile: string;
+} {
   let child: ChildProcess | null = null;
   const logFile = path.join(dir, `${name}.log`);
   const start = async () => {
@@ -171,7 +177,7 @@ function controlled(
         throw new Error(`${name} exited (${c.exitCode ?? c.signalCode}) while starting:\n${tail(logFile)}`);
       }
       return ready();
-    }).catch((err: unknown) => {
+    }, readyTimeoutMs).catch((err: unknown) => {
       killGroup(c, 'SIGKILL');
       throw err;
     });
@@ -187,6 +193,18 @@ function controlled(
     await waitFor(`${name} processes to exit`, async () => groupGone(pgid));
     child = null;
   };
+  const halt = async (): Promise<number | null> => {
+    const c = child;
+    if (!c?.pid) return null;
+    killGroup(c, graceful);
+    const timer = setTimeout(() => killGroup(c, 'SIGKILL'), 10_000);
+    await exited(c);
+    clearTimeout(timer);
+    const pgid = c.pid;
+    await waitFor(`${name} processes to exit`, async () => groupGone(pgid)).catch(() => undefined);
+    child = null;
+    return c.exitCode;
+  };
   return {
     get pid() {
       return child?.pid ?? null;
@@ -197,17 +215,10 @@ function controlled(
       if (child) await killNow();
       await start();
     },
+    halt,
+    logFile,
     async stop() {
-      const c = child;
-      if (c?.pid) {
-        killGroup(c, graceful);
-        const timer = setTimeout(() => killGroup(c, 'SIGKILL'), 10_000);
-        await exited(c);
-        clearTimeout(timer);
-        const pgid = c.pid;
-        await waitFor(`${name} processes to exit`, async () => groupGone(pgid)).catch(() => undefined);
-        child = null;
-      }
+      await halt();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
