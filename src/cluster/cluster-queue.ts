@@ -129,11 +129,12 @@ export class ClusterJobQueue implements JobQueueApi {
     this.stops.push(await this.o.events.listenRaw(WAKE_CHANNEL, () => this.pump()));
     this.stops.push(await this.o.events.listenRaw(CANCEL_CHANNEL, (payload) => this.onCancel(payload)));
     this.stops.push(this.o.nodes.onLeaseLost(() => this.abortRunning('this node lost its lease (the shared database was unreachable); another node may run the job')));
-    await this.ensureQueues(this.o.capable());
+    await this.ensureQueues(this.o.capable().map(queueName));
     await this.recoverOwn();
     const poll = setInterval(() => {
       this.pump();
       void this.countQueued();
+      this.advertise();
     }, POLL_MS);
     const sweep = setInterval(() => void this.sweep(), SWEEP_MS);
     poll.unref();
@@ -720,6 +721,17 @@ export class ClusterJobQueue implements JobQueueApi {
       } catch (err) {
         this.o.log.warn({ err, job_id: jobId }, 'releasing what the job held failed');
       }
+    }
+  }
+
+  /** Models activated or loaded since the last look are advertised (placement and 503s go by them). */
+  private advertise(): void {
+    const capable = this.o.capable();
+    const warm = this.o.warm();
+    const now = this.o.nodes.advertised;
+    if (capable.join() !== now.capable.join() || warm.join() !== now.warm.join()) {
+      void this.o.nodes.update({ capable, warm });
+      void this.ensureQueues(capable.map(queueName)).catch((err: unknown) => this.o.log.debug({ err }, 'could not create queues'));
     }
   }
 

@@ -20,8 +20,10 @@
  * Cluster-only tables: `cluster_nodes` (the node lease and what each node can run),
  * `job_events` and `job_previews` (live events, UNLOGGED: they are worth nothing after a
  * database crash, and not writing them to the WAL keeps the busiest writes cheap),
- * `preview_watches` (what watchers on any node ask the running node to send).
+ * `preview_watches` (what watchers on any node ask the running node to send), `file_holds` and
+ * `deleted_blobs` (inputs jobs on any node keep, and blobs of deleted files still to remove).
  */
+import { FILE_HOLDS_SCHEMA } from './pg-file-store.js';
 import type { Migration } from './pg.js';
 
 /** SELECT list of a job_events row as the event bus hands it out (the id as text: opaque, 64-bit). */
@@ -243,5 +245,11 @@ export const CLUSTER_MIGRATIONS: readonly Migration[] = [
         updated_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (job_id, node_id)
       );`,
+  },
+  {
+    name: '0009 file holds',
+    // Inputs of queued and running jobs (kept whatever node deletes them) and the blobs of
+    // deleted files still to be removed: see PgFileStore.
+    sql: FILE_HOLDS_SCHEMA,
   },
 ];

@@ -5,6 +5,7 @@
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { clip, head, isKiapiError } from '../core/errors.js';
+import { unavailable } from '../cluster/pg.js';
 import { MAX_JSON_DEPTH } from './json-depth.js';
 
 export interface ValidationIssue {
@@ -44,7 +45,10 @@ export function installErrorHandler(app: FastifyInstance, limits: { maxBodyBytes
   });
 }
 
-function handle(err: FastifyError, req: FastifyRequest, reply: FastifyReply, limits: { maxBodyBytes: number; maxUploadBytes: number }): FastifyReply {
+function handle(error: FastifyError, req: FastifyRequest, reply: FastifyReply, limits: { maxBodyBytes: number; maxUploadBytes: number }): FastifyReply {
+  // A cluster node's shared database that cannot be reached is a 503 naming it, wherever the
+  // error came from (a store, the queue engine); a single node never meets one.
+  const err = unavailable(error) as FastifyError;
   // Refused before its body was read (too large, disk full, a broken upload): the rest of the
   // body is not worth reading, so the connection closes after this answer, and says so, so no
   // client reuses a connection the server is about to close.

@@ -204,6 +204,29 @@ export const HealthSchema = component(
           { description: 'kiapi extension: the engine serving generations (preview or mflux).' },
         ),
       ),
+      cluster: Type.Optional(
+        Type.Object(
+          {
+            node_id: Type.String({ description: 'This node (KIAPI_CLUSTER_NODE_ID).' }),
+            queued: Type.Integer({ description: 'Jobs queued in the whole cluster.' }),
+            error: Type.Optional(Type.String({ description: 'Why the cluster view could not be read (the shared database is unreachable); this node still answers.' })),
+            nodes: Type.Array(
+              Type.Object({
+                node_id: Type.String(),
+                url: Type.String({ description: 'How to reach the node (KIAPI_CLUSTER_NODE_URL).' }),
+                version: Type.String(),
+                live: Type.Boolean({ description: 'Renewed its lease within KIAPI_CLUSTER_LEASE_S.' }),
+                busy: Type.Boolean(),
+                running_job: Type.Union([Type.String(), Type.Null()]),
+                capable: Type.Array(Type.String(), { description: 'Models (family/name) the node can run.' }),
+                warm: Type.Array(Type.String(), { description: 'Models the node holds loaded: jobs for them go there first.' }),
+                silent_s: Type.Number({ description: 'Seconds since the node last renewed its lease.' }),
+              }),
+            ),
+          },
+          { description: 'kiapi extension, cluster mode only (KIAPI_CLUSTER_*): every node the shared database knows.' },
+        ),
+      ),
     },
     { title: 'HealthResponse' },
   ),

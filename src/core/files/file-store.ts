@@ -22,6 +22,9 @@ import { diskFullError, isDiskFull } from './disk-full.js';
 import { isFileId, newFileId } from '../ids.js';
 import { KeysetPager, type PageQuery } from '../paging.js';
 import { sanitizeFilename, sniffImageType, typeFromExtension } from './content-type.js';
+import { RECENT_MAX_BYTES, RecentBytesMemory, type RecentBytes } from './recent-bytes.js';
+
+export type { RecentBytes } from './recent-bytes.js';
 
 export interface FileRecord {
   file_id: string;
@@ -32,7 +35,8 @@ export interface FileRecord {
   meta: Record<string, unknown>;
 }
 
-interface FileRow {
+/** A `files` row (SQLite and the cluster's PostgreSQL have the same columns). */
+export interface FileRow {
   id: string;
   filename: string;
   content_type: string;
@@ -58,20 +62,6 @@ export interface NewFileInfo {
   purpose?: string;
   /** The job whose artifact this is (kept internal; see `artifactOf`). */
   jobId?: string;
-}
-
-/**
- * Bounds of the recent-bytes memory: a sync answer takes its image within milliseconds, so a few
- * are enough; the total bound keeps large outputs (or many unanswered async jobs) from piling up.
- */
-const RECENT_MAX_BYTES = 4 * 1024 * 1024;
-const RECENT_MAX_FILES = 16;
-const RECENT_MAX_TOTAL = 32 * 1024 * 1024;
-
-/** A stored file's bytes and its blob's modification time (a rename keeps the temp file's). */
-export interface RecentBytes {
-  bytes: Buffer;
-  modified: Date;
 }
 
 /** Staging names beside the blobs (cross-filesystem copies): never a file id, removed at start. */
@@ -125,8 +115,7 @@ export class FileStore implements FileStoreApi {
   private readonly deferred = new Set<string>();
   private readonly pager: KeysetPager<FileRow>;
   /** Bytes of files saveFile stored lately, for the sync answer (see takeRecent). */
-  private readonly recent = new Map<string, RecentBytes>();
-  private recentBytes = 0;
+  private readonly recent = new RecentBytesMemory();
   private readonly selectExpired;
 
   constructor(
@@ -202,7 +191,7 @@ export class FileStore implements FileStoreApi {
         const bytes = await fsp.readFile(tmpPath);
         const contentType = resolveContentType(info.contentType, bytes.subarray(0, 16), info.filename);
         const record = await this.adopt(tmpPath, { ...info, contentType }, bytes.length, createHash('sha256').update(bytes).digest('hex'));
-        this.remember(record.file_id, { bytes, modified: stat.mtime });
+        this.recent.remember(record.file_id, { bytes, modified: stat.mtime });
         return record;
       }
       const handle = await fsp.open(tmpPath, 'r');
@@ -238,7 +227,7 @@ export class FileStore implements FileStoreApi {
       }
       const contentType = resolveContentType(info.contentType, bytes.subarray(0, 16), info.filename);
       const record = await this.adopt(tmp, { ...info, contentType }, bytes.length, createHash('sha256').update(bytes).digest('hex'));
-      if (bytes.length <= RECENT_MAX_BYTES) this.remember(record.file_id, { bytes, modified });
+      this.recent.remember(record.file_id, { bytes, modified });
       return record;
     } catch (err) {
       await fsp.rm(tmp, { force: true });
@@ -253,22 +242,8 @@ export class FileStore implements FileStoreApi {
    * so these are the blob's bytes.
    */
   takeRecent(fileId: string): RecentBytes | undefined {
-    const kept = this.recent.get(fileId);
-    if (kept === undefined) return undefined;
-    this.recent.delete(fileId);
-    this.recentBytes -= kept.bytes.length;
-    return this.selectOne.get(fileId) ? kept : undefined;
-  }
-
-  /** Keeps the newest few small files' bytes (bounded in count and size; the oldest go first). */
-  private remember(fileId: string, kept: RecentBytes): void {
-    this.recent.set(fileId, kept);
-    this.recentBytes += kept.bytes.length;
-    for (const [id, old] of this.recent) {
-      if (this.recent.size <= RECENT_MAX_FILES && this.recentBytes <= RECENT_MAX_TOTAL) break;
-      this.recent.delete(id);
-      this.recentBytes -= old.bytes.length;
-    }
+    const kept = this.recent.take(fileId);
+    return kept !== undefined && this.selectOne.get(fileId) ? kept : undefined;
   }
 
   private async adopt(
@@ -321,7 +296,7 @@ export class FileStore implements FileStoreApi {
   private getNow(fileId: string): FileRecord {
     const row = isFileId(fileId) ? this.selectOne.get(fileId) : undefined;
     if (!row) throw new NotFoundError(`unknown file '${fileId}'`);
-    return fromRow(row);
+    return fileRecordFromRow(row);
   }
 
   /** For FileRef resolution: unknown ids are the client's mistake (400), named by input. */
@@ -331,13 +306,13 @@ export class FileStore implements FileStoreApi {
     }
     const row = this.selectOne.get(fileId);
     if (!row) throw new InputError(`unknown ${kind} file_id '${fileId}'`);
-    return fromRow(row);
+    return fileRecordFromRow(row);
   }
 
   /** The artifact a job saved, if any. */
   async artifactOf(jobId: string): Promise<FileRecord | undefined> {
     const row = this.selectByJob.get(jobId);
-    return row ? fromRow(row) : undefined;
+    return row ? fileRecordFromRow(row) : undefined;
   }
 
   /**
@@ -355,13 +330,13 @@ export class FileStore implements FileStoreApi {
 
   /** A page of files, newest first (every file when `limit` is unset), optionally filtered. */
   async list(q: PageQuery = {}, filter: FileFilter = {}): Promise<FilePage> {
-    const page = this.pager.page(withFilter(q, filter));
-    return { data: page.rows.map(fromRow), hasMore: page.hasMore };
+    const page = this.pager.page(fileListQuery(q, filter));
+    return { data: page.rows.map(fileRecordFromRow), hasMore: page.hasMore };
   }
 
   /** SQLite's plan for that list query (see KeysetPager.explain). */
   explainList(q: PageQuery = {}, filter: FileFilter = {}): string[] {
-    return this.pager.explain(withFilter(q, filter));
+    return this.pager.explain(fileListQuery(q, filter));
   }
 
   /**
@@ -481,7 +456,7 @@ export class FileStore implements FileStoreApi {
  * The stated type wins; `application/octet-stream` counts as "not stated" because multipart
  * parsers and curl use it as their default when nothing was given.
  */
-function resolveContentType(stated: string | null | undefined, head: Buffer, filename: string): string {
+export function resolveContentType(stated: string | null | undefined, head: Buffer, filename: string): string {
   const clean = stated?.split(';')[0]?.trim().toLowerCase();
   // Only a well-formed type/subtype is kept: it is sent back as the download's Content-Type, and
   // a stated "é\x01weird" made every download of that file a 500 (invalid header character).
@@ -504,7 +479,7 @@ async function sha256File(file: string): Promise<string> {
 }
 
 /** A file filter as the columns it compares (content_family: see the migration that added it). */
-function withFilter(q: PageQuery, filter: FileFilter): PageQuery {
+export function fileListQuery(q: PageQuery, filter: FileFilter): PageQuery {
   // Stored types are lower case (resolveContentType); media types compare case-insensitively.
   const type = filter.contentType?.toLowerCase();
   const family = type?.endsWith('/*') ? type.slice(0, -2) : undefined;
@@ -514,7 +489,7 @@ function withFilter(q: PageQuery, filter: FileFilter): PageQuery {
   };
 }
 
-function fromRow(row: FileRow): FileRecord {
+export function fileRecordFromRow(row: FileRow): FileRecord {
   return {
     file_id: row.id,
     filename: row.filename,
