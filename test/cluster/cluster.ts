@@ -111,7 +111,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   } catch (err) {
     const logs = cluster.logs();
     await cluster.stop();
-    throw new Error(`the cluster did not start: ${(err as Error).message}\n${logs}`);
+    throw new Error(`the cluster did not start: ${(err as Error).message}\n${logs}`, { cause: err });
   }
   return cluster;
 }
@@ -168,11 +168,11 @@ async function makeNode(
     get pid() {
       return proc.pid;
     },
-    start: proc.start,
-    halt: proc.halt,
-    kill9: proc.kill,
-    stop: proc.halt,
-    restart: proc.restart,
+    start: () => proc.start(),
+    halt: () => proc.halt(),
+    kill9: () => proc.kill(),
+    stop: () => proc.halt(),
+    restart: () => proc.restart(),
   };
 }
 
