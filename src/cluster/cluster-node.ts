@@ -13,13 +13,20 @@ import { ClusterJobEvents } from './cluster-events.js';
 import { ClusterJobQueue } from './cluster-queue.js';
 import { NodeRegistry } from './nodes.js';
 import { PgEventBus } from './pg-events.js';
+import path from 'node:path';
+import { InputCache } from './input-cache.js';
+import { PgFileStore } from './pg-file-store.js';
 import { PgJobStore } from './pg-job-store.js';
+import { S3BlobStore } from './s3-blob-store.js';
 import { migrate, openPool, unavailable } from './pg.js';
 import { CLUSTER_MIGRATIONS } from './schema.js';
 import type { ClusterSettings } from './settings.js';
 
 export interface ClusterNodeOptions {
   settings: ClusterSettings;
+  /** Local copies of blobs (engine inputs, downloads) live in `<dataDir>/cluster-cache`. */
+  dataDir: string;
+  tmpDir: string;
   version: string;
   log: Logger;
   maxQueue: number;
@@ -49,6 +56,9 @@ export interface ClusterView {
   queued: number;
 }
 
+/** Local copies of blobs a node keeps (inputs reused by later jobs are not fetched again). */
+const CACHE_MAX_BYTES = 8 * 1024 ** 3;
+
 export class ClusterNodeServices {
   private constructor(
     readonly settings: ClusterSettings,
@@ -59,6 +69,8 @@ export class ClusterNodeServices {
     readonly events: ClusterJobEvents,
     readonly jobs: PgJobStore,
     readonly queue: ClusterJobQueue,
+    readonly files: PgFileStore,
+    private readonly blobs: S3BlobStore,
     private readonly log: Logger,
   ) {}
 
@@ -97,6 +109,10 @@ export class ClusterNodeServices {
       const events = new ClusterJobEvents(pool, bus, settings.nodeId, log.child({ component: 'cluster-events' }));
       await events.start();
       opened.unshift({ close: () => events.close() });
+      const blobs = await S3BlobStore.open({ bucket: settings.s3.bucket, region: settings.s3.region, ...(settings.s3.endpoint ? { endpoint: settings.s3.endpoint } : {}) });
+      opened.unshift({ close: async () => blobs.close() });
+      const cache = new InputCache({ dir: path.join(o.dataDir, 'cluster-cache'), maxBytes: CACHE_MAX_BYTES });
+      const files = new PgFileStore({ pool, blobs, cache, tmpDir: o.tmpDir, nodeId: settings.nodeId, log: log.child({ component: 'files' }) });
       const jobs = new PgJobStore(pool);
       const queue = new ClusterJobQueue({
         pool,
@@ -114,14 +130,19 @@ export class ClusterNodeServices {
         warm: o.warm,
         extraFields: o.extraFields,
         onTransition: o.onTransition,
+        releaseHolds: (nodeId) => files.releaseNode(nodeId),
       });
-      await queue.start();
-      log.info({ node_id: settings.nodeId, lease_s: settings.leaseS }, `cluster node ${settings.nodeId} joined`);
-      return new ClusterNodeServices(settings, pool, boss, nodes, bus, events, jobs, queue, log);
+      return new ClusterNodeServices(settings, pool, boss, nodes, bus, events, jobs, queue, files, blobs, log);
     } catch (err) {
       for (const o2 of opened) await o2.close().catch(() => undefined);
       throw err;
     }
+  }
+
+  /** Starts taking jobs (once the services the jobs run with exist). */
+  async start(): Promise<void> {
+    await this.queue.start();
+    this.log.info({ node_id: this.settings.nodeId, lease_s: this.settings.leaseS }, `cluster node ${this.settings.nodeId} joined`);
   }
 
   /** The cluster as this node sees it, for /health. */
@@ -145,6 +166,8 @@ export class ClusterNodeServices {
   async prune(jobRetentionS: number): Promise<void> {
     await this.jobs.prune(jobRetentionS);
     await this.bus.prune(60);
+    await this.files.sweepDeleted();
+    await this.files.sweepOrphans();
   }
 
   async close(graceMs: number): Promise<void> {
@@ -154,5 +177,6 @@ export class ClusterNodeServices {
     await this.nodes.close();
     await this.boss.stop({ graceful: false, wait: true, close: true }).catch((err: unknown) => this.log.debug({ err }, 'pg-boss stop'));
     await this.pool.end().catch(() => undefined);
+    this.blobs.close();
   }
 }

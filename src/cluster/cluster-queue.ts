@@ -50,6 +50,8 @@ const SWEEP_MS = 500;
 const PROGRESS_EVERY_MS = 250;
 /** A job waits this long for a node that holds its model warm before a cold node takes it. */
 const WARM_GRACE_S = 1;
+/** A job that has waited this long is taken first whatever is warm: warm work never starves a cold model. */
+const FAIRNESS_S = 30;
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
 
@@ -72,6 +74,8 @@ export interface ClusterQueueOptions {
   extraFields?: (job: JobRecord) => Promise<Record<string, unknown>>;
   /** Runs in the transaction of every transition (the webhook outbox). */
   onTransition?: (job: JobRecord, view: Record<string, unknown>, tx: pg.PoolClient) => Promise<void>;
+  /** Lets go of the input holds a silent node's submissions kept (their jobs are the cluster's now). */
+  releaseHolds?: (nodeId: string) => Promise<unknown>;
   /** The models this node can run now (queue names are made from them). */
   capable: () => string[];
   /** The models this node holds loaded. */
@@ -434,9 +438,10 @@ export class ClusterJobQueue implements JobQueueApi {
     const others = (await this.o.nodes.live()).filter((n) => n.nodeId !== this.o.nodeId && !n.busy);
     const warmElsewhere = new Set(others.flatMap((n) => n.warm.map(queueName)));
     const now = Date.now() / 1000;
-    const first = waiting.rows.filter((r) => warm.includes(r.queue)).map((r) => r.queue);
+    const starving = waiting.rows.filter((r) => now - r.oldest >= FAIRNESS_S).map((r) => r.queue);
+    const first = [...starving, ...waiting.rows.filter((r) => warm.includes(r.queue) && !starving.includes(r.queue)).map((r) => r.queue)];
     const rest = waiting.rows
-      .filter((r) => !warm.includes(r.queue) && (!warmElsewhere.has(r.queue) || now - r.oldest >= WARM_GRACE_S))
+      .filter((r) => !first.includes(r.queue) && (!warmElsewhere.has(r.queue) || now - r.oldest >= WARM_GRACE_S))
       .map((r) => r.queue);
     if (waiting.rows.some((r) => !first.includes(r.queue) && !rest.includes(r.queue))) {
       // Skipped for a warm node: look again once the grace is over, in case it does not come.
@@ -555,7 +560,7 @@ export class ClusterJobQueue implements JobQueueApi {
     }
     const reason = controller.signal.reason as unknown;
     if (failure !== null && reason instanceof HandBack) {
-      await this.handBack(job.id, r.attempt, reason.message);
+      await this.whileUnreachable(`handing job ${job.id} back`, () => this.handBack(job.id, r.attempt, reason.message));
       return;
     }
     const final: JobRecord = { ...job, finished_at: Date.now() / 1000 };
@@ -585,19 +590,30 @@ export class ClusterJobQueue implements JobQueueApi {
     if (!written) log.warn({ elapsed_ms: Date.now() - t0 }, 'the job was taken from this node before it ended; its result is dropped');
   }
 
-  /** Records a final state, fenced by this node's attempt; retried while the database is away. */
+  /** Records a final state, fenced by this node's attempt (false: the attempt was taken away). */
   private async finishFenced(job: JobRecord, attempt: number, queue: string): Promise<boolean> {
+    return this.whileUnreachable(`recording the end of job ${job.id}`, () =>
+      inTransaction(this.o.pool, async (tx) => {
+        if (!(await this.o.store.writeFenced(tx, job, this.o.nodeId, attempt))) return false;
+        await this.o.boss.complete(queue, bossId(job.id), {}, onClient(tx));
+        await this.terminalInTx(tx, job);
+        return true;
+      }),
+    );
+  }
+
+  /**
+   * Runs `work`, again and again while the database is unreachable: the end of an attempt must
+   * be recorded once it is back, or the job would stay `running` under this node for good. Both
+   * writes are fenced by owner and attempt, so a late one never overwrites a newer attempt.
+   */
+  private async whileUnreachable<T>(what: string, work: () => Promise<T>): Promise<T> {
     for (let delay = 200; ; delay = Math.min(5000, delay * 2)) {
       try {
-        return await inTransaction(this.o.pool, async (tx) => {
-          if (!(await this.o.store.writeFenced(tx, job, this.o.nodeId, attempt))) return false;
-          await this.o.boss.complete(queue, bossId(job.id), {}, onClient(tx));
-          await this.terminalInTx(tx, job);
-          return true;
-        });
+        return await work();
       } catch (err) {
-        if (!(unavailable(err) instanceof UnavailableError) || this.o.nodes.lost) throw err;
-        this.o.log.warn({ err, job_id: job.id }, 'could not record the end of a job; retrying');
+        if (!(unavailable(err) instanceof UnavailableError)) throw err;
+        this.o.log.warn({ err }, `the shared database is unreachable while ${what}; retrying`);
         await new Promise((r) => setTimeout(r, delay));
       }
     }
@@ -675,6 +691,7 @@ export class ClusterJobQueue implements JobQueueApi {
         const handed = await this.handBack(r.id, r.attempt, `node ${r.owner} stopped answering while it ran attempt ${r.attempt} of this job`, r.owner);
         if (handed) this.o.log.warn({ job_id: r.id, node: r.owner }, 'took a job from a silent node');
       }
+      for (const node of stale) await this.o.releaseHolds?.(node);
     } catch (err) {
       this.o.log.debug({ err }, 'lease sweep failed');
     }

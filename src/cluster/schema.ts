@@ -18,10 +18,12 @@
  *   last column of each list index.
  *
  * Cluster-only tables: `cluster_nodes` (the node lease and what each node can run),
- * `job_events` and `job_previews` (live events, UNLOGGED: they are worth nothing after a
- * database crash, and not writing them to the WAL keeps the busiest writes cheap),
- * `preview_watches` (what watchers on any node ask the running node to send), `file_holds` and
+ * `job_events` (live events and step previews, UNLOGGED: they are worth nothing after a database
+ * crash, and not writing them to the WAL keeps the busiest writes cheap), `file_holds` and
  * `deleted_blobs` (inputs jobs on any node keep, and blobs of deleted files still to remove).
+ *
+ * What each node measures of its own hardware (model build sizes, step times for ETAs) stays in
+ * its own data dir's SQLite: nodes of different machines would only blur each other's figures.
  */
 import { FILE_HOLDS_SCHEMA } from './pg-file-store.js';
 import type { Migration } from './pg.js';
@@ -90,29 +92,9 @@ export const CLUSTER_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX files_family_created ON files (content_family, created_at, id);
       CREATE INDEX files_job_created ON files (job_id, created_at, id);`,
   },
+
   {
-    name: '0003 model measurements',
-    // Shared by all nodes: a build measured on one node informs the others' memory plans and ETAs
-    // (nodes of different hardware differ; a node class in the key can come later).
-    sql: `
-      CREATE TABLE build_sizes (
-        key TEXT PRIMARY KEY,
-        weight_gb DOUBLE PRECISION NOT NULL,
-        measured_at DOUBLE PRECISION NOT NULL
-      );
-      CREATE TABLE eta_history (
-        key TEXT PRIMARY KEY,
-        grp TEXT NOT NULL,
-        pixels BIGINT NOT NULL,
-        step_s DOUBLE PRECISION NOT NULL,
-        pre_s DOUBLE PRECISION NOT NULL,
-        post_s DOUBLE PRECISION NOT NULL,
-        samples INTEGER NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL
-      );`,
-  },
-  {
-    name: '0004 webhook deliveries',
+    name: '0003 webhook deliveries',
     // The SQLite outbox, plus a per-attempt lease: every node runs a dispatcher, and the one that
     // claims an attempt (locked_by, locked_until) is the only one that POSTs it.
     sql: `
@@ -140,7 +122,7 @@ export const CLUSTER_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);`,
   },
   {
-    name: '0005 idempotency keys',
+    name: '0004 idempotency keys',
     // The SQLite table, plus a claim: the first request with a key inserts it 'pending' (who and
     // when) before resolving its inputs, so a second request on any node waits for it instead of
     // submitting twice; the jobs' transaction makes it 'done' with their ids. A pending claim
@@ -161,7 +143,7 @@ export const CLUSTER_MIGRATIONS: readonly Migration[] = [
       CREATE INDEX idempotency_keys_expires ON idempotency_keys (expires_at);`,
   },
   {
-    name: '0006 cluster nodes',
+    name: '0005 cluster nodes',
     // One row per node, renewed every second (heartbeat_at is the database's clock, the only one
     // compared). capable: models this node can run; warm: models it holds loaded.
     sql: `
@@ -178,7 +160,7 @@ export const CLUSTER_MIGRATIONS: readonly Migration[] = [
       );`,
   },
   {
-    name: '0007 job events',
+    name: '0006 job events',
     // Ids are the global event ids (Last-Event-ID on any node): a watcher replays id > last. For
     // that, ids must become visible in id order — with plain bigserial, a transaction that took
     // id 5 can commit after one that took id 6, and a watcher that saw 6 would skip 5 forever.
@@ -224,30 +206,9 @@ export const CLUSTER_MIGRATIONS: readonly Migration[] = [
       CREATE TRIGGER job_events_order BEFORE INSERT ON job_events FOR EACH ROW EXECUTE FUNCTION kiapi_job_events_order();
       CREATE TRIGGER job_events_notify AFTER INSERT ON job_events FOR EACH ROW EXECUTE FUNCTION kiapi_job_events_notify();`,
   },
+
   {
-    name: '0008 previews',
-    // The latest step preview of a running job (a base64 JPEG, usually past NOTIFY's limit: the
-    // running node writes it here and NOTIFYs), and what watchers want: one row per job and
-    // watching node with its watchers' combined demand (most frequent `every`, largest size).
-    sql: `
-      CREATE UNLOGGED TABLE job_previews (
-        job_id TEXT PRIMARY KEY,
-        node_id TEXT NOT NULL,
-        step INTEGER NOT NULL,
-        data TEXT NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL
-      );
-      CREATE UNLOGGED TABLE preview_watches (
-        job_id TEXT NOT NULL,
-        node_id TEXT NOT NULL,
-        every INTEGER NOT NULL,
-        max_size INTEGER NOT NULL,
-        updated_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (job_id, node_id)
-      );`,
-  },
-  {
-    name: '0009 file holds',
+    name: '0007 file holds',
     // Inputs of queued and running jobs (kept whatever node deletes them) and the blobs of
     // deleted files still to be removed: see PgFileStore.
     sql: FILE_HOLDS_SCHEMA,

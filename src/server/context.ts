@@ -114,7 +114,33 @@ async function openContext(
     sizes: new DbBuildSizes(db),
   });
 
-  const files = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
+  // Filled in once the stores exist; the cluster's queue runs jobs with them only after start().
+  const ready: { services?: CapabilityServices } = {};
+  // Cluster mode: the jobs, their queue and events are the cluster's (the shared database);
+  // the single-node queue above is never used then.
+  const cluster = clusterSettings
+    ? await ClusterNodeServices.open({
+        settings: clusterSettings,
+        dataDir: config.dataDir,
+        tmpDir: config.tmpDir,
+        version: VERSION,
+        log,
+        maxQueue: config.maxQueue,
+        engineTimeoutS: config.engineTimeoutS,
+        build: async (runnable) => {
+          if (!ready.services) throw new Error('a job was claimed before this node finished starting');
+          return capabilities.handler(runnable, ready.services);
+        },
+        capable: () =>
+          models
+            .all()
+            .filter((m) => runtime.readiness(m) === null && fitsBudget(runtime, m))
+            .map(modelKey)
+            .filter((k) => clusterSettings.models === null || clusterSettings.models.includes(k)),
+        warm: () => runtime.warmModels(),
+      })
+    : null;
+  const localFiles = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
   const jobs = new JobStore(db);
   const webhooks = new Webhooks(
     db,
@@ -130,12 +156,12 @@ async function openContext(
 
   const interrupted = await jobs.failInterrupted(async (job) => {
     // The image was stored; only the success record was lost: the file's meta is the result.
-    const file = await files.artifactOf(job.id);
+    const file = await localFiles.artifactOf(job.id);
     return file ? { result: { file_id: file.file_id, image_bytes: file.size, ...file.meta }, artifacts: [file.file_id] } : null;
   });
   if (interrupted.failed > 0) log.warn({ jobs: interrupted.failed }, 'marked jobs left unfinished by the previous run as failed');
   if (interrupted.recovered > 0) log.warn({ jobs: interrupted.recovered }, 'completed jobs whose image was saved just before the previous run stopped');
-  const { orphanBlobs } = await files.reconcile();
+  const { orphanBlobs } = await localFiles.reconcile();
   if (orphanBlobs > 0) log.warn({ blobs: orphanBlobs }, 'removed file blobs that were never recorded (interrupted writes)');
   const pruned = jobs.prune(config.jobRetentionS);
   if (pruned > 0) log.info({ jobs: pruned }, 'pruned finished jobs past KIAPI_JOB_RETENTION_S');
@@ -150,28 +176,12 @@ async function openContext(
     },
   });
   viewJob = (job) => ({ ...localQueue.viewNow(job) });
+  const files: FileStoreApi = cluster ? cluster.files : localFiles;
   const inputs = new InputResolver(files, config);
   const services: CapabilityServices = { config, files, inputs, models, runtime, log };
+  ready.services = services;
+  await cluster?.start();
 
-  // Cluster mode: the jobs, their queue and events are the cluster's (the shared database);
-  // the single-node queue above is never used then.
-  const cluster = clusterSettings
-    ? await ClusterNodeServices.open({
-        settings: clusterSettings,
-        version: VERSION,
-        log,
-        maxQueue: config.maxQueue,
-        engineTimeoutS: config.engineTimeoutS,
-        build: async (runnable) => capabilities.handler(runnable, services),
-        capable: () =>
-          models
-            .all()
-            .filter((m) => runtime.readiness(m) === null && fitsBudget(runtime, m))
-            .map(modelKey)
-            .filter((k) => clusterSettings.models === null || clusterSettings.models.includes(k)),
-        warm: () => runtime.warmModels(),
-      })
-    : null;
   const queue: JobQueueApi = cluster ? cluster.queue : localQueue;
   const jobReader: JobReader = cluster ? cluster.jobs : jobs;
 
@@ -229,7 +239,7 @@ async function openContext(
  * file outlives its retention by at most that. The first sweep runs at once: a server started
  * after a long pause clears its backlog before it grows further. One sweep at a time.
  */
-function startFilePruning(files: FileStore, retentionS: number, log: Logger): NodeJS.Timeout {
+function startFilePruning(files: FileStoreApi, retentionS: number, log: Logger): NodeJS.Timeout {
   let running = false;
   const sweep = () => {
     if (running) return;

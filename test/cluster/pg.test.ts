@@ -88,17 +88,18 @@ void describe('schema', () => {
 
 void describe('inTransaction', () => {
   void it('commits what the work wrote, or nothing when it throws', async () => {
+    await pool.query('CREATE TABLE IF NOT EXISTS tx_probe (key TEXT PRIMARY KEY)');
     await inTransaction(pool, async (c) => {
-      await c.query("INSERT INTO build_sizes (key, weight_gb, measured_at) VALUES ('kept', 1, 1)");
+      await c.query("INSERT INTO tx_probe (key) VALUES ('kept')");
     });
     await assert.rejects(
       inTransaction(pool, async (c) => {
-        await c.query("INSERT INTO build_sizes (key, weight_gb, measured_at) VALUES ('dropped', 1, 1)");
+        await c.query("INSERT INTO tx_probe (key) VALUES ('dropped')");
         throw new Error('later step failed');
       }),
       /later step failed/,
     );
-    const keys = (await pool.query<{ key: string }>('SELECT key FROM build_sizes ORDER BY key')).rows.map((r) => r.key);
+    const keys = (await pool.query<{ key: string }>('SELECT key FROM tx_probe ORDER BY key')).rows.map((r) => r.key);
     assert.deepEqual(keys, ['kept']);
   });
 });

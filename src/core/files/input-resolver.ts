@@ -7,7 +7,7 @@
 import { InputError } from '../errors.js';
 import { diskFullError, isDiskFull } from './disk-full.js';
 import type { FileRefValue } from './file-ref.js';
-import type { FileRecord, FileStore } from './file-store.js';
+import type { FileRecord, FileStoreApi } from './file-store.js';
 import { fetchUrlToFile, writeDataUrlToFile } from './remote-input.js';
 import { redactUserInfo } from './url-safety.js';
 
@@ -27,7 +27,7 @@ export interface InputLimits {
 
 export class InputResolver {
   constructor(
-    private readonly files: FileStore,
+    private readonly files: FileStoreApi,
     private readonly limits: InputLimits,
   ) {}
 
