@@ -232,19 +232,39 @@ void describe('files across nodes', () => {
       assert.equal(dl.status, 200, `${node.id} serves the upload ${inputId}`);
       assert.deepEqual(Buffer.from(await dl.arrayBuffer()), png);
     }
-    const jobId = await submitAsync(n1.url, { init_image: inputId, image_strength: 0.5 });
-    const done = await pollUntil(() => getJob(n1.url, jobId), (j) => j.status !== 'queued' && j.status !== 'running', `job ${jobId} to end`, LONG_MS);
-    assert.equal(done.status, 'succeeded', JSON.stringify(done));
-    const artifact = done.artifacts[0]!;
-    const bytes: Buffer[] = [];
-    for (const node of cluster!.nodes) {
-      const dl = await fetch(`${node.url}/v1/files/${artifact}/download`);
-      assert.equal(dl.status, 200, `${node.id} serves the artifact ${artifact}`);
-      bytes.push(Buffer.from(await dl.arrayBuffer()));
-    }
+    const artifactOf = async (submitOn: ClusterNode): Promise<string> => {
+      const jobId = await submitAsync(submitOn.url, { init_image: { type: 'file_id', file_id: inputId }, image_strength: 0.5, seed: 3 });
+      const done = await pollUntil(() => getJob(submitOn.url, jobId), (j) => j.status !== 'queued' && j.status !== 'running', `job ${jobId} to end`, LONG_MS);
+      assert.equal(done.status, 'succeeded', JSON.stringify(done));
+      return done.artifacts[0]!;
+    };
+    const download = async (node: ClusterNode, fileId: string): Promise<Buffer> => {
+      const dl = await fetch(`${node.url}/v1/files/${fileId}/download`);
+      assert.equal(dl.status, 200, `${node.id} serves ${fileId}`);
+      return Buffer.from(await dl.arrayBuffer());
+    };
+    // Run anywhere.
+    const artifact = await artifactOf(n1);
+    const bytes = await Promise.all(cluster!.nodes.map((n) => download(n, artifact)));
     assert.ok(bytes[0]!.length > 0);
     assert.deepEqual(bytes[1], bytes[0]);
     assert.deepEqual(bytes[2], bytes[0]);
+    // Run for certain on another node than the one that took the upload: that node is kept busy.
+    const busy = await submitAsync(n0.url, { steps: SLOW_STEPS });
+    try {
+      const runner = await whoRuns(cluster!, busy, LONG_MS);
+      const uploader = cluster!.node(runner);
+      const again = await uploadFile(uploader.url, { filename: 'input2.png', contentType: 'image/png', data: png });
+      assert.equal(again.status, 200, again.bytes.toString());
+      const submitOn = cluster!.nodes.find((n) => n.id !== runner)!;
+      const jobId = await submitAsync(submitOn.url, { init_image: { type: 'file_id', file_id: again.json.file_id }, image_strength: 0.5, seed: 3 });
+      const done = await pollUntil(() => getJob(submitOn.url, jobId), (j) => j.status !== 'queued' && j.status !== 'running', `job ${jobId} to end`, LONG_MS);
+      assert.equal(done.status, 'succeeded', JSON.stringify(done));
+      // The same input, seed and settings make the same image on any node.
+      assert.deepEqual(await download(uploader, done.artifacts[0]!), bytes[0]);
+    } finally {
+      await finishAll([busy]);
+    }
   });
 });
 
