@@ -209,7 +209,8 @@ export async function whoRuns(cluster: Cluster, jobId: string, timeoutMs = 60_00
   for (;;) {
     const live = cluster.nodes.find((n) => n.pid !== null)!;
     const view = await clusterView(live);
-    const runner = view.nodes.find((n) => n.running_job === jobId);
+    // A killed node's row keeps its last running_job until its lease runs out: live rows only.
+    const runner = view.nodes.find((n) => n.live && n.running_job === jobId);
     if (runner) return runner.node_id;
     if (Date.now() > deadline) throw new Error(`no node shows ${jobId} running within ${timeoutMs} ms: ${JSON.stringify(view.nodes)}`);
     await new Promise((r) => setTimeout(r, 25));

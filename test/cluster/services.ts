@@ -87,6 +87,15 @@ const running = new Set<ChildProcess>();
 process.on('exit', () => {
   for (const child of running) killGroup(child, 'SIGKILL');
 });
+// A test process ended by a signal (Ctrl-C, a runner giving up on it) emits no 'exit': the
+// groups, detached from it, would outlive it. They are killed first, then the signal is raised
+// again with its default action (the handler runs once).
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(signal, () => {
+    for (const child of running) killGroup(child, 'SIGKILL');
+    process.kill(process.pid, signal);
+  });
+}
 
 function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
