@@ -181,3 +181,20 @@ void describe('the object store killed', () => {
     assert.deepEqual(Buffer.from(await dl.arrayBuffer()), png);
   });
 });
+
+void describe('a node stopped gracefully', () => {
+  void it('exits 0 and leaves the cluster view at once; the others keep serving; restarted, it is live again', async () => {
+    const node = cluster!.nodes[2]!;
+    assert.equal(await node.stop(), 0);
+    const view = await clusterView(n0);
+    assert.deepEqual(
+      view.nodes.map((n) => n.node_id),
+      ['n0', 'n1'],
+      'a node that shut down removed itself from the cluster view',
+    );
+    const jobId = await submit(n1, 2);
+    assert.equal((await waitEnded(n0, jobId)).status, 'succeeded');
+    await node.restart();
+    await pollUntil(() => clusterView(n0), (v) => v.nodes.some((n) => n.node_id === node.id && n.live), `${node.id} to be live again`, LONG_MS);
+  });
+});
