@@ -296,9 +296,15 @@ export class ClusterJobQueue implements JobQueueApi {
   }
 
   async wait(jobId: string, timeoutMs: number, abort?: AbortSignal): Promise<JobOutcome | null> {
-    // Subscribed before the record is read: an end between the two is not missed.
-    let wake!: () => void;
-    const woken = new Promise<void>((r) => (wake = r));
+    // Subscribed before the record is read: an end between the two is not missed. Each event of
+    // the job wakes the waiter once; it then reads the record and waits for the next.
+    let woken!: Promise<void>;
+    let resolveWoken!: () => void;
+    const rearm = () => {
+      woken = new Promise<void>((r) => (resolveWoken = r));
+    };
+    rearm();
+    const wake = () => resolveWoken();
     const set = this.waiters.get(jobId) ?? new Set();
     set.add(wake);
     this.waiters.set(jobId, set);
@@ -311,6 +317,7 @@ export class ClusterJobQueue implements JobQueueApi {
       const timedOut = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
       for (;;) {
         if ((await Promise.race([woken.then(() => 'woken' as const), timedOut])) === 'timeout' || abort?.aborted) return null;
+        rearm();
         const job = await this.o.store.get(jobId);
         if (FINISHED.has(job.status)) return this.outcomeOf(job);
       }
