@@ -20,7 +20,7 @@
 import type pg from 'pg';
 import type PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
-import { BusyError, CanceledError, ConflictError, UnavailableError, isKiapiError } from '../core/errors.js';
+import { BusyError, CanceledError, ConflictError, NotFoundError, UnavailableError, isKiapiError } from '../core/errors.js';
 import { newJobId } from '../core/ids.js';
 import type { Workload } from '../core/jobs/eta.js';
 import type {
@@ -315,11 +315,20 @@ export class ClusterJobQueue implements JobQueueApi {
       const first = await this.o.store.get(jobId);
       if (FINISHED.has(first.status)) return this.outcomeOf(first);
       const timedOut = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeoutMs)));
+      let last = first;
       for (;;) {
         if ((await Promise.race([woken.then(() => 'woken' as const), timedOut])) === 'timeout' || abort?.aborted) return null;
         rearm();
-        const job = await this.o.store.get(jobId);
+        let job: JobRecord;
+        try {
+          job = await this.o.store.get(jobId);
+        } catch (err) {
+          if (!(err instanceof NotFoundError)) throw err;
+          // Deleted while it was waited for (DELETE cancels it first): told as a single node tells it.
+          return { job: { ...last, status: 'canceled', error: 'deleted by request', progress_label: 'canceled', finished_at: Date.now() / 1000 } };
+        }
         if (FINISHED.has(job.status)) return this.outcomeOf(job);
+        last = job;
       }
     } finally {
       clearTimeout(timer);

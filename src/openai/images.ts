@@ -10,6 +10,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { OperationDef, PreparedJob } from '../core/capability.js';
 import { CanceledError, ConflictError, EngineError, InputError, NotFoundError, SyncTimeoutError, isKiapiError } from '../core/errors.js';
 import { requestFingerprint } from '../core/jobs/idempotency.js';
+import type { RecordOptions } from '../core/jobs/job-queue.js';
 import type { JobRecord } from '../core/jobs/job-store.js';
 import type { AppContext } from '../server/context.js';
 import { markReplayed, replayNote, replayedJobs } from '../server/idempotency.js';
@@ -119,7 +120,7 @@ export async function submitOnce(
   });
   const route = req.routeOptions.url ?? req.url;
   const keyed = await ctx.idempotency.once(route, key, fingerprint, (record) =>
-    submitAll(ctx, planned, user, signal, (jobs) => record(jobs.map((j) => j.id))),
+    submitAll(ctx, planned, user, signal, (jobs, tx) => record(jobs.map((j) => j.id), tx)),
   );
   if ('fresh' in keyed) return keyed.fresh;
   markReplayed(reply);
@@ -133,7 +134,7 @@ export async function submitAll(
   planned: Planned,
   user: string | null | undefined,
   signal: AbortSignal,
-  record?: (jobs: JobRecord[]) => void,
+  record?: RecordOptions['record'],
 ): Promise<Submitted> {
   const prepared: PreparedJob[] = [];
   try {
@@ -158,7 +159,7 @@ export async function submitAll(
             model: p.model,
             onSettled: release ? () => void release() : undefined,
             workload: p.workload,
-            onCreate: webhook ? (job: JobRecord) => ctx.webhooks.outbox.subscribe(job.id, webhook) : undefined,
+            onCreate: webhook ? (job: JobRecord, tx: unknown) => ctx.webhooks.outbox.subscribe(job.id, webhook, tx) : undefined,
           },
         };
       }),

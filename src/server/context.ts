@@ -12,10 +12,13 @@ import { openDb, type Db } from '../core/db.js';
 import { FileStore, type FileStoreApi } from '../core/files/file-store.js';
 import { InputResolver } from '../core/files/input-resolver.js';
 import { EtaModel } from '../core/jobs/eta.js';
-import { IdempotencyKeys } from '../core/jobs/idempotency.js';
+import { IdempotencyKeys, type IdempotencyApi } from '../core/jobs/idempotency.js';
 import { JobQueue, type JobQueueApi } from '../core/jobs/job-queue.js';
 import { JobStore, type JobReader, type JobRecord } from '../core/jobs/job-store.js';
+import { WebhookOutbox } from '../core/webhooks/outbox.js';
 import { Webhooks, webhookKey } from '../core/webhooks/webhooks.js';
+import { PgIdempotencyKeys } from '../cluster/pg-idempotency.js';
+import { PgWebhookOutbox } from '../cluster/pg-webhook-outbox.js';
 import { ModelRegistry, type ModelSpec } from '../core/models/model-spec.js';
 import { weightsStatus } from '../core/models/weights.js';
 import { DbBuildSizes } from '../core/models/build-sizes.js';
@@ -45,7 +48,7 @@ export interface AppContext {
   /** Completion webhooks: what requests ask for, the outbox and its delivery. */
   webhooks: Webhooks;
   /** Idempotency-Key records of the generation routes. */
-  idempotency: IdempotencyKeys;
+  idempotency: IdempotencyApi;
   models: ModelRegistry;
   capabilities: CapabilityRegistry;
   runtime: ModelRuntime;
@@ -116,6 +119,8 @@ async function openContext(
 
   // Filled in once the stores exist; the cluster's queue runs jobs with them only after start().
   const ready: { services?: CapabilityServices } = {};
+  // The shared webhook outbox and idempotency keys, made on the cluster's pool once it is open.
+  const shared: { outbox?: PgWebhookOutbox; idempotency?: PgIdempotencyKeys } = {};
   // Cluster mode: the jobs, their queue and events are the cluster's (the shared database);
   // the single-node queue above is never used then.
   const cluster = clusterSettings
@@ -138,21 +143,30 @@ async function openContext(
             .map(modelKey)
             .filter((k) => clusterSettings.models === null || clusterSettings.models.includes(k)),
         warm: () => runtime.warmModels(),
+        extraFields: async (job) => {
+          const webhook = await shared.outbox?.viewOf(job.id);
+          return webhook ? { webhook } : {};
+        },
+        onTransition: async (job, view, tx) => shared.outbox?.transition(job, () => view, tx),
       })
     : null;
+  if (cluster && clusterSettings) {
+    // Longer than one delivery attempt may take, recording included.
+    shared.outbox = new PgWebhookOutbox(cluster.pool, { leaseS: server.webhooks.timeoutS * 2 + 30, log: log.child({ component: 'webhooks' }) });
+    shared.idempotency = new PgIdempotencyKeys(cluster.pool, { nodeId: clusterSettings.nodeId, ttlS: config.idempotencyTtlS });
+  }
   const localFiles = new FileStore(db, config.filesRoot, config.tmpDir, log.child({ component: 'files' }));
   const jobs = new JobStore(db);
-  const webhooks = new Webhooks(
-    db,
-    server.webhooks,
-    config.netAllowPrivateUrls,
-    webhookKey(server.webhooks, config.dataDir, log),
-    log.child({ component: 'webhooks' }),
-  );
+  const outbox = new WebhookOutbox(db);
+  const webhookLog = log.child({ component: 'webhooks' });
+  const key = webhookKey(server.webhooks, config.dataDir, log);
+  // A cluster node delivers from the shared outbox (its dispatcher is made below, once the
+  // cluster has started); the SQLite one is then left alone.
+  const localWebhooks = clusterSettings ? null : new Webhooks(outbox, server.webhooks, config.netAllowPrivateUrls, key, webhookLog);
   // Before recovery: a job failed below still sends its `completed` webhook. The queue does not
   // exist yet then; a final job shows no queue position or ETA anyway.
   let viewJob = (job: JobRecord): Record<string, unknown> => ({ ...job, queue_position: null, eta_s: null });
-  webhooks.attach(jobs, (job) => viewJob(job));
+  localWebhooks?.attach(jobs, (job) => viewJob(job));
 
   const interrupted = await jobs.failInterrupted(async (job) => {
     // The image was stored; only the success record was lost: the file's meta is the result.
@@ -165,13 +179,14 @@ async function openContext(
   if (orphanBlobs > 0) log.warn({ blobs: orphanBlobs }, 'removed file blobs that were never recorded (interrupted writes)');
   const pruned = jobs.prune(config.jobRetentionS);
   if (pruned > 0) log.info({ jobs: pruned }, 'pruned finished jobs past KIAPI_JOB_RETENTION_S');
-  const idempotency = new IdempotencyKeys(db, config.idempotencyTtlS);
-  idempotency.prune();
+  const localIdempotency = new IdempotencyKeys(db, config.idempotencyTtlS);
+  await localIdempotency.prune();
 
   const localQueue = new JobQueue(jobs, log.child({ component: 'queue' }), config.maxQueue, {
     eta: new EtaModel(db),
     extraFields: (job) => {
-      const webhook = webhooks.outbox.viewOf(job.id);
+      // Synchronous: the queue's terminal event and the outbox's own transaction carry this view.
+      const webhook = outbox.viewOfNow(job.id);
       return webhook ? { webhook } : {};
     },
   });
@@ -183,17 +198,27 @@ async function openContext(
   await cluster?.start();
 
   const queue: JobQueueApi = cluster ? cluster.queue : localQueue;
+  const webhooks =
+    localWebhooks ??
+    new Webhooks(shared.outbox!, server.webhooks, config.netAllowPrivateUrls, key, webhookLog, {
+      nodeId: clusterSettings!.nodeId,
+      // A fallback only: other nodes' events wake this one through the outbox's LISTEN.
+      idlePollMs: 5000,
+    });
+  await shared.outbox?.listen();
+  const idempotency: IdempotencyApi = shared.idempotency ?? localIdempotency;
   const jobReader: JobReader = cluster ? cluster.jobs : jobs;
 
   const pruneTimer = setInterval(() => {
+    const failed = (err: unknown) => log.error({ err }, 'job pruning failed');
     try {
       jobs.prune(config.jobRetentionS);
       if (cluster) void cluster.prune(config.jobRetentionS).catch((err: unknown) => log.warn({ err }, 'pruning the shared records failed'));
-      webhooks.outbox.prune();
+      webhooks.outbox.prune().catch(failed);
       // Expired keys already act as new (lookups skip them); this only keeps the table small.
-      idempotency.prune();
+      idempotency.prune().catch(failed);
     } catch (err) {
-      log.error({ err }, 'job pruning failed');
+      failed(err);
     }
   }, Math.min(PRUNE_EVERY_MS, Math.max(1000, config.jobRetentionS * 1000)));
   pruneTimer.unref();
@@ -223,10 +248,16 @@ async function openContext(
     async close() {
       clearInterval(pruneTimer);
       if (filePruneTimer) clearInterval(filePruneTimer);
-      if (cluster) await cluster.close(config.shutdownGraceS * 1000);
+      if (cluster) {
+        // Before the shared pool closes. Events written after this (the running job's end) stay
+        // in the shared outbox for the other nodes' dispatchers.
+        await webhooks.close();
+        await shared.outbox?.close();
+        await cluster.close(config.shutdownGraceS * 1000);
+      }
       await localQueue.close(config.shutdownGraceS * 1000);
       // After the queue: the jobs it failed on the way out have their events in the outbox.
-      await webhooks.close();
+      if (!cluster) await webhooks.close();
       await runtime.close();
       db.close();
       lock.release();

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, afterEach, beforeEach, describe, it } from 'node:test';
 import { openDb, type Db } from '../../src/core/db.js';
 import { InputError, RuleError } from '../../src/core/errors.js';
-import { IdempotencyKeys, readIdempotencyKey, requestFingerprint } from '../../src/core/jobs/idempotency.js';
+import { IdempotencyKeys, readIdempotencyKey, requestFingerprint, type KeyRecorder } from '../../src/core/jobs/idempotency.js';
 import { JobStore } from '../../src/core/jobs/job-store.js';
 
 const dirs: string[] = [];
@@ -42,8 +42,8 @@ void describe('IdempotencyKeys', () => {
   void it('records the key in the jobs transaction: a failing write leaves neither the key nor the jobs', async () => {
     await assert.rejects(
       keys.once('/r', 'k', 'h', async (record) =>
-        store.createAll([{ type: 'qwen', params: {} }, { type: 'qwen', params: {} }], (jobs) => {
-          record(jobs.map((j) => j.id));
+        store.createAll([{ type: 'qwen', params: {} }, { type: 'qwen', params: {} }], (jobs, tx) => {
+          void record(jobs.map((j) => j.id), tx);
           throw new Error('disk gone');
         }),
       ),
@@ -52,7 +52,7 @@ void describe('IdempotencyKeys', () => {
     assert.equal(count('jobs'), 0);
     assert.equal(count('idempotency_keys'), 0);
     // The key is free again.
-    const out = await keys.once('/r', 'k', 'h', async (record) => store.createAll([{ type: 'qwen', params: {} }], (jobs) => record(jobs.map((j) => j.id))));
+    const out = await keys.once('/r', 'k', 'h', async (record) => store.createAll([{ type: 'qwen', params: {} }], (jobs, tx) => record(jobs.map((j) => j.id), tx)));
     assert.ok('fresh' in out);
     assert.equal(count('jobs'), 1);
     assert.equal(count('idempotency_keys'), 1);
@@ -62,10 +62,10 @@ void describe('IdempotencyKeys', () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     let runs = 0;
-    const submit = async (record: (ids: string[]) => void) => {
+    const submit = async (record: KeyRecorder) => {
       runs++;
       await gate; // still resolving inputs
-      return store.createAll([{ type: 'qwen', params: {} }], (jobs) => record(jobs.map((j) => j.id)))[0]!.id;
+      return store.createAll([{ type: 'qwen', params: {} }], (jobs, tx) => record(jobs.map((j) => j.id), tx))[0]!.id;
     };
     const racing = Array.from({ length: 5 }, () => keys.once('/r', 'k', 'h', submit));
     await assert.rejects(keys.once('/r', 'k', 'other', submit), (err) => err instanceof RuleError && /still being submitted/.test(err.message));
@@ -85,7 +85,7 @@ void describe('IdempotencyKeys', () => {
     let fail!: (e: Error) => void;
     const first = keys.once('/r', 'k', 'h', () => new Promise((_, reject) => (fail = reject)));
     const second = keys.once('/r', 'k', 'h', async (record) => {
-      record(['job_x']);
+      void record(['job_x'], undefined);
       return 'second';
     });
     fail(new Error('422 from the rules'));
@@ -94,11 +94,11 @@ void describe('IdempotencyKeys', () => {
   });
 
   void it('expired keys act as new and are pruned', async () => {
-    await keys.once('/r', 'k', 'h', async (record) => record(['job_a']));
+    await keys.once('/r', 'k', 'h', async (record) => record(['job_a'], undefined));
     db.prepare('UPDATE idempotency_keys SET expires_at = ?').run(Date.now() / 1000 - 1);
-    assert.ok('fresh' in (await keys.once('/r', 'k', 'other', async (record) => record(['job_b']))));
+    assert.ok('fresh' in (await keys.once('/r', 'k', 'other', async (record) => record(['job_b'], undefined))));
     assert.deepEqual(await keys.once('/r', 'k', 'other', async () => undefined), { replay: ['job_b'] });
-    assert.equal(keys.prune(Date.now() / 1000 + 7200), 1);
+    assert.equal(await keys.prune(Date.now() / 1000 + 7200), 1);
     assert.equal(count('idempotency_keys'), 0);
   });
 });

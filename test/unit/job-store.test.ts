@@ -135,7 +135,9 @@ void describe('JobStore transition hooks', () => {
       log.run(job.id, job.status);
       if (failNext) throw new Error('hook failed');
     });
-    const job = store.create('qwen', { prompt: 'p' }, (j) => log.run(j.id, 'subscribed'));
+    const job = store.create('qwen', { prompt: 'p' }, (j) => {
+      log.run(j.id, 'subscribed');
+    });
     job.status = 'running';
     store.save(job);
     failNext = true;

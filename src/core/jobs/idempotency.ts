@@ -10,6 +10,9 @@
  * second request with the key meanwhile waits for the first in memory, then replays what it
  * recorded. Both the check and the claim run without an await between them, in the one process
  * that holds the data dir, so two racing requests cannot both pass.
+ *
+ * IdempotencyApi is what the routes use; several nodes sharing a database implement it with a
+ * claim row instead of the in-memory map (src/cluster/pg-idempotency.ts).
  */
 import { createHash } from 'node:crypto';
 import stringify from 'safe-stable-stringify';
@@ -52,6 +55,27 @@ export function requestFingerprint(request: unknown): string {
 /** What a keyed submission turned out to be: this request's own work, or a replay of the jobs the key names. */
 export type KeyedOutcome<T> = { fresh: T } | { replay: string[] };
 
+/**
+ * Writes the key as done with the ids of the jobs it made. Called by the store that records the
+ * jobs, inside that transaction; `tx` is that transaction's handle (unused by SQLite, whose
+ * recorder is synchronous; a shared database's client otherwise, which the recorder writes with).
+ */
+export type KeyRecorder = (jobIds: string[], tx: unknown) => void | Promise<void>;
+
+/** Idempotency keys as the generation routes use them. */
+export interface IdempotencyApi {
+  /**
+   * Runs `submit` once per (scope, key) within the key's lifetime. `submit` must call `record`
+   * with the ids of the jobs it creates, inside the transaction that inserts them. A request with
+   * the same fingerprint gets `replay` with those ids, waiting first when the key's first request
+   * is still being submitted; one with another fingerprint is refused (422). A `submit` that
+   * fails records nothing: the key stays free and a request waiting on it submits in turn.
+   */
+  once<T>(scope: string, key: string, hash: string, submit: (record: KeyRecorder) => Promise<T>): Promise<KeyedOutcome<T>>;
+  /** Forgets keys past their lifetime; returns how many. */
+  prune(): Promise<number>;
+}
+
 interface KeyRow {
   request_hash: string;
   job_ids: string;
@@ -63,7 +87,7 @@ interface InFlight {
   settled: Promise<void>;
 }
 
-export class IdempotencyKeys {
+export class IdempotencyKeys implements IdempotencyApi {
   private readonly stmts;
   /** Keys whose first request is still being submitted (`scope \0 key`). */
   private readonly inFlight = new Map<string, InFlight>();
@@ -85,14 +109,8 @@ export class IdempotencyKeys {
     };
   }
 
-  /**
-   * Runs `submit` once per (scope, key) within the key's lifetime. `submit` must call `record`
-   * with the ids of the jobs it creates, inside the transaction that inserts them. A request with
-   * the same fingerprint gets `replay` with those ids, waiting first when the key's first request
-   * is still being submitted; one with another fingerprint is refused (422). A `submit` that
-   * fails records nothing: the key stays free and a request waiting on it submits in turn.
-   */
-  async once<T>(scope: string, key: string, hash: string, submit: (record: (jobIds: string[]) => void) => Promise<T>): Promise<KeyedOutcome<T>> {
+  /** IdempotencyApi.once; the recorder writes synchronously through the SQLite handle. */
+  async once<T>(scope: string, key: string, hash: string, submit: (record: KeyRecorder) => Promise<T>): Promise<KeyedOutcome<T>> {
     const id = `${scope}\0${key}`;
     for (;;) {
       const row = this.stmts.get.get(scope, key, Date.now() / 1000);
@@ -120,12 +138,13 @@ export class IdempotencyKeys {
   }
 
   /** Forgets keys past their lifetime; returns how many. Cheap: a range delete on the expiry index. */
-  prune(now = Date.now() / 1000): number {
+  async prune(now = Date.now() / 1000): Promise<number> {
     return this.stmts.prune.run(now).changes;
   }
 }
 
-function reusedError(scope: string, key: string, when: string): RuleError {
+/** The 422 for a key sent again with another body; `when` says when the key was first used. */
+export function reusedError(scope: string, key: string, when: string): RuleError {
   return Object.assign(
     new RuleError(
       `${IDEMPOTENCY_HEADER} '${clip(key, 100)}' was already used on POST ${scope} with a different request body (${when}); ` +

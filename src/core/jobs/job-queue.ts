@@ -43,7 +43,7 @@ export type JobView = JobRecord & {
 export interface RecordOptions {
   /**
    * Runs inside the transaction that records the jobs (their idempotency key): committed with
-   * them or not at all.
+   * them or not at all. `tx` is the store's transaction handle (TransactionWrite).
    */
   record?: (jobs: JobRecord[], tx?: unknown) => void | Promise<void>;
 }
@@ -68,7 +68,7 @@ export interface SubmitOptions {
   workload?: Workload;
   /**
    * Runs in the transaction that records the job: what must exist with the job or not at all
-   * (its webhook subscription).
+   * (its webhook subscription). `tx` is the store's transaction handle (TransactionWrite).
    */
   onCreate?: (job: JobRecord, tx?: unknown) => void | Promise<void>;
 }

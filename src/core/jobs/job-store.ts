@@ -53,6 +53,27 @@ const PROGRESS_WRITE_MS = 250;
  */
 export type TransitionHook = (job: JobRecord) => void;
 
+/**
+ * What another owner writes within a store's transaction (a job's webhook subscription, the
+ * request's idempotency key). `tx` is the transaction's handle: a shared database's client,
+ * which the callback awaits its writes with; undefined for SQLite, where the transaction is
+ * synchronous and so must be the callback (a returned promise is refused, see syncOnly).
+ */
+export type TransactionWrite<A> = (arg: A, tx: unknown) => void | Promise<void>;
+
+/**
+ * For callers that hold a synchronous (SQLite) transaction: a callback that returned a promise
+ * would run its writes after the commit, outside the transaction; that is a programming error,
+ * thrown so the transaction rolls back instead.
+ */
+export function syncOnly(result: void | Promise<void>, what: string): void {
+  if (result instanceof Promise) {
+    // Its outcome no longer matters; the transaction is rolled back by the throw below.
+    result.catch(() => undefined);
+    throw new Error(`${what} returned a promise inside a synchronous SQLite transaction`);
+  }
+}
+
 /** What a finished job recorded (the queue's JobOutput, restated here to keep the store a leaf). */
 export interface JobOutputLike {
   result: Record<string, unknown>;
@@ -126,18 +147,19 @@ export class JobStore implements JobReader {
    * Records a new queued job. `within` runs in the same transaction, for what must be recorded
    * with the job or not at all (its webhook subscription).
    */
-  create(type: string, params: Record<string, unknown>, within?: (job: JobRecord) => void): JobRecord {
+  create(type: string, params: Record<string, unknown>, within?: TransactionWrite<JobRecord>): JobRecord {
     return this.createAll([{ type, params, within }])[0]!;
   }
 
   /**
    * Records queued jobs in one transaction. Each item's `within` and then `alsoWrite` run inside
    * it, so what they write (a job's webhook subscription, the request's idempotency key) is
-   * committed together with the jobs or not at all.
+   * committed together with the jobs or not at all. They get `undefined` as the transaction handle
+   * and must be synchronous: better-sqlite3 transactions cannot span an await.
    */
   createAll(
-    items: { type: string; params: Record<string, unknown>; within?: (job: JobRecord) => void }[],
-    alsoWrite?: (jobs: JobRecord[]) => void,
+    items: { type: string; params: Record<string, unknown>; within?: TransactionWrite<JobRecord> }[],
+    alsoWrite?: TransactionWrite<JobRecord[]>,
   ): JobRecord[] {
     const jobs = items.map(({ type, params }): JobRecord => ({
       type,
@@ -156,9 +178,9 @@ export class JobStore implements JobReader {
     this.db.transaction(() => {
       jobs.forEach((job, i) => {
         this.stmts.insert.run(toRow(job));
-        items[i]!.within?.(job);
+        syncOnly(items[i]!.within?.(job, undefined), 'a job creation hook');
       });
-      alsoWrite?.(jobs);
+      syncOnly(alsoWrite?.(jobs, undefined), 'a job creation hook');
     })();
     for (const job of jobs) this.live.set(job.id, job);
     return jobs;

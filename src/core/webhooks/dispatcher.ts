@@ -16,6 +16,10 @@
  * A URL from a request goes through the same outbound rules as `url` inputs on every attempt:
  * resolved once, every address checked (loopback and private refused unless
  * KIAPI_NET_ALLOW_PRIVATE_URLS), the connection pinned to the checked address.
+ *
+ * On a shared outbox every node runs a dispatcher: each takes only the deliveries it claimed
+ * (WebhookOutboxApi.claimDue), so one node POSTs each attempt, and it also looks for new work
+ * every `idlePollMs`, since other nodes' jobs make deliveries pending without waking it.
  */
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
@@ -24,7 +28,7 @@ import type { Logger } from 'pino';
 import { clip } from '../errors.js';
 import { abortable, pinnedLookup } from '../files/url-fetch.js';
 import { checkHttpUrl, resolveVetted, type CheckedUrl, type VettedAddress } from '../files/url-safety.js';
-import type { DeliveryRow, WebhookOutbox } from './outbox.js';
+import type { DeliveryRow, WebhookOutboxApi } from './outbox.js';
 import { signature } from './signing.js';
 
 export interface DispatcherOptions {
@@ -36,6 +40,13 @@ export interface DispatcherOptions {
   /** KIAPI_NET_ALLOW_PRIVATE_URLS. */
   allowPrivate: boolean;
   log: Logger;
+  /** Who claims deliveries on a shared outbox (the node's id); one name will do for a single node. */
+  nodeId?: string;
+  /**
+   * How often to look for due deliveries when none is known to be due: a shared outbox has rows
+   * made pending by other nodes. Omitted: never (a single node's outbox wakes the dispatcher).
+   */
+  idlePollMs?: number;
 }
 
 /** Deliveries in flight at once: enough that one slow receiver does not hold up the others. */
@@ -44,16 +55,23 @@ const MAX_IN_FLIGHT = 4;
 const MAX_BACKOFF_MS = 3600_000;
 /** How much of a receiver's error answer is kept as `last_error`. */
 const MAX_ERROR_CHARS = 200;
+/** After the outbox could not be read (a shared database away), the next look. */
+const RETRY_AFTER_ERROR_MS = 1000;
 
 export class WebhookDispatcher {
   private readonly inFlight = new Map<string, { controller: AbortController; done: Promise<void> }>();
   private timer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** A pump is reading the outbox; `again` asks it for one more round once it is done. */
+  private pumping: Promise<void> | null = null;
+  private again = false;
+  private readonly nodeId: string;
 
   constructor(
-    private readonly outbox: WebhookOutbox,
+    private readonly outbox: WebhookOutboxApi,
     private readonly opts: DispatcherOptions,
   ) {
+    this.nodeId = opts.nodeId ?? 'local';
     outbox.onPending = () => this.pump();
   }
 
@@ -67,20 +85,43 @@ export class WebhookDispatcher {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    await this.pumping;
     const running = [...this.inFlight.values()];
     for (const r of running) r.controller.abort(new Error('the server is shutting down'));
     await Promise.all(running.map((r) => r.done));
   }
 
-  /** Starts every due delivery there is room for, then sleeps until the next one is due. */
+  /**
+   * Starts every due delivery there is room for, then sleeps until the next one is due. One round
+   * at a time (the outbox answers asynchronously); a wake-up during a round makes one more.
+   */
   private pump(): void {
     if (this.closed) return;
+    if (this.pumping) {
+      this.again = true;
+      return;
+    }
+    this.pumping = this.round()
+      .catch((err: unknown) => {
+        this.opts.log.error({ err }, 'could not read the webhook outbox; trying again shortly');
+        this.sleep(RETRY_AFTER_ERROR_MS);
+      })
+      .finally(() => {
+        this.pumping = null;
+        if (this.again) {
+          this.again = false;
+          this.pump();
+        }
+      });
+  }
+
+  private async round(): Promise<void> {
     const room = MAX_IN_FLIGHT - this.inFlight.size;
     if (room > 0) {
       const now = Date.now() / 1000;
-      // Ask for more than there is room for: rows already in flight are due too.
-      for (const row of this.outbox.due(now, room + this.inFlight.size)) {
-        if (this.inFlight.size >= MAX_IN_FLIGHT) break;
+      // Claimed rows are this dispatcher's until it records them: the ones in flight are not returned.
+      for (const row of await this.outbox.claimDue(now, room, this.nodeId)) {
+        if (this.closed || this.inFlight.size >= MAX_IN_FLIGHT) break;
         if (this.inFlight.has(row.id)) continue;
         const controller = new AbortController();
         const done = this.attempt(row, controller).finally(() => {
@@ -90,24 +131,31 @@ export class WebhookDispatcher {
         this.inFlight.set(row.id, { controller, done });
       }
     }
-    this.schedule();
+    await this.schedule();
   }
 
   /** Wakes up when the soonest pending delivery is due (rows in flight are woken by their end). */
-  private schedule(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    if (this.inFlight.size >= MAX_IN_FLIGHT) return;
-    const next = this.outbox.nextDueAt();
-    if (next === null) return;
+  private async schedule(): Promise<void> {
+    if (this.closed) return;
+    if (this.inFlight.size >= MAX_IN_FLIGHT) return this.sleep(null);
+    const next = await this.outbox.nextDueAt();
+    if (next === null) return this.sleep(this.opts.idlePollMs ?? null);
     const waitMs = Math.max(0, next * 1000 - Date.now());
     // Nothing due now that is not in flight: wait for the flights (they pump when done).
-    if (waitMs === 0 && this.inFlight.size > 0) return;
-    this.timer = setTimeout(() => this.pump(), Math.min(waitMs, 2 ** 31 - 1));
+    if (waitMs === 0 && this.inFlight.size > 0) return this.sleep(this.opts.idlePollMs ?? null);
+    this.sleep(Math.min(waitMs, this.opts.idlePollMs ?? Infinity));
+  }
+
+  /** The next round in `ms` (null: only when woken), replacing any earlier timer. */
+  private sleep(ms: number | null): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.closed || ms === null) return;
+    this.timer = setTimeout(() => this.pump(), Math.min(ms, 2 ** 31 - 1));
     this.timer.unref();
   }
 
-  private async attempt(row: DeliveryRow, controller: AbortController): Promise<void> {
+  private async attemptOnce(row: DeliveryRow, controller: AbortController): Promise<void> {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -116,14 +164,14 @@ export class WebhookDispatcher {
     try {
       const { status, retryAfterMs } = await this.post(row, controller.signal);
       if (status >= 200 && status <= 299) {
-        this.outbox.recordDelivered(row.id, status);
+        await this.outbox.recordDelivered(row.id, status);
         this.opts.log.info({ job_id: row.job_id, webhook_id: row.id, status }, 'webhook delivered');
       } else if (status === 410) {
         // Standard Webhooks: 410 Gone says the endpoint was removed on purpose; retrying it for a
         // day would only knock on a closed door.
-        this.failed(row, status, 'HTTP 410: the receiver says this endpoint is gone; not retried', { giveUp: true });
+        await this.failed(row, status, 'HTTP 410: the receiver says this endpoint is gone; not retried', { giveUp: true });
       } else {
-        this.failed(row, status, `HTTP ${status}`, { retryAfterMs });
+        await this.failed(row, status, `HTTP ${status}`, { retryAfterMs });
       }
     } catch (err) {
       // Shutdown: not an attempt of the receiver's; the row stays pending for the next start.
@@ -133,14 +181,27 @@ export class WebhookDispatcher {
         : err instanceof Error
           ? err.message
           : String(err);
-      this.failed(row, null, reason);
+      await this.failed(row, null, reason);
     } finally {
       clearTimeout(timer);
     }
   }
 
+  /**
+   * One attempt, its result recorded. Recording can fail only on a shared database that is away:
+   * the delivery then stays claimed until its lease lapses and is attempted again (the receiver
+   * dedupes on `webhook-id`).
+   */
+  private async attempt(row: DeliveryRow, controller: AbortController): Promise<void> {
+    try {
+      await this.attemptOnce(row, controller);
+    } catch (err) {
+      this.opts.log.error({ err, job_id: row.job_id, webhook_id: row.id }, 'could not record a webhook attempt; it is tried again once its claim lapses');
+    }
+  }
+
   /** Records a failed attempt and when the next one is due, or gives up past the retry horizon. */
-  private failed(row: DeliveryRow, status: number | null, error: string, how: { retryAfterMs?: number | null; giveUp?: boolean } = {}): void {
+  private async failed(row: DeliveryRow, status: number | null, error: string, how: { retryAfterMs?: number | null; giveUp?: boolean } = {}): Promise<void> {
     const attempts = row.attempts + 1;
     const base = Math.min(MAX_BACKOFF_MS, this.opts.backoffMs * 2 ** (attempts - 1));
     // "Equal jitter": at least half the backoff, so retries still spread out over time. A receiver
@@ -151,7 +212,7 @@ export class WebhookDispatcher {
     const nextMs = Date.now() + delayMs;
     const horizonMs = (row.event_at ?? row.created_at) * 1000 + this.opts.retryForMs;
     const giveUp = how.giveUp === true || nextMs > horizonMs;
-    this.outbox.recordFailure(row.id, status, clip(error, MAX_ERROR_CHARS), giveUp ? null : nextMs / 1000);
+    await this.outbox.recordFailure(row.id, status, clip(error, MAX_ERROR_CHARS), giveUp ? null : nextMs / 1000);
     const fields = { job_id: row.job_id, webhook_id: row.id, attempts, status, error };
     if (giveUp) this.opts.log.warn(fields, how.giveUp ? 'webhook delivery given up (the receiver answered 410 Gone)' : 'webhook delivery given up (KIAPI_WEBHOOK_RETRY_FOR_S)');
     else this.opts.log.info(fields, 'webhook delivery failed; will retry');

@@ -7,13 +7,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { ConfigError } from '../config.js';
-import type { Db } from '../db.js';
 import { InputError, RuleError, isKiapiError } from '../errors.js';
 import { abortable } from '../files/url-fetch.js';
 import { checkHttpUrl, resolveVetted, type CheckedUrl } from '../files/url-safety.js';
-import type { JobRecord, JobStore } from '../jobs/job-store.js';
+import { syncOnly, type JobRecord, type JobStore } from '../jobs/job-store.js';
 import { WebhookDispatcher } from './dispatcher.js';
-import { WebhookOutbox, type WebhookEvent, type WebhookTarget } from './outbox.js';
+import type { WebhookEvent, WebhookOutboxApi, WebhookTarget } from './outbox.js';
 import type { WebhookSettings } from './settings.js';
 import { generateSecret, parseSecret } from './signing.js';
 
@@ -28,17 +27,18 @@ export const DEFAULT_EVENTS: readonly WebhookEvent[] = ['completed'];
 export const SECRET_FILE = 'webhook-secret';
 
 export class Webhooks {
-  readonly outbox: WebhookOutbox;
   private readonly dispatcher: WebhookDispatcher;
 
   constructor(
-    db: Db,
+    /** The owner of delivery state: SQLite's WebhookOutbox on one node, the shared one in a cluster. */
+    readonly outbox: WebhookOutboxApi,
     private readonly settings: WebhookSettings,
     private readonly allowPrivate: boolean,
     key: Buffer,
-    log: Logger,
+    private readonly log: Logger,
+    /** What a cluster's dispatcher needs (DispatcherOptions): its node id, how often it looks for others' deliveries. */
+    shared: { nodeId?: string; idlePollMs?: number } = {},
   ) {
-    this.outbox = new WebhookOutbox(db);
     this.dispatcher = new WebhookDispatcher(this.outbox, {
       key,
       timeoutMs: settings.timeoutS * 1000,
@@ -46,19 +46,22 @@ export class Webhooks {
       retryForMs: settings.retryForS * 1000,
       allowPrivate,
       log,
+      ...shared,
     });
   }
 
   /**
-   * Hooks the outbox to the job store's transitions. Before start-up recovery, so the jobs it
-   * fails (or completes) queue their `completed` event like any other.
+   * Hooks the outbox to the single-node job store's transitions, whose SQLite transaction calls
+   * it synchronously. Before start-up recovery, so the jobs it fails (or completes) queue their
+   * `completed` event like any other. (A cluster's queue calls `outbox.transition` with its own
+   * transaction's client instead.)
    */
   attach(jobs: JobStore, view: (job: JobRecord) => Record<string, unknown>): void {
-    jobs.onTransition((job) => this.outbox.transition(job, () => view(job)));
+    jobs.onTransition((job) => syncOnly(this.outbox.transition(job, () => view(job), undefined), 'the webhook outbox'));
   }
 
   start(): void {
-    this.outbox.prune();
+    this.outbox.prune().catch((err: unknown) => this.log.error({ err }, 'could not prune the webhook outbox'));
     this.dispatcher.start();
   }
 

@@ -6,7 +6,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { capabilityPrefix, type CapabilityRegistry, type JobRunner, type OperationDef, type PreparedJob, type Runnable } from '../../core/capability.js';
 import { CanceledError, ConflictError, EngineError, NotFoundError, SyncTimeoutError, isKiapiError } from '../../core/errors.js';
 import { requestFingerprint } from '../../core/jobs/idempotency.js';
-import type { JobHandler } from '../../core/jobs/job-queue.js';
+import type { JobHandler, RecordOptions } from '../../core/jobs/job-queue.js';
 import type { JobRecord } from '../../core/jobs/job-store.js';
 import type { WebhookTarget } from '../../core/webhooks/outbox.js';
 import type { WebhookRequest } from '../../core/webhooks/webhooks.js';
@@ -114,7 +114,7 @@ async function answer(ctx: AppContext, op: OperationDef, route: string, req: Fas
   } else {
     // The validated body (lax spellings converted, defaults filled in) is what "the same request" means.
     const keyed = await ctx.idempotency.once(route, key, requestFingerprint(body), (record) =>
-      submitJob(ctx, op, body, warnings, gone.signal, (jobs) => record(jobs.map((j) => j.id))),
+      submitJob(ctx, op, body, warnings, gone.signal, (jobs, tx) => record(jobs.map((j) => j.id), tx)),
     );
     if ('fresh' in keyed) {
       job = keyed.fresh;
@@ -189,7 +189,7 @@ async function submitJob(
   body: SubmitBody,
   warnings: string[],
   signal: AbortSignal,
-  record?: (jobs: JobRecord[]) => void,
+  record?: RecordOptions['record'],
 ): Promise<JobRecord> {
   // Checked before preparation stores any input: a refused webhook leaves nothing behind.
   const webhook = await ctx.webhooks.target(body as WebhookRequest, signal);
@@ -226,7 +226,7 @@ export async function queuePrepared(
   prepared: PreparedJob,
   run: JobHandler,
   webhook: WebhookTarget | null,
-  record?: (jobs: JobRecord[]) => void,
+  record?: RecordOptions['record'],
 ): Promise<JobRecord> {
   try {
     const release = prepared.release?.bind(prepared);
@@ -235,7 +235,7 @@ export async function queuePrepared(
       model: prepared.model,
       onSettled: release ? () => void release() : undefined,
       workload: prepared.workload,
-      onCreate: webhook ? (created) => ctx.webhooks.outbox.subscribe(created.id, webhook) : undefined,
+      onCreate: webhook ? (created, tx) => ctx.webhooks.outbox.subscribe(created.id, webhook, tx) : undefined,
       record,
     });
   } catch (err) {

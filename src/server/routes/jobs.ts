@@ -3,6 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Static } from 'typebox';
 import { prepareRerun } from '../../capabilities/image-common/rerun.js';
 import { requestFingerprint } from '../../core/jobs/idempotency.js';
+import type { RecordOptions } from '../../core/jobs/job-queue.js';
 import { AsyncJobResponse } from '../../core/jobs/job-schema.js';
 import type { JobRecord } from '../../core/jobs/job-store.js';
 import type { AppContext } from '../context.js';
@@ -192,7 +193,7 @@ async function rerun(ctx: AppContext, req: RerunRequest, reply: FastifyReply): P
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) gone.abort();
   });
-  const submit = async (record?: (jobs: JobRecord[]) => void): Promise<JobRecord> => {
+  const submit = async (record?: RecordOptions['record']): Promise<JobRecord> => {
     // Checked before preparation holds any input: a refused webhook leaves nothing behind.
     const webhook = await ctx.webhooks.target(req.body, gone.signal);
     const { prepared, warnings } = await prepareRerun(ctx.services, original, { allowDifferent: req.body.allow_different ?? false, mode }, gone.signal);
@@ -201,7 +202,7 @@ async function rerun(ctx: AppContext, req: RerunRequest, reply: FastifyReply): P
   };
   if (key === null) return answerJob(ctx, await submit(), mode, req, reply, gone.signal);
   const keyed = await ctx.idempotency.once(`/v1/jobs/${original.id}/rerun`, key, requestFingerprint(req.body), (record) =>
-    submit((jobs) => record(jobs.map((j) => j.id))),
+    submit((jobs, tx) => record(jobs.map((j) => j.id), tx)),
   );
   if ('fresh' in keyed) return answerJob(ctx, keyed.fresh, mode, req, reply, gone.signal);
   markReplayed(reply);
