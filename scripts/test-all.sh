@@ -42,8 +42,9 @@ if [[ "${results[2]%% *}" == 0 ]]; then
   run clients npm run --silent test:clients
   run openai-sdk npm run --silent test:openai-sdk
   run browser npm run --silent test:browser
+  run cluster npm run --silent test:cluster
 else
-  names+=("real-engine" "fuzz" "clients" "openai-sdk" "browser"); results+=("skipped 0" "skipped 0" "skipped 0" "skipped 0" "skipped 0")
+  names+=("real-engine" "fuzz" "clients" "openai-sdk" "browser" "cluster"); results+=("skipped 0" "skipped 0" "skipped 0" "skipped 0" "skipped 0" "skipped 0")
 fi
 
 echo

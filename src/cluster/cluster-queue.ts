@@ -603,7 +603,7 @@ export class ClusterJobQueue implements JobQueueApi {
     setTimeout(() => this.outcomes.delete(job.id), 60_000).unref();
     const written = await this.finishFenced(final, r.attempt, r.queue);
     job.status = final.status;
-    if (!written) log.warn({ elapsed_ms: Date.now() - t0 }, 'the job was taken from this node before it ended; its result is dropped');
+    if (!written) log.warn({ elapsed_ms: Date.now() - t0 }, 'the job record no longer names this attempt (the job was deleted, or handed to another node); its result is dropped');
   }
 
   /** Records a final state, fenced by this node's attempt (false: the attempt was taken away). */

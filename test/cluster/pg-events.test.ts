@@ -186,8 +186,8 @@ void describe('PgEventBus', () => {
   void it('prune removes the events of jobs finished long enough ago, and of jobs whose record is gone', async () => {
     const a = await bus();
     await pool.query(
-      `INSERT INTO jobs (id, type, params, status, artifacts, created_at, progress_label, queue)
-       VALUES ('job-live', 'qwen', '{}', 'running', '[]', 1, '', 'qwen/image')`,
+      `INSERT INTO jobs (id, type, params, status, artifacts, created_at, progress_label, queue, runnable)
+       VALUES ('job-live', 'qwen', '{}', 'running', '[]', 1, '', 'qwen/image', '{}')`,
     );
     await a.bus.publish(ev('job-live', 0));
     await a.bus.publish(ev('job-done', 0));

@@ -87,6 +87,15 @@ const running = new Set<ChildProcess>();
 process.on('exit', () => {
   for (const child of running) killGroup(child, 'SIGKILL');
 });
+// A test process ended by a signal (Ctrl-C, a runner giving up on it) emits no 'exit': the
+// groups, detached from it, would outlive it. They are killed first, then the signal is raised
+// again with its default action (the handler runs once).
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(signal, () => {
+    for (const child of running) killGroup(child, 'SIGKILL');
+    process.kill(process.pid, signal);
+  });
+}
 
 function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
   if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
@@ -139,7 +148,7 @@ function captureLog(child: ChildProcess, logFile: string): void {
   child.stderr?.pipe(out);
 }
 
-function tail(file: string, lines = 20): string {
+export function tail(file: string, lines = 20): string {
   try {
     return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
   } catch {
@@ -151,13 +160,19 @@ function tail(file: string, lines = 20): string {
  * A controlled server process: `spawnIt` starts it (in its own process group), `ready` tells
  * when it answers. Start failures (a port taken in the meantime) surface with the log's tail.
  */
-function controlled(
+export function controlled(
   name: string,
   dir: string,
   spawnIt: () => ChildProcess,
   ready: () => Promise<boolean>,
   graceful: NodeJS.Signals,
-): Omit<Service, 'name' | 'port' | 'dir'> & { start(): Promise<void> } {
+  readyTimeoutMs = READY_TIMEOUT_MS,
+): Omit<Service, 'name' | 'port' | 'dir'> & {
+  start(): Promise<void>;
+  /** The graceful signal to the group, SIGKILL after 10 s; resolves with the exit code once every process is gone. Keeps the dir. */
+  halt(): Promise<number | null>;
+  readonly logFile: string;
+} {
   let child: ChildProcess | null = null;
   const logFile = path.join(dir, `${name}.log`);
   const start = async () => {
@@ -171,7 +186,7 @@ function controlled(
         throw new Error(`${name} exited (${c.exitCode ?? c.signalCode}) while starting:\n${tail(logFile)}`);
       }
       return ready();
-    }).catch((err: unknown) => {
+    }, readyTimeoutMs).catch((err: unknown) => {
       killGroup(c, 'SIGKILL');
       throw err;
     });
@@ -187,6 +202,18 @@ function controlled(
     await waitFor(`${name} processes to exit`, async () => groupGone(pgid));
     child = null;
   };
+  const halt = async (): Promise<number | null> => {
+    const c = child;
+    if (!c?.pid) return null;
+    killGroup(c, graceful);
+    const timer = setTimeout(() => killGroup(c, 'SIGKILL'), 10_000);
+    await exited(c);
+    clearTimeout(timer);
+    const pgid = c.pid;
+    await waitFor(`${name} processes to exit`, async () => groupGone(pgid)).catch(() => undefined);
+    child = null;
+    return c.exitCode;
+  };
   return {
     get pid() {
       return child?.pid ?? null;
@@ -197,17 +224,10 @@ function controlled(
       if (child) await killNow();
       await start();
     },
+    halt,
+    logFile,
     async stop() {
-      const c = child;
-      if (c?.pid) {
-        killGroup(c, graceful);
-        const timer = setTimeout(() => killGroup(c, 'SIGKILL'), 10_000);
-        await exited(c);
-        clearTimeout(timer);
-        const pgid = c.pid;
-        await waitFor(`${name} processes to exit`, async () => groupGone(pgid)).catch(() => undefined);
-        child = null;
-      }
+      await halt();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -35,6 +35,7 @@ void describe('readClusterSettings', () => {
       nodeUrl: 'http://127.0.0.1:8123',
       leaseS: 15,
       maxAttempts: 2,
+      models: null,
     });
     // A wildcard bind address is nothing to connect to: the host name stands in.
     assert.equal(readClusterSettings(both, { host: '0.0.0.0', port: 80 })?.nodeUrl, `http://${os.hostname()}:80`);
@@ -53,6 +54,7 @@ void describe('readClusterSettings', () => {
         KIAPI_CLUSTER_NODE_URL: 'https://gpu-1.lan:8443/',
         KIAPI_CLUSTER_LEASE_S: '2.5',
         KIAPI_CLUSTER_MAX_ATTEMPTS: '3',
+        KIAPI_CLUSTER_MODELS: 'qwen/image, ideogram4/fp8',
       },
       listen,
     );
@@ -63,6 +65,7 @@ void describe('readClusterSettings', () => {
       nodeUrl: 'https://gpu-1.lan:8443',
       leaseS: 2.5,
       maxAttempts: 3,
+      models: ['qwen/image', 'ideogram4/fp8'],
     });
   });
 
