@@ -232,7 +232,7 @@ interface JobRow {
 /**
  * Waits until every job has finished, reading the shared database (one cheap query per 100 ms,
  * so the waiting costs the nodes nothing; the figures come from the records' own timestamps,
- * not from when this loop noticed). Then checks every answer through the API.
+ * not from when this loop noticed).
  */
 async function awaitBatch(clusterDb: pg.Client, ids: string[], timeoutMs: number): Promise<JobRow[]> {
   const deadline = Date.now() + timeoutMs;
@@ -245,8 +245,6 @@ async function awaitBatch(clusterDb: pg.Client, ids: string[], timeoutMs: number
 }
 
 interface Round {
-  nodes: number;
-  jobs: number;
   wallS: number;
   jobsPerS: number;
   perNode: Record<string, number>;
@@ -317,8 +315,6 @@ async function throughputRound(svc: Services, count: number): Promise<Round> {
         }
         split.gaps = wallS - split.run - split.start - split.tail;
         return {
-          nodes: count,
-          jobs: JOBS,
           wallS,
           jobsPerS: JOBS / wallS,
           perNode,
@@ -381,8 +377,8 @@ async function alternate(agent: http.Agent, a: string, b: string, n: number): Pr
 
 const pair = (xs: number[], digits = 2) => `${fmt(p(xs, 50), digits)} / ${fmt(p(xs, 90), digits)}`;
 const kinds = (t: Timed) => [...new Set(t.answers)].join(', ');
-/** p50 of each Server-Timing part, and of the client's latency beyond the server's total (HTTP, client). */
-const split = (t: Timed) => {
+/** p50 of each Server-Timing part; the client's latency beyond `total` is HTTP and the client. */
+const timingSplit = (t: Timed) => {
   const parts = ['wait', 'engine', 'store', 'total'].map((k) => `${k} ${fmt(p(t.timing[k] ?? [], 50), 2)}`);
   return parts.join(', ');
 };
@@ -456,9 +452,9 @@ async function overheadPart(svc: Services): Promise<Figures> {
         return {
           'sync 64x64 1-step requests per side (alternating blocks of 10)': String(SAMPLES),
           'single node: latency p50 / p90 ms': pair(s.latency),
-          'single node: Server-Timing p50 ms': split(s),
+          'single node: Server-Timing p50 ms': timingSplit(s),
           'one-node cluster: latency p50 / p90 ms': pair(c.latency),
-          'one-node cluster: Server-Timing p50 ms': split(c),
+          'one-node cluster: Server-Timing p50 ms': timingSplit(c),
           'cluster cost per job, p50 / p90 difference ms': `${fmt(p(c.latency, 50) - p(s.latency, 50), 2)} / ${fmt(p(c.latency, 90) - p(s.latency, 90), 2)}`,
           'kiapi CPU ms per job: single / cluster node': `${perJob(cpu1.single - cpu0.single)} / ${perJob(cpu1.kiapi - cpu0.kiapi)}`,
           'PostgreSQL CPU ms per cluster job (all backends)': perJob(cpu1.postgres - cpu0.postgres),
@@ -491,8 +487,8 @@ async function crossNodePart(svc: Services): Promise<Figures> {
           'sync 64x64 1-step requests per side (alternating blocks of 10)': String(SAMPLES),
           'sent to A (model on B only): latency p50 / p90 ms': pair(viaA.latency),
           'sent to B (runs there): latency p50 / p90 ms': pair(viaB.latency),
-          'sent to A: Server-Timing p50 ms': split(viaA),
-          'sent to B: Server-Timing p50 ms': split(viaB),
+          'sent to A: Server-Timing p50 ms': timingSplit(viaA),
+          'sent to B: Server-Timing p50 ms': timingSplit(viaB),
           'cross-node cost, p50 / p90 difference ms': `${fmt(p(viaA.latency, 50) - p(viaB.latency, 50), 2)} / ${fmt(p(viaA.latency, 90) - p(viaB.latency, 90), 2)}`,
           'answers (content types): via A / via B': `${kinds(viaA)} / ${kinds(viaB)}`,
           'jobs run per node (from the records)': owners.map((o) => `${o.owner} ${o.n}`).join(', '),
