@@ -16,23 +16,8 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EnginePreview, PreviewRequest } from '../engines/engine.js';
 import { JobEvents, TERMINAL_EVENTS, previewData, terminalEventId, type JobEvent, type JobEventName } from '../core/jobs/job-events.js';
-import type pg from 'pg';
 import type { ClusterEvent, PgEventBus } from './pg-events.js';
-import { unavailable } from './pg.js';
-import { JOB_EVENT_COLUMNS } from './schema.js';
 
-interface EventRow {
-  id: string;
-  job_id: string;
-  job_type: string;
-  status: string;
-  event: string;
-  data: string;
-}
-
-function fromEventRow(r: EventRow): ClusterEvent {
-  return { id: r.id, jobId: r.job_id, jobType: r.job_type, status: r.status, event: r.event, data: JSON.parse(r.data) as Record<string, unknown> };
-}
 
 const WATCH_CHANNEL = 'kiapi_preview_watch';
 
@@ -50,7 +35,6 @@ export class ClusterJobEvents extends JobEvents {
   private readonly stops: (() => unknown)[] = [];
 
   constructor(
-    private readonly pool: pg.Pool,
     private readonly bus: PgEventBus,
     private readonly nodeId: string,
     private readonly log: Logger,
@@ -95,15 +79,7 @@ export class ClusterJobEvents extends JobEvents {
 
   /** Every lifecycle event of the job so far (the route shows the latest of them). */
   override async historyOf(jobId: string): Promise<JobEvent[]> {
-    try {
-      const rows = await this.pool.query<EventRow>(
-        `SELECT ${JOB_EVENT_COLUMNS} FROM job_events WHERE job_id = $1 AND event <> 'preview' ORDER BY id`,
-        [jobId],
-      );
-      return rows.rows.map((r) => toJobEvent(fromEventRow(r)));
-    } catch (err) {
-      throw unavailable(err, 'reading job events');
-    }
+    return (await this.bus.replayFrom(jobId)).map(toJobEvent);
   }
 
   override async replayAll(lastId: string): Promise<JobEvent[] | null> {
@@ -116,16 +92,7 @@ export class ClusterJobEvents extends JobEvents {
   /** The table id behind an event id (`<job>.end` names the job's terminal row). */
   private async rowIdOf(eventId: string): Promise<string | null> {
     const job = /^(.+)\.end$/.exec(eventId);
-    if (!job) return eventId;
-    try {
-      const res = await this.pool.query<{ id: string }>(
-        "SELECT id::text AS id FROM job_events WHERE job_id = $1 AND event IN ('succeeded', 'failed', 'canceled') ORDER BY id DESC LIMIT 1",
-        [job[1]],
-      );
-      return res.rows[0]?.id ?? null;
-    } catch (err) {
-      throw unavailable(err, 'reading job events');
-    }
+    return job ? this.bus.terminalIdOf(job[1]!) : eventId;
   }
 
   /** Registered here and announced to every node; the one running the job makes the previews. */

@@ -106,7 +106,7 @@ export class ClusterNodeServices {
       const bus = new PgEventBus(pool, { url: settings.databaseUrl, log: log.child({ component: 'cluster-events' }) });
       await bus.start();
       opened.unshift({ close: () => bus.close() });
-      const events = new ClusterJobEvents(pool, bus, settings.nodeId, log.child({ component: 'cluster-events' }));
+      const events = new ClusterJobEvents(bus, settings.nodeId, log.child({ component: 'cluster-events' }));
       await events.start();
       opened.unshift({ close: () => events.close() });
       const blobs = await S3BlobStore.open({ bucket: settings.s3.bucket, region: settings.s3.region, ...(settings.s3.endpoint ? { endpoint: settings.s3.endpoint } : {}) });

@@ -21,7 +21,6 @@ import type pg from 'pg';
 import type PgBoss from 'pg-boss';
 import type { Logger } from 'pino';
 import { BusyError, CanceledError, ConflictError, NotFoundError, UnavailableError, isKiapiError } from '../core/errors.js';
-import { newJobId } from '../core/ids.js';
 import type { Workload } from '../core/jobs/eta.js';
 import type {
   JobHandler,
@@ -33,11 +32,11 @@ import type {
   SubmitItem,
   SubmitOptions,
 } from '../core/jobs/job-queue.js';
-import { FINISHED, type JobRecord } from '../core/jobs/job-store.js';
+import { FINISHED, fromRow, newJobRecord, type JobRecord } from '../core/jobs/job-store.js';
 import type { ClusterJobEvents } from './cluster-events.js';
 import type { NodeRegistry } from './nodes.js';
 import { insertEvent } from './pg-events.js';
-import { fromRow, type JobRow, type PgJobStore } from './pg-job-store.js';
+import type { JobRow, PgJobStore } from './pg-job-store.js';
 import { inTransaction, onClient, unavailable } from './pg.js';
 
 const WAKE_CHANNEL = 'kiapi_jobs';
@@ -174,22 +173,8 @@ export class ClusterJobQueue implements JobQueueApi {
     await this.assertRunnable(models);
     await this.ensureQueues(models.map(queueName));
     const now = Date.now() / 1000;
-    const jobs = items.map(
-      ({ type, params }): JobRecord => ({
-        type,
-        params,
-        id: newJobId(),
-        status: 'queued',
-        result: null,
-        artifacts: [],
-        error: null,
-        created_at: now,
-        started_at: null,
-        finished_at: null,
-        progress: null,
-        progress_label: 'queued',
-      }),
-    );
+    const jobs = items.map(({ type, params }) => newJobRecord(type, params, now));
+
     try {
       await inTransaction(this.o.pool, async (tx) => {
         const queued = await tx.query<{ n: string }>("SELECT count(*) AS n FROM jobs WHERE status = 'queued'");

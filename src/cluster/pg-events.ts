@@ -50,7 +50,8 @@ export interface PgEventBusOptions {
   pingMs?: number;
 }
 
-interface EventRow {
+/** A job_events row as JOB_EVENT_COLUMNS selects it. */
+export interface EventRow {
   id: string;
   job_id: string;
   job_type: string;
@@ -167,10 +168,14 @@ export class PgEventBus {
     }
   }
 
-  /** Every event of one job the table still holds, oldest first (at most `limit`). */
+  /** Every event of one job the table still holds but its previews, oldest first (at most `limit`). */
   async replayFrom(jobId: string, limit = 5000): Promise<ClusterEvent[]> {
     try {
-      const rows = await this.pool.query<EventRow>(`SELECT ${JOB_EVENT_COLUMNS} FROM job_events WHERE job_id = $1 ORDER BY id LIMIT $2`, [jobId, limit]);
+      // Previews are large and never replayed: a watcher arriving late gets the next one live.
+      const rows = await this.pool.query<EventRow>(
+        `SELECT ${JOB_EVENT_COLUMNS} FROM job_events WHERE job_id = $1 AND event <> 'preview' ORDER BY id LIMIT $2`,
+        [jobId, limit],
+      );
       return rows.rows.map(toEvent);
     } catch (err) {
       throw unavailable(err, 'reading job events');
@@ -451,6 +456,6 @@ export class PgEventBus {
   }
 }
 
-function toEvent(r: EventRow): ClusterEvent {
+export function toEvent(r: EventRow): ClusterEvent {
   return { id: r.id, jobId: r.job_id, jobType: r.job_type, status: r.status, event: r.event, data: JSON.parse(r.data) as Record<string, unknown> };
 }

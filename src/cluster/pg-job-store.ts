@@ -8,7 +8,7 @@
 import type pg from 'pg';
 import { NotFoundError } from '../core/errors.js';
 import { isJobId } from '../core/ids.js';
-import type { JobListQuery, JobPage, JobReader, JobRecord, JobStatus } from '../core/jobs/job-store.js';
+import { fromRow, toRow, type JobListQuery, type JobPage, type JobReader, type JobRecord, type JobRow as StoredJob } from '../core/jobs/job-store.js';
 import { PgPager } from './pg-pager.js';
 import { unavailable } from './pg.js';
 
@@ -25,20 +25,8 @@ export interface JobPlacement {
   cancel_requested_at: number | null;
 }
 
-export interface JobRow extends JobPlacement {
-  id: string;
-  type: string;
-  params: string;
-  status: JobStatus;
-  result: string | null;
-  artifacts: string;
-  error: string | null;
-  created_at: number;
-  started_at: number | null;
-  finished_at: number | null;
-  progress: number | null;
-  progress_label: string;
-}
+/** A job row of the shared database: the record's columns and the placement's. */
+export interface JobRow extends StoredJob, JobPlacement {}
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
 
@@ -114,30 +102,4 @@ export class PgJobStore implements JobReader {
     );
     return res.rowCount ?? 0;
   }
-}
-
-export function toRow(job: JobRecord) {
-  return {
-    ...job,
-    params: JSON.stringify(job.params),
-    result: job.result === null ? null : JSON.stringify(job.result),
-    artifacts: JSON.stringify(job.artifacts),
-  };
-}
-
-export function fromRow(row: JobRow): JobRecord {
-  return {
-    type: row.type,
-    params: JSON.parse(row.params) as Record<string, unknown>,
-    id: row.id,
-    status: row.status,
-    result: row.result === null ? null : (JSON.parse(row.result) as Record<string, unknown>),
-    artifacts: JSON.parse(row.artifacts) as string[],
-    error: row.error,
-    created_at: row.created_at,
-    started_at: row.started_at,
-    finished_at: row.finished_at,
-    progress: row.progress,
-    progress_label: row.progress_label,
-  };
 }

@@ -29,7 +29,8 @@ export interface JobRecord {
   progress_label: string;
 }
 
-interface JobRow {
+/** A job as stored: the record's fields, JSON as text. */
+export interface JobRow {
   id: string;
   type: string;
   params: string;
@@ -161,20 +162,7 @@ export class JobStore implements JobReader {
     items: { type: string; params: Record<string, unknown>; within?: TransactionWrite<JobRecord> }[],
     alsoWrite?: TransactionWrite<JobRecord[]>,
   ): JobRecord[] {
-    const jobs = items.map(({ type, params }): JobRecord => ({
-      type,
-      params,
-      id: newJobId(),
-      status: 'queued',
-      result: null,
-      artifacts: [],
-      error: null,
-      created_at: Date.now() / 1000,
-      started_at: null,
-      finished_at: null,
-      progress: null,
-      progress_label: 'queued',
-    }));
+    const jobs = items.map(({ type, params }) => newJobRecord(type, params));
     this.db.transaction(() => {
       jobs.forEach((job, i) => {
         this.stmts.insert.run(toRow(job));
@@ -279,7 +267,26 @@ export class JobStore implements JobReader {
   }
 }
 
-function toRow(job: JobRecord): JobRow {
+/** A new job as it is queued: a fresh id, now, no progress yet. */
+export function newJobRecord(type: string, params: Record<string, unknown>, now = Date.now() / 1000): JobRecord {
+  return {
+    type,
+    params,
+    id: newJobId(),
+    status: 'queued',
+    result: null,
+    artifacts: [],
+    error: null,
+    created_at: now,
+    started_at: null,
+    finished_at: null,
+    progress: null,
+    progress_label: 'queued',
+  };
+}
+
+/** A job's row: the record with its JSON fields as text (both stores keep them so). */
+export function toRow(job: JobRecord): JobRow {
   return {
     ...job,
     params: JSON.stringify(job.params),
@@ -288,7 +295,8 @@ function toRow(job: JobRecord): JobRow {
   };
 }
 
-function fromRow(row: JobRow): JobRecord {
+/** The record of a row (columns beyond the record's are left out). */
+export function fromRow(row: JobRow): JobRecord {
   return {
     type: row.type,
     params: JSON.parse(row.params) as Record<string, unknown>,
