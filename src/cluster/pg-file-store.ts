@@ -28,6 +28,7 @@ import type { BlobStore, StoredBlob } from '../core/files/blob-store.js';
 import {
   fileListQuery,
   fileRecordFromRow,
+  fileHead,
   resolveContentType,
   type FileFilter,
   type FilePage,
@@ -156,14 +157,7 @@ export class PgFileStore implements FileStoreApi {
     try {
       const stat = await fsp.stat(tmpPath);
       if (stat.size <= RECENT_MAX_BYTES) return await this.saveBytes(await fsp.readFile(tmpPath), info);
-      const handle = await fsp.open(tmpPath, 'r');
-      const head = Buffer.alloc(16);
-      try {
-        await handle.read(head, 0, 16, 0);
-      } finally {
-        await handle.close();
-      }
-      const contentType = resolveContentType(info.contentType, head, info.filename);
+      const contentType = resolveContentType(info.contentType, await fileHead(tmpPath), info.filename);
       const id = newFileId();
       const stored = await this.blobs.put(id, fs.createReadStream(tmpPath, { highWaterMark: 1 << 20 }));
       return await this.record(id, { ...info, contentType }, stored);

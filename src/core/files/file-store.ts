@@ -101,6 +101,18 @@ export interface FileStoreApi {
   hold(fileIds: string[]): Promise<() => Promise<void>>;
 }
 
+/** The first bytes of a file, what type sniffing looks at. */
+export async function fileHead(file: string): Promise<Buffer> {
+  const handle = await fsp.open(file, 'r');
+  const head = Buffer.alloc(16);
+  try {
+    await handle.read(head, 0, 16, 0);
+  } finally {
+    await handle.close();
+  }
+  return head;
+}
+
 export class FileStore implements FileStoreApi {
   private readonly insert;
   private readonly selectOne;
@@ -194,14 +206,7 @@ export class FileStore implements FileStoreApi {
         this.recent.remember(record.file_id, { bytes, modified: stat.mtime });
         return record;
       }
-      const handle = await fsp.open(tmpPath, 'r');
-      const head = Buffer.alloc(16);
-      try {
-        await handle.read(head, 0, 16, 0);
-      } finally {
-        await handle.close();
-      }
-      const contentType = resolveContentType(info.contentType, head, info.filename);
+      const contentType = resolveContentType(info.contentType, await fileHead(tmpPath), info.filename);
       return await this.adopt(tmpPath, { ...info, contentType }, stat.size, await sha256File(tmpPath));
     } catch (err) {
       await fsp.rm(tmpPath, { force: true });
