@@ -369,9 +369,20 @@ export class ClusterJobQueue implements JobQueueApi {
         if (!(err instanceof ConflictError)) throw err;
       }
     }
-    await this.o.pool.query('DELETE FROM jobs WHERE id = $1', [jobId]).catch((err: unknown) => {
+    try {
+      await inTransaction(this.o.pool, async (tx) => {
+        const gone = await tx.query<JobRow>('DELETE FROM jobs WHERE id = $1 RETURNING *', [jobId]);
+        const row = gone.rows[0];
+        // A running job's own end will never be recorded now (its record is gone): its terminal
+        // event is sent here, so waiters and watchers on every node stop waiting for it.
+        if (row?.status === 'running') {
+          const ended = { ...fromRow(row), status: 'canceled' as const, error: 'deleted by request', progress_label: 'canceled', finished_at: Date.now() / 1000 };
+          await insertEvent(tx, { jobId, jobType: ended.type, status: 'canceled', event: 'canceled', data: this.viewOfFinal(ended) });
+        }
+      });
+    } catch (err) {
       throw unavailable(err);
-    });
+    }
     return wasRunning;
   }
 

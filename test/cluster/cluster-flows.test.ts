@@ -171,11 +171,18 @@ void describe('a job across nodes', () => {
       // Deleted on a node that does not run it: the record is gone everywhere, the runner stops.
       const deleting = busy[2]!;
       const deleter = cluster!.nodes.find((n) => n.id !== deleting.runner)!;
+      // A watcher on the third node hears the end: the job's own end is never recorded now.
+      const third = cluster!.nodes.find((n) => n.id !== deleting.runner && n.id !== deleter.id)!;
+      const watcher = await openStream(`${third.url}/v1/jobs/${deleting.jobId}/events`);
+      assert.equal(watcher.status, 200);
       const del = await sendJson<{ deleted: boolean; was_running: boolean }>('DELETE', `${deleter.url}/v1/jobs/${deleting.jobId}`, undefined);
       assert.equal(del.status, 200, del.bytes.toString());
       assert.equal(del.json.deleted, true);
       assert.equal(del.json.was_running, true);
       for (const node of cluster!.nodes) assert.equal((await fetch(`${node.url}/v1/jobs/${deleting.jobId}`)).status, 404, `${node.id} forgot it`);
+      const heard = await watcher.ended;
+      assert.equal(heard.at(-1)?.event, 'canceled', `the watcher on ${third.id} ends with the deletion: ${heard.map((e) => e.event).join(',')}`);
+      assert.equal(heard.at(-1)?.data.error, 'deleted by request');
       await pollUntil(() => clusterView(cluster!.node(deleting.runner)), (v) => !v.nodes.some((n) => n.running_job === deleting.jobId), `${deleting.runner} to stop the deleted job`, LONG_MS);
     } finally {
       await finishAll(busy.map((b) => b.jobId));
