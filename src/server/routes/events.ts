@@ -147,7 +147,7 @@ export function eventRoutes(ctx: AppContext, streams: SseStreams): RouteDef[] {
         summary: 'All Job Events',
         description:
           `kiapi extension. Server-sent events of every job, for dashboards, until the client disconnects: the same events as GET /v1/jobs/{job_id}/events (previews excepted), ` +
-          'each carrying `job_id` and `type`, optionally only some job types or statuses. A watcher that reconnects with `Last-Event-ID` gets the events it missed while they are still in memory (the last 1024).',
+          'each carrying `job_id` and `type`, optionally only some job types or statuses. A watcher that reconnects with `Last-Event-ID` gets the events it missed while they are still kept: on a single node the last 1024, in memory; on a cluster node (any node) those of unfinished jobs and of jobs for at least a minute after they ended, from the shared database.',
         operationId: 'all_events_v1_events_get',
         responses: {
           '200': { description: 'The event stream.', eventStream: true },
