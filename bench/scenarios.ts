@@ -89,18 +89,27 @@ async function overhead(): Promise<Figures> {
     const jobId = sync.jobId;
     const lat = sync.latency;
 
-    // The same on the mflux worker path with the fake mflux: its engine is a few lines of PIL in
-    // the worker process, the closest to a test double of the original's own engine.
+    // The same on the mflux worker path with the fake mflux: its engine is a few lines of Python
+    // in the worker process, the closest to a test double of the original's own engine. Its call
+    // log is off: the original, run on the same fake for the comparison below, writes none.
     const workerDir = tempDir('kiapi-bench-');
-    const worker = await spawnServer({ ...fakeMfluxEnv(workerDir, { KIAPI_MEMORY_LIMIT_GB: '200' }), KIAPI_DATA_DIR: workerDir, KIAPI_LOG_LEVEL: 'warn' });
+    const workerEnv: Record<string, string> = { ...fakeMfluxEnv(workerDir, { KIAPI_MEMORY_LIMIT_GB: '200' }), KIAPI_DATA_DIR: workerDir, KIAPI_LOG_LEVEL: 'warn' };
+    delete workerEnv.FAKE_MFLUX_LOG;
+    const worker = await spawnServer(workerEnv);
     let onWorker: SyncRun;
     let workerSeconds: number;
+    let workerCpuPerJob: number;
+    let sideBySide: Figures = {};
     try {
       const wgen = `${worker.url}/v1/image/qwen/generate`;
       for (let i = 0; i < 20; i++) await (await generate(wgen, req)).arrayBuffer();
+      const c0 = cpuMsOfTree(worker.child.pid!);
       const w0 = performance.now();
       onWorker = await syncGenerations(wgen, req, n);
       workerSeconds = (performance.now() - w0) / 1000;
+      workerCpuPerJob = (cpuMsOfTree(worker.child.pid!) - c0) / n;
+      const original = process.env.KIAPI_BENCH_ORIGINAL_URL;
+      if (original) sideBySide = await againstOriginal(wgen, original.replace(/\/+$/, ''), req);
     } finally {
       await worker.stop();
       fs.rmSync(workerDir, { recursive: true, force: true });
@@ -147,6 +156,8 @@ async function overhead(): Promise<Figures> {
       'fake-mflux worker: latency p50 / p99 ms': `${fmt(percentile(onWorker.latency, 50), 2)} / ${fmt(percentile(onWorker.latency, 99), 2)}`,
       'fake-mflux worker: engine time p50 ms (incl. worker round trip)': fmt(percentile(onWorker.engine, 50), 2),
       'fake-mflux worker: kiapi overhead p50 / p99 ms': `${fmt(percentile(onWorker.overhead, 50), 2)} / ${fmt(percentile(onWorker.overhead, 99), 2)}`,
+      'fake-mflux worker: CPU ms per generation (server + worker processes)': fmt(workerCpuPerJob, 2),
+      ...sideBySide,
       'GET /v1/jobs/{id} requests/s (16 clients, 5 s)': fmt(pollLat.length / 5),
       'GET /v1/jobs/{id} p99 ms': fmt(percentile(pollLat, 99), 2),
       'download 256 MiB MB/s (best of 3)': fmt(http),
@@ -278,6 +289,61 @@ async function realEngine(): Promise<Figures> {
 }
 
 /** CPU time (user + system, every thread) a process has used so far, in ms, from /proc (Linux). */
+/**
+ * kiapi on the fake-mflux worker and the original server (KIAPI_BENCH_ORIGINAL_URL, started by the
+ * operator on the same fake mflux; see BENCHMARKS.md) in alternating blocks of sync generations,
+ * so both see the same minutes of this shared machine: latency as the client sees it.
+ */
+async function againstOriginal(kiapiGen: string, originalBase: string, req: Record<string, unknown>): Promise<Figures> {
+  const originalGen = `${originalBase}/v1/image/qwen/generate`;
+  const blocks = Number(process.env.KIAPI_BENCH_ORIGINAL_BLOCKS ?? 10);
+  const perBlock = 50;
+  const one = async (url: string, seed: number): Promise<number> => {
+    const t = performance.now();
+    const res = await generate(url, { ...req, seed });
+    const body = Buffer.from(await res.arrayBuffer());
+    const ms = performance.now() - t;
+    if (res.status !== 200 || body.subarray(1, 4).toString('latin1') !== 'PNG') {
+      throw new Error(`${url} answered ${res.status} without a PNG: is KIAPI_BENCH_ORIGINAL_URL an original kiapi server on the fake mflux?`);
+    }
+    return ms;
+  };
+  for (let i = 0; i < 20; i++) await one(originalGen, i);
+  const sides = { kiapi: { url: kiapiGen, ms: [] as number[], wall: 0 }, original: { url: originalGen, ms: [] as number[], wall: 0 } };
+  for (let b = 0; b < blocks; b++) {
+    // Each goes first in every other block: neither always follows the other's leftovers.
+    const order = b % 2 === 0 ? [sides.kiapi, sides.original] : [sides.original, sides.kiapi];
+    for (const side of order) {
+      const t = performance.now();
+      for (let i = 0; i < perBlock; i++) side.ms.push(await one(side.url, b * perBlock + i));
+      side.wall += performance.now() - t;
+    }
+  }
+  const figures: Figures = { 'side by side: blocks of 50 sync generations, each': String(blocks) };
+  for (const [name, side] of Object.entries(sides)) {
+    side.ms.sort((x, y) => x - y);
+    figures[`side by side: ${name} latency p50 / p90 / p99 ms`] = [50, 90, 99].map((p) => fmt(percentile(side.ms, p), 2)).join(' / ');
+    figures[`side by side: ${name} jobs/s`] = fmt(side.ms.length / (side.wall / 1000));
+  }
+  figures['side by side: kiapi p50 / original p50'] = fmt(percentile(sides.kiapi.ms, 50) / percentile(sides.original.ms, 50), 2);
+  return figures;
+}
+
+/** CPU ms of a process and its descendants (the server and its engine worker), from /proc. */
+function cpuMsOfTree(pid: number): number {
+  let total = cpuMsOf(pid);
+  for (const task of fs.readdirSync(`/proc/${pid}/task`)) {
+    let children: string;
+    try {
+      children = fs.readFileSync(`/proc/${pid}/task/${task}/children`, 'utf8').trim();
+    } catch {
+      continue; // the thread ended meanwhile
+    }
+    for (const child of children ? children.split(' ') : []) total += cpuMsOfTree(Number(child));
+  }
+  return total;
+}
+
 function cpuMsOf(pid: number): number {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   // Fields after the command name (which may hold spaces) are space-separated; utime and stime

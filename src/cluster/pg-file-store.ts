@@ -29,6 +29,7 @@ import {
   fileListQuery,
   fileRecordFromRow,
   fileHead,
+  readIfSmall,
   resolveContentType,
   type FileFilter,
   type FilePage,
@@ -37,7 +38,7 @@ import {
   type FileStoreApi,
   type NewFileInfo,
 } from '../core/files/file-store.js';
-import { RECENT_MAX_BYTES, RecentBytesMemory, type RecentBytes } from '../core/files/recent-bytes.js';
+import { RecentBytesMemory, type RecentBytes } from '../core/files/recent-bytes.js';
 import { sanitizeFilename } from '../core/files/content-type.js';
 import { InputError, NotFoundError, clip } from '../core/errors.js';
 import { isFileId, newFileId } from '../core/ids.js';
@@ -155,8 +156,8 @@ export class PgFileStore implements FileStoreApi {
    */
   async saveFile(tmpPath: string, info: NewFileInfo): Promise<FileRecord> {
     try {
-      const stat = await fsp.stat(tmpPath);
-      if (stat.size <= RECENT_MAX_BYTES) return await this.saveBytes(await fsp.readFile(tmpPath), info);
+      const small = readIfSmall(tmpPath);
+      if ('bytes' in small) return await this.saveBytes(small.bytes, info);
       const contentType = resolveContentType(info.contentType, await fileHead(tmpPath), info.filename);
       const id = newFileId();
       const stored = await this.blobs.put(id, fs.createReadStream(tmpPath, { highWaterMark: 1 << 20 }));

@@ -9,6 +9,7 @@ import { CapabilityRegistry, type CapabilityServices } from '../core/capability.
 import { ConfigError, defaultMemoryBudgetGb, type Config } from '../core/config.js';
 import { lockDataDir, type DataDirLock } from '../core/data-dir-lock.js';
 import { openDb, type Db } from '../core/db.js';
+import { WalCheckpointer } from '../core/db-checkpointer.js';
 import { FileStore, type FileStoreApi } from '../core/files/file-store.js';
 import { InputResolver } from '../core/files/input-resolver.js';
 import { EtaModel } from '../core/jobs/eta.js';
@@ -73,10 +74,13 @@ export async function createContext(config: Config, log: Logger, opts: ContextOp
   // fail another running server's jobs and delete its temp files.
   const lock = lockDataDir(config.dataDir);
   let db: Db | null = null;
+  let checkpointer: WalCheckpointer | null = null;
   try {
     db = openDb(config.dataDir);
-    return await openContext(config, log, opts, server, clusterSettings, db, lock);
+    checkpointer = new WalCheckpointer(db, log.child({ component: 'db' }));
+    return await openContext(config, log, opts, server, clusterSettings, { db, checkpointer }, lock);
   } catch (err) {
+    await checkpointer?.close();
     db?.close();
     lock.release();
     throw err;
@@ -89,7 +93,7 @@ async function openContext(
   opts: ContextOptions,
   server: ServerSettings,
   clusterSettings: ClusterSettings | null,
-  db: Db,
+  { db, checkpointer }: { db: Db; checkpointer: WalCheckpointer },
   lock: DataDirLock,
 ): Promise<AppContext> {
   const env = opts.env ?? process.env;
@@ -259,6 +263,7 @@ async function openContext(
       // After the queue: the jobs it failed on the way out have their events in the outbox.
       if (!cluster) await webhooks.close();
       await runtime.close();
+      await checkpointer.close();
       db.close();
       lock.release();
     },

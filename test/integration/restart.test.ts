@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
+import { fakeMfluxEnv } from '../support/fake-mflux.js';
 import { spawnServer, startServer, tempDir, type SpawnedServer } from '../support/server.js';
 import {
   getJob,
@@ -219,6 +220,45 @@ void describe('crash recovery (SIGKILL)', () => {
     }
     assert.equal(integrityCheck(dataDir), 'ok');
   });
+});
+
+void describe('kill -9 right after sync answers', () => {
+  // A sync answer is sent once the job's final state and its file are committed. The commits are
+  // in SQLite's WAL until the checkpoint thread copies them over (every second): a kill straight
+  // after the answers finds most of them there still, and the next start must replay them.
+  for (const engine of ['preview', 'mflux'] as const) {
+    void it(`every answered job is succeeded after the restart, with the very bytes it answered (${engine} engine)`, async () => {
+      const dataDir = newDataDir();
+      const env = {
+        ...(engine === 'mflux' ? fakeMfluxEnv(dataDir, { KIAPI_MEMORY_LIMIT_GB: '200' }) : { KIAPI_PREVIEW_STEP_MS: '0' }),
+        KIAPI_DATA_DIR: dataDir,
+        KIAPI_LOG_LEVEL: 'warn',
+      };
+      const answered = await withSpawned(env, async (s) => {
+        const got: { jobId: string; fileId: string; sha: string }[] = [];
+        for (let i = 0; i < 30; i++) {
+          const res = await sendJson('POST', `${s.url}/v1/image/qwen/generate`, { prompt: `kept ${i}`, width: 64, height: 64, steps: 1, seed: i });
+          assert.equal(res.status, 200, JSON.stringify(res.json));
+          got.push({ jobId: res.headers.get('x-kiapi-job-id')!, fileId: res.headers.get('x-kiapi-file-id')!, sha: sha(res.bytes) });
+        }
+        assert.equal(await stopWithin(s, 'SIGKILL'), null, 'killed by the signal');
+        return got;
+      });
+      assert.equal(integrityCheck(dataDir), 'ok');
+      // The preview engine: reading what the killed server recorded needs no engine.
+      const after = await startServer({}, { dataDir });
+      try {
+        for (const a of answered) {
+          const job = await getJob(after.url, a.jobId);
+          assert.equal(job.status, 'succeeded', JSON.stringify(job));
+          assert.deepEqual(job.artifacts, [a.fileId]);
+          assert.equal(sha(await download(after.url, a.fileId)), a.sha, `bytes of ${a.fileId}`);
+        }
+      } finally {
+        await after.close();
+      }
+    });
+  }
 });
 
 void describe('graceful shutdown (SIGTERM)', () => {

@@ -233,6 +233,7 @@ async function runImageJob(services: CapabilityServices, job: ImageRunSpec, spec
       quality: job.quality,
       inputs: job.inputs,
       rerunOf: job.rerunOf,
+      revision: out.revision,
     });
     const result = { ...finishResult(job.result, out, services.runtime.engine.describe().name), record: reproRecord };
     const info = {
@@ -243,11 +244,14 @@ async function runImageJob(services: CapabilityServices, job: ImageRunSpec, spec
       jobId: ctx.job.id,
     };
     let record;
-    if (out.png && job.format === 'png') {
-      record = await services.files.saveBytes(out.png, info);
-    } else {
+    if (job.format !== 'png') {
       await encode(out.png ?? enginePng, encoded, job.format, job.quality);
       record = await services.files.saveFile(encoded, info);
+    } else if (out.png) {
+      record = await services.files.saveBytes(out.png, info);
+    } else {
+      // The engine's lossless PNG is the file asked for: stored as it is, no decode or encode.
+      record = await services.files.saveFile(enginePng, info);
     }
     return {
       result: { file_id: record.file_id, image_bytes: record.size, ...result },
@@ -261,23 +265,15 @@ async function runImageJob(services: CapabilityServices, job: ImageRunSpec, spec
     if (err instanceof Error && !isKiapiError(err)) err.message = withoutPaths(err.message, services);
     throw err;
   } finally {
-    // Only what is left: on success both names have been renamed away (png: engine → encoded →
-    // store), and two removals of missing files per job are two needless trips to the thread pool.
+    // Only what is left (a png job's engine file was renamed into the store; a jpeg or webp job
+    // leaves it behind): removing missing files would be needless trips to the thread pool.
     for (const p of [enginePng, encoded]) if (fs.existsSync(p)) await fsp.rm(p, { force: true });
   }
 }
 
-/**
- * Writes the requested format from the engine's lossless PNG (its file, or its bytes when the
- * engine made them in memory). For `png` the file is kept as it is (a rename), which spares a
- * decode and an encode per job.
- */
-async function encode(src: string | Buffer, dest: string, format: ImageFormat, quality: number): Promise<void> {
+/** Writes JPEG or WebP from the engine's lossless PNG (its file, or its bytes when the engine made them in memory). */
+async function encode(src: string | Buffer, dest: string, format: Exclude<ImageFormat, 'png'>, quality: number): Promise<void> {
   switch (format) {
-    case 'png':
-      if (typeof src === 'string') await fsp.rename(src, dest);
-      else await fsp.writeFile(dest, src);
-      return;
     case 'jpeg':
       // JPEG has no alpha; flatten on white like the original's RGB conversion.
       await sharp(src).flatten({ background: '#ffffff' }).jpeg({ quality }).toFile(dest);

@@ -157,11 +157,13 @@ export interface RecordSource {
   quality: number;
   inputs: RecordedInput[];
   rerunOf: string | null;
+  /** The Hub commit the run loaded the weights from (ModelRuntime.run's `revision`). */
+  revision: string | null;
 }
 
 /**
  * The record of a job that just ran. Taken after the run: the engine's identity is then the one
- * that ran it (the worker is up), and the revision the one readiness found for the run.
+ * that ran it (the worker is up); the revision is the one the run found.
  */
 export async function buildRecord(services: CapabilityServices, src: RecordSource): Promise<ReproRecord> {
   const { task, spec } = src;
@@ -171,7 +173,7 @@ export async function buildRecord(services: CapabilityServices, src: RecordSourc
     operation: task.operation,
     engine: await services.runtime.engine.identify(),
     encoder: encoderVersions(),
-    model: { family: task.model.family, name: task.model.name, repo: spec.repo, revision: services.runtime.revisionOf(spec), quantize: task.model.quantize },
+    model: { family: task.model.family, name: task.model.name, repo: spec.repo, revision: src.revision, quantize: task.model.quantize },
     loras: task.loras.map((l, i) => ({ file_id: l.fileId, filename: loraFiles[i]?.filename ?? '', sha256: l.digest, scale: l.scale })),
     inputs: src.inputs.filter((i) => i.expect === 'image').map(({ kind, file_id, filename, sha256 }) => ({ kind, file_id, filename, sha256 })),
     params: recordParams(task, src.format, src.quality),

@@ -113,6 +113,32 @@ export async function fileHead(file: string): Promise<Buffer> {
   return head;
 }
 
+/**
+ * A file's bytes and modification time when it is at most RECENT_MAX_BYTES (else just its size),
+ * read on this thread. Each file-system call through the thread pool costs a round trip of tens of
+ * microseconds on a busy machine: an image's stat, read (open, fstat, read, close) and rename that
+ * way took ~0.3 ms per job, the same calls made directly under 0.1 ms (BENCHMARKS.md, "overhead").
+ * Only small files are read so: a few MiB from the page cache blocks the event loop for well under
+ * a millisecond; larger ones are streamed.
+ */
+export function readIfSmall(file: string): RecentBytes | { size: number } {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const stat = fs.fstatSync(fd);
+    if (stat.size > RECENT_MAX_BYTES) return { size: stat.size };
+    const bytes = Buffer.allocUnsafe(stat.size);
+    let got = 0;
+    while (got < bytes.length) {
+      const n = fs.readSync(fd, bytes, got, bytes.length - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    return { bytes: bytes.subarray(0, got), modified: stat.mtime };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export class FileStore implements FileStoreApi {
   private readonly insert;
   private readonly selectOne;
@@ -192,22 +218,22 @@ export class FileStore implements FileStoreApi {
 
   /**
    * Moves a finished file (engine output, fetched input) into the store and records it. A small
-   * file (an image, usually) is read once, whole: that one read gives its size, its first bytes
-   * and its SHA-256, where a stat, a head read and a hashing stream cost three opens per job. Its
-   * bytes are kept for `takeRecent`, so a sync answer sends them without reading the blob again.
+   * file (an image, usually) is read once, whole (see readIfSmall): that one read gives its size,
+   * its first bytes and its SHA-256, and its bytes are kept for `takeRecent`, so a sync answer
+   * sends them without reading the blob again.
    */
   async saveFile(tmpPath: string, info: NewFileInfo): Promise<FileRecord> {
     try {
-      const stat = await fsp.stat(tmpPath);
-      if (stat.size <= RECENT_MAX_BYTES) {
-        const bytes = await fsp.readFile(tmpPath);
+      const small = readIfSmall(tmpPath);
+      if ('bytes' in small) {
+        const { bytes } = small;
         const contentType = resolveContentType(info.contentType, bytes.subarray(0, 16), info.filename);
-        const record = await this.adopt(tmpPath, { ...info, contentType }, bytes.length, createHash('sha256').update(bytes).digest('hex'));
-        this.recent.remember(record.file_id, { bytes, modified: stat.mtime });
+        const record = await this.adopt(tmpPath, { ...info, contentType }, bytes.length, createHash('sha256').update(bytes).digest('hex'), true);
+        this.recent.remember(record.file_id, small);
         return record;
       }
       const contentType = resolveContentType(info.contentType, await fileHead(tmpPath), info.filename);
-      return await this.adopt(tmpPath, { ...info, contentType }, stat.size, await sha256File(tmpPath));
+      return await this.adopt(tmpPath, { ...info, contentType }, small.size, await sha256File(tmpPath));
     } catch (err) {
       await fsp.rm(tmpPath, { force: true });
       if (isDiskFull(err)) throw diskFullError(err, info.purpose ?? 'the file', this.root);
@@ -218,20 +244,27 @@ export class FileStore implements FileStoreApi {
   /**
    * Stores bytes already in memory (an engine's output) and records them: written once to a temp
    * name, renamed into place, recorded; kept for `takeRecent` like `saveFile`'s small files.
+   * Small bytes are written synchronously, for the reason readIfSmall gives.
    */
   async saveBytes(bytes: Buffer, info: NewFileInfo): Promise<FileRecord> {
     const tmp = this.tempPath();
     try {
-      const handle = await fsp.open(tmp, 'wx');
+      const small = bytes.length <= RECENT_MAX_BYTES;
       let modified: Date;
-      try {
-        await handle.writeFile(bytes);
-        modified = (await handle.stat()).mtime;
-      } finally {
-        await handle.close();
+      if (small) {
+        fs.writeFileSync(tmp, bytes, { flag: 'wx' });
+        modified = fs.statSync(tmp).mtime;
+      } else {
+        const handle = await fsp.open(tmp, 'wx');
+        try {
+          await handle.writeFile(bytes);
+          modified = (await handle.stat()).mtime;
+        } finally {
+          await handle.close();
+        }
       }
       const contentType = resolveContentType(info.contentType, bytes.subarray(0, 16), info.filename);
-      const record = await this.adopt(tmp, { ...info, contentType }, bytes.length, createHash('sha256').update(bytes).digest('hex'));
+      const record = await this.adopt(tmp, { ...info, contentType }, bytes.length, createHash('sha256').update(bytes).digest('hex'), small);
       this.recent.remember(record.file_id, { bytes, modified });
       return record;
     } catch (err) {
@@ -256,6 +289,8 @@ export class FileStore implements FileStoreApi {
     info: NewFileInfo & { contentType: string },
     size: number,
     sha256: string,
+    /** A small file: renamed on this thread (see readIfSmall). */
+    small = false,
   ): Promise<FileRecord> {
     const record: FileRecord = {
       file_id: newFileId(),
@@ -266,7 +301,7 @@ export class FileStore implements FileStoreApi {
       meta: info.meta ?? {},
     };
     const blob = this.blobPath(record.file_id);
-    await this.moveInto(tmpPath, blob, record.file_id);
+    await this.moveInto(tmpPath, blob, record.file_id, small);
     try {
       this.insert.run({ ...record, id: record.file_id, meta: JSON.stringify(record.meta), job_id: info.jobId ?? null, sha256 });
     } catch (err) {
@@ -276,10 +311,14 @@ export class FileStore implements FileStoreApi {
     return record;
   }
 
-  /** Renames into place; across filesystems copies to a staging name first (never a partial blob). */
-  private async moveInto(tmpPath: string, blob: string, fileId: string): Promise<void> {
+  /**
+   * Renames into place (`sync`: on this thread, a small file's, see readIfSmall); across
+   * filesystems copies to a staging name first (never a partial blob).
+   */
+  private async moveInto(tmpPath: string, blob: string, fileId: string, sync = false): Promise<void> {
     try {
-      await fsp.rename(tmpPath, blob);
+      if (sync) fs.renameSync(tmpPath, blob);
+      else await fsp.rename(tmpPath, blob);
       return;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;

@@ -11,9 +11,15 @@ export interface BuildSizes {
   record(key: string, weightGb: number): void;
 }
 
+/**
+ * The table's one owner is the server holding the data dir (its lock keeps others out), so what it
+ * read or wrote once stays true: every job asks for its build's size (the budget check at submit
+ * and at run), and a read from memory spares a query each time.
+ */
 export class DbBuildSizes implements BuildSizes {
   private readonly select;
   private readonly upsert;
+  private readonly known = new Map<string, number | undefined>();
 
   constructor(db: Db) {
     this.select = db.prepare<[string], { weight_gb: number }>('SELECT weight_gb FROM build_sizes WHERE key = ?');
@@ -23,11 +29,17 @@ export class DbBuildSizes implements BuildSizes {
   }
 
   get(key: string): number | undefined {
-    return this.select.get(key)?.weight_gb;
+    if (this.known.has(key)) return this.known.get(key);
+    const gb = this.select.get(key)?.weight_gb;
+    // Builds are few (a model times the LoRA sets it ran with); the bound is for a years-long run.
+    if (this.known.size >= 1024) this.known.clear();
+    this.known.set(key, gb);
+    return gb;
   }
 
   record(key: string, weightGb: number): void {
     this.upsert.run(key, weightGb, Date.now() / 1000);
+    this.known.set(key, weightGb);
   }
 }
 

@@ -57,12 +57,22 @@ export class ModelRuntime {
   /** Throws 503 with the command that fixes it when the model cannot be served. */
   assertReady(spec: ModelSpec, task?: Pick<ImageTask, 'model' | 'loras'>): void {
     this.assertFits(spec, task);
-    const missing = this.readiness(spec);
-    if (missing) {
+    this.weightsOf(spec);
+  }
+
+  /**
+   * Where `spec`'s weights are (undefined when the engine loads none); throws 503 with the command
+   * that fixes it when they are not there.
+   */
+  private weightsOf(spec: ModelSpec): { path: string; revision: string | null } | undefined {
+    if (!this.engine.holdsWeights || !this.opts.locate) return undefined;
+    const where = this.opts.locate(spec);
+    if (where.path === null) {
       throw new UnavailableError(
-        `model '${spec.name}' (${spec.family}) is not activated: ${missing}. Run: kiapi activate --model ${spec.name}`,
+        `model '${spec.name}' (${spec.family}) is not activated: ${where.detail}. Run: kiapi activate --model ${spec.name}`,
       );
     }
+    return { path: where.path, revision: where.revision ?? null };
   }
 
   /**
@@ -97,16 +107,22 @@ export class ModelRuntime {
     return where?.path ? { ...model, repo: where.path } : model;
   }
 
-  async run(spec: ModelSpec, task: ImageTask, ctx: JobContext, outputPath: string): Promise<EngineOutput> {
+  /**
+   * Runs `task` on the engine. The output's `revision` is the Hub commit of the weights this run
+   * found (null when the engine loads none or they are a local directory): the reproducibility
+   * record's, looked up once with the readiness check rather than again after the run.
+   */
+  async run(spec: ModelSpec, task: ImageTask, ctx: JobContext, outputPath: string): Promise<EngineOutput & { revision: string | null }> {
     return this.exclusive(async () => {
       // Re-checked at run time: the weights may have been removed while the job was queued.
-      this.assertReady(spec, task);
-      const located = { ...task, model: this.located(spec, task.model) };
+      this.assertFits(spec, task);
+      const weights = this.weightsOf(spec);
+      const located = { ...task, model: weights ? { ...task.model, repo: weights.path } : task.model };
       this.lastModel = `${spec.family}/${spec.name}`;
       const build = modelBuild(located.model, located.loras);
       const lease = await this.residency?.acquire(spec, build, () => ctx.progress(0, 'loading'));
       try {
-        return await this.engine.run(located, {
+        const out = await this.engine.run(located, {
           buildKey: build.key,
           outputPath,
           signal: ctx.signal,
@@ -114,6 +130,7 @@ export class ModelRuntime {
           previews: ctx.previews,
           onPreview: (p) => ctx.preview(p),
         });
+        return { ...out, revision: weights?.revision ?? null };
       } finally {
         if (lease) this.residency?.release(lease);
       }

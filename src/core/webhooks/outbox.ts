@@ -170,6 +170,9 @@ export class WebhookOutbox implements WebhookOutboxApi {
         `UPDATE webhook_deliveries SET state = 'pending', type = ?, payload = ?, event_at = ?, next_attempt_at = ?
          WHERE job_id = ? AND event = ? AND state = 'waiting'`,
       ),
+      waiting: db.prepare<[string, string], { one: number }>(
+        "SELECT 1 AS one FROM webhook_deliveries WHERE job_id = ? AND event = ? AND state = 'waiting'",
+      ),
       ofJob: db.prepare<[string], DeliveryRow>('SELECT * FROM webhook_deliveries WHERE job_id = ? ORDER BY created_at, event DESC'),
       due: db.prepare<[number, number], DeliveryRow>(
         "SELECT * FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
@@ -197,7 +200,8 @@ export class WebhookOutbox implements WebhookOutboxApi {
   /** WebhookOutboxApi.transition, synchronous: the job store's SQLite transaction is (JobStore.onTransition). */
   transition(job: JobRecord, view: () => Record<string, unknown>, _tx?: unknown): void {
     const event = transitionEvent(job);
-    if (event === null) return;
+    // Most jobs ask for no webhook: their transitions skip building a body nobody is sent.
+    if (event === null || this.stmts.waiting.get(job.id, event) === undefined) return;
     const now = Date.now() / 1000;
     const { type, payload } = eventBody(event, job, view, now);
     if (this.stmts.activate.run(type, payload, now, now, job.id, event).changes > 0) queueMicrotask(() => this.onPending());
