@@ -38,7 +38,7 @@ import {
   type FileStoreApi,
   type NewFileInfo,
 } from '../core/files/file-store.js';
-import { RecentBytesMemory, type RecentBytes } from '../core/files/recent-bytes.js';
+import { RecentBytesMemory, type KeptFile } from '../core/files/recent-bytes.js';
 import { sanitizeFilename } from '../core/files/content-type.js';
 import { InputError, NotFoundError, clip } from '../core/errors.js';
 import { isFileId, newFileId } from '../core/ids.js';
@@ -173,7 +173,7 @@ export class PgFileStore implements FileStoreApi {
     const id = newFileId();
     const stored = await this.blobs.put(id, Readable.from([bytes]));
     const record = await this.record(id, { ...info, contentType }, stored);
-    this.recent.remember(record.file_id, { bytes, modified: modifiedAt(record) });
+    this.recent.remember(record.file_id, { bytes, modified: modifiedAt(record), record });
     return record;
   }
 
@@ -203,12 +203,12 @@ export class PgFileStore implements FileStoreApi {
   }
 
   /**
-   * The bytes of a file `saveFile` or `saveBytes` stored on this node a moment ago, once (they are
-   * forgotten as they are taken). Files deleted through this node are forgotten at once; a delete
+   * A file `saveFile` or `saveBytes` stored on this node a moment ago, its bytes and record, once
+   * (they are forgotten as they are taken). Files deleted through this node are forgotten at once; a delete
    * on another node within the moment between storing and answering is not seen here (this
    * answer is synchronous), and the bytes are those of the file as it was stored.
    */
-  takeRecent(fileId: string): RecentBytes | undefined {
+  takeRecent(fileId: string): KeptFile | undefined {
     return this.recent.take(fileId);
   }
 

@@ -22,9 +22,9 @@ import { diskFullError, isDiskFull } from './disk-full.js';
 import { isFileId, newFileId } from '../ids.js';
 import { KeysetPager, type PageQuery } from '../paging.js';
 import { sanitizeFilename, sniffImageType, typeFromExtension } from './content-type.js';
-import { RECENT_MAX_BYTES, RecentBytesMemory, type RecentBytes } from './recent-bytes.js';
+import { RECENT_MAX_BYTES, RecentBytesMemory, type KeptFile, type RecentBytes } from './recent-bytes.js';
 
-export type { RecentBytes } from './recent-bytes.js';
+export type { KeptFile, RecentBytes } from './recent-bytes.js';
 
 export interface FileRecord {
   file_id: string;
@@ -87,8 +87,8 @@ export interface FileStoreApi {
   saveStream(source: Readable, info: NewFileInfo, maxBytes: number): Promise<FileRecord>;
   saveFile(tmpPath: string, info: NewFileInfo): Promise<FileRecord>;
   saveBytes(bytes: Buffer, info: NewFileInfo): Promise<FileRecord>;
-  /** The bytes of a file this node stored moments ago, handed over once (the sync answer). */
-  takeRecent(fileId: string): RecentBytes | undefined;
+  /** A file this node stored moments ago, bytes and record, handed over once (the sync answer). */
+  takeRecent(fileId: string): KeptFile | undefined;
   get(fileId: string): Promise<FileRecord>;
   getForInput(fileId: string, kind: string): Promise<FileRecord>;
   artifactOf(jobId: string): Promise<FileRecord | undefined>;
@@ -142,6 +142,7 @@ export function readIfSmall(file: string): RecentBytes | { size: number } {
 export class FileStore implements FileStoreApi {
   private readonly insert;
   private readonly selectOne;
+  private readonly exists;
   private readonly selectIds;
   private readonly deleteOne;
   private readonly selectByJob;
@@ -171,6 +172,7 @@ export class FileStore implements FileStoreApi {
     this.updateDigest = db.prepare('UPDATE files SET sha256 = ? WHERE id = ?');
     this.selectByJob = db.prepare<[string], FileRow>('SELECT * FROM files WHERE job_id = ? ORDER BY rowid LIMIT 1');
     this.selectOne = db.prepare<[string], FileRow>('SELECT * FROM files WHERE id = ?');
+    this.exists = db.prepare<[string], { one: number }>('SELECT 1 AS one FROM files WHERE id = ?');
     this.selectIds = db.prepare<[], string>('SELECT id FROM files');
     this.deleteOne = db.prepare('DELETE FROM files WHERE id = ?');
     this.pager = new KeysetPager<FileRow>(db, 'files', 'file', ['content_type', 'content_family', 'job_id']);
@@ -229,7 +231,7 @@ export class FileStore implements FileStoreApi {
         const { bytes } = small;
         const contentType = resolveContentType(info.contentType, bytes.subarray(0, 16), info.filename);
         const record = await this.adopt(tmpPath, { ...info, contentType }, bytes.length, createHash('sha256').update(bytes).digest('hex'), true);
-        this.recent.remember(record.file_id, small);
+        this.recent.remember(record.file_id, { ...small, record });
         return record;
       }
       const contentType = resolveContentType(info.contentType, await fileHead(tmpPath), info.filename);
@@ -265,7 +267,7 @@ export class FileStore implements FileStoreApi {
       }
       const contentType = resolveContentType(info.contentType, bytes.subarray(0, 16), info.filename);
       const record = await this.adopt(tmp, { ...info, contentType }, bytes.length, createHash('sha256').update(bytes).digest('hex'), small);
-      this.recent.remember(record.file_id, { bytes, modified });
+      this.recent.remember(record.file_id, { bytes, modified, record });
       return record;
     } catch (err) {
       await fsp.rm(tmp, { force: true });
@@ -275,13 +277,13 @@ export class FileStore implements FileStoreApi {
   }
 
   /**
-   * The bytes of a file `saveFile` or `saveBytes` stored a moment ago, once (they are forgotten as they are
-   * taken); undefined when they were not kept or the file was deleted since. Blobs never change,
-   * so these are the blob's bytes.
+   * A file `saveFile` or `saveBytes` stored a moment ago, its bytes and record, once (they are
+   * forgotten as they are taken); undefined when they were not kept or the file was deleted since.
+   * Blobs and records never change, so these are the blob's bytes and the stored record.
    */
-  takeRecent(fileId: string): RecentBytes | undefined {
+  takeRecent(fileId: string): KeptFile | undefined {
     const kept = this.recent.take(fileId);
-    return kept !== undefined && this.selectOne.get(fileId) ? kept : undefined;
+    return kept !== undefined && this.exists.get(fileId) ? kept : undefined;
   }
 
   private async adopt(

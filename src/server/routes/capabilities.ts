@@ -164,9 +164,9 @@ export async function answerJob(
     const fileId = final.artifacts[0]!;
     const headers = { 'x-kiapi-file-id': fileId, 'x-kiapi-job-id': final.id };
     try {
+      const kept = ctx.files.takeRecent(fileId);
+      if (kept) return sendBytes(reply, kept.record, kept, headers);
       const record = await ctx.files.get(fileId);
-      const bytes = ctx.files.takeRecent(fileId);
-      if (bytes) return sendBytes(reply, record, bytes, headers);
       return await sendFile(reply, req.raw, await ctx.files.localPath(fileId), record, headers);
     } catch (err) {
       // A replay promises the first answer's bytes; said plainly rather than answered differently.
