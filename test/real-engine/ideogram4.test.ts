@@ -24,7 +24,7 @@ void describe('ideogram4 on the real engine', () => {
 
   const generate = async (body: Record<string, unknown>) => {
     const res = await sendJson('POST', `${server.url}${GENERATE}`, { prompt: EXAMPLE_CAPTION, width: 256, height: 256, seed: 3, strict_caption_validation: true, ...body });
-    assert.equal(res.status, 200, `${res.status} ${res.bytes.toString().slice(0, 500)}`);
+    assert.equal(res.status, 200, `${res.status} ${res.bytes.toString().slice(0, 4000)}`);
     assert.deepEqual(await imageInfo(res.bytes), { format: 'png', width: 256, height: 256 });
     return res;
   };

@@ -32,7 +32,7 @@ async function upload(url: string, name: string, data: Buffer, contentType = 'im
 /** A sync generation's PNG bytes (asserting success). */
 async function image(url: string, route: string, body: Record<string, unknown>): Promise<Buffer> {
   const res = await sendJson('POST', `${url}${route}`, { width: 64, height: 64, steps: 2, seed: 5, ...body });
-  assert.equal(res.status, 200, `${route} → ${res.status} ${res.bytes.toString().slice(0, 500)}`);
+  assert.equal(res.status, 200, `${route} → ${res.status} ${res.bytes.toString().slice(0, 4000)}`);
   assert.deepEqual(await imageInfo(res.bytes), { format: 'png', width: 64, height: 64 });
   return res.bytes;
 }

@@ -34,7 +34,16 @@ export async function startServer(
   opts: ContextOptions & { dataDir?: string; logStream?: NodeJS.WritableStream } = {},
 ): Promise<TestServer> {
   const dataDir = opts.dataDir ?? tempDir();
-  const fullEnv = { KIAPI_ENGINE: 'preview', ...env, KIAPI_DATA_DIR: dataDir, KIAPI_HOST: '127.0.0.1', KIAPI_PORT: '0' };
+  // PATH as any service manager gives a server: the engine worker's children need it (MLX's CPU
+  // backend compiles kernels with g++, which finds its own cc1plus through PATH).
+  const fullEnv = {
+    ...(process.env.PATH ? { PATH: process.env.PATH } : {}),
+    KIAPI_ENGINE: 'preview',
+    ...env,
+    KIAPI_DATA_DIR: dataDir,
+    KIAPI_HOST: '127.0.0.1',
+    KIAPI_PORT: '0',
+  };
   const config = loadConfig(fullEnv);
   // `logStream` receives the server's log as JSON lines (tests that assert nothing was logged as an error).
   const log = opts.logStream ? pino({ level: 'info' }, opts.logStream) : pino({ level: process.env.KIAPI_TEST_LOG ?? 'silent' });
