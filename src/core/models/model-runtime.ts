@@ -65,14 +65,19 @@ export class ModelRuntime {
    * that fixes it when they are not there.
    */
   private weightsOf(spec: ModelSpec): { path: string; revision: string | null } | undefined {
-    if (!this.engine.holdsWeights || !this.opts.locate) return undefined;
-    const where = this.opts.locate(spec);
+    const where = this.where(spec);
+    if (!where) return undefined;
     if (where.path === null) {
       throw new UnavailableError(
         `model '${spec.name}' (${spec.family}) is not activated: ${where.detail}. Run: kiapi activate --model ${spec.name}`,
       );
     }
     return { path: where.path, revision: where.revision ?? null };
+  }
+
+  /** One look at `spec`'s weights on disk; null when the engine loads none (the preview engine). */
+  private where(spec: ModelSpec): ReturnType<NonNullable<RuntimeOptions['locate']>> | null {
+    return this.engine.holdsWeights && this.opts.locate ? this.opts.locate(spec) : null;
   }
 
   /**
@@ -86,9 +91,8 @@ export class ModelRuntime {
 
   /** Why `spec` cannot be served yet (weights not activated), or null when it can. */
   readiness(spec: ModelSpec): string | null {
-    if (!this.engine.holdsWeights || !this.opts.locate) return null;
-    const where = this.opts.locate(spec);
-    return where.path === null ? where.detail : null;
+    const where = this.where(spec);
+    return where && where.path === null ? where.detail : null;
   }
 
   /**
@@ -97,14 +101,13 @@ export class ModelRuntime {
    * weights are a local directory, or they are not there.
    */
   revisionOf(spec: ModelSpec): string | null {
-    if (!this.engine.holdsWeights || !this.opts.locate) return null;
-    return this.opts.locate(spec).revision ?? null;
+    return this.where(spec)?.revision ?? null;
   }
 
   /** The model as the engine must load it: the local directory readiness judged, not the repo name. */
   private located(spec: ModelSpec, model: TaskModel): TaskModel {
-    const where = this.engine.holdsWeights ? this.opts.locate?.(spec) : undefined;
-    return where?.path ? { ...model, repo: where.path } : model;
+    const path = this.where(spec)?.path;
+    return path ? { ...model, repo: path } : model;
   }
 
   /**
